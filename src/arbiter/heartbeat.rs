@@ -1,0 +1,100 @@
+//! Worker heartbeats in a shared anonymous mapping, one slot per worker, created by the master
+//! before any fork. A worker's event loop stores the current monotonic time in its slot; the
+//! master kills a worker whose slot is older than `--timeout`. This replaces Gunicorn's
+//! temp-file mtime, which costs a syscall per beat and a disk write.
+
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The shared region: `slots` monotonic timestamps in milliseconds.
+pub struct Heartbeat {
+    base: NonNull<AtomicU64>,
+    slots: usize,
+}
+
+/// One worker's view of its slot.
+#[derive(Clone, Copy)]
+pub struct HeartbeatSlot {
+    slot: NonNull<AtomicU64>,
+}
+
+// SAFETY: the slot points into a MAP_SHARED mapping that lives as long as the process and is
+// only accessed through atomics.
+unsafe impl Send for HeartbeatSlot {}
+unsafe impl Sync for HeartbeatSlot {}
+
+/// Milliseconds on CLOCK_MONOTONIC, which is shared by all processes on the machine.
+pub fn monotonic_millis() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes into the timespec we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
+impl Heartbeat {
+    /// Maps `slots` slots. Must run before the first fork so every worker shares the mapping.
+    pub fn new(slots: usize) -> std::io::Result<Heartbeat> {
+        let slots = slots.max(1);
+        let len = slots * std::mem::size_of::<AtomicU64>();
+        // SAFETY: a fresh anonymous shared mapping; checked for MAP_FAILED below.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        let base = NonNull::new(ptr.cast::<AtomicU64>()).ok_or_else(std::io::Error::last_os_error)?;
+        Ok(Heartbeat { base, slots })
+    }
+
+    pub fn slots(&self) -> usize {
+        self.slots
+    }
+
+    /// The slot with index `index` (< `slots()`).
+    pub fn slot(&self, index: usize) -> HeartbeatSlot {
+        assert!(index < self.slots, "heartbeat slot {index} out of range");
+        // SAFETY: index is within the mapping.
+        HeartbeatSlot { slot: unsafe { NonNull::new_unchecked(self.base.as_ptr().add(index)) } }
+    }
+}
+
+impl HeartbeatSlot {
+    /// Records that the worker is alive now.
+    pub fn beat(&self) {
+        self.store(monotonic_millis());
+    }
+
+    pub fn store(&self, millis: u64) {
+        // SAFETY: see the Send/Sync note above.
+        unsafe { self.slot.as_ref() }.store(millis, Ordering::Relaxed);
+    }
+
+    /// The time of the last beat, in [`monotonic_millis`].
+    pub fn last(&self) -> u64 {
+        // SAFETY: see the Send/Sync note above.
+        unsafe { self.slot.as_ref() }.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn beat_is_visible_through_another_handle() {
+        let hb = Heartbeat::new(4).expect("mmap");
+        let a = hb.slot(2);
+        let b = hb.slot(2);
+        a.store(42);
+        assert_eq!(b.last(), 42);
+        assert_eq!(hb.slot(1).last(), 0);
+    }
+}

@@ -1,0 +1,15 @@
+//! HTTP/1.x framing on top of `httparse`: pure parse and encode, no I/O.
+//!
+//! - [`head`]: request line and header fields, with Gunicorn's limits and strictness rules.
+//! - [`body`]: request body decoders (Content-Length, chunked).
+//! - [`error`]: the error answers sent for malformed requests.
+//! - [`date`]: the cached `Date` header value.
+
+pub mod body;
+pub mod date;
+pub mod error;
+pub mod head;
+
+pub use body::BodyDecoder;
+pub use error::HttpError;
+pub use head::{Framing, Limits, RequestHead};
