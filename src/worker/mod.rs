@@ -1,11 +1,38 @@
 //! A worker process: loads the application, then serves connections from the shared listeners
 //! until told to stop.
+//!
+//! Both worker classes run one single-threaded tokio event loop that owns every socket.
+//! `sync` calls the application on that same thread, one request at a time, with no hand-off;
+//! `gthread` hands complete requests to `--threads` Python threads. Either way a slow client
+//! costs a little memory and a task, never a Python thread.
+
+mod conn;
+mod pool;
+pub mod signals;
+
+use std::cell::Cell;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::io::RawFd;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
 
 use pyo3::prelude::*;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::{watch, Notify};
 
 use crate::arbiter::heartbeat::HeartbeatSlot;
 use crate::arbiter::listeners::Listener;
 use crate::config::Settings;
+use crate::http::forwarded::ForwardedPolicy;
+use crate::http::Limits;
+use crate::log;
+use crate::wsgi::app::{load_app, LoadError};
+use crate::wsgi::call::{self, log_exception, AppContext, Outcome, Request};
+use crate::wsgi::environ::{EnvironBuilder, ListenerInfo, Peer};
+use crate::exit_code;
 
 /// What the master hands a freshly forked worker.
 pub struct WorkerContext<'a> {
@@ -18,10 +45,402 @@ pub struct WorkerContext<'a> {
     pub app: Option<Py<PyAny>>,
 }
 
+/// Timing and capacity settings of the event loop.
+pub struct Options {
+    /// Idle time allowed between requests on a kept-alive connection (`--keep-alive`).
+    pub keepalive: Duration,
+    /// Time allowed for a request head to arrive completely.
+    pub head_timeout: Duration,
+    /// Longest wait for more of a request body.
+    pub body_timeout: Duration,
+    /// Longest stall while writing a response.
+    pub write_timeout: Duration,
+    pub graceful_timeout: Duration,
+    /// Recycle the worker after this many requests; 0 = never.
+    pub max_requests: u64,
+    /// Most connections open at once (`--worker-connections`).
+    pub max_connections: usize,
+}
+
+enum Mode {
+    Sync,
+    Threads(pool::Pool),
+}
+
+/// The worker's shared state, owned by its event loop thread.
+pub struct Worker {
+    pub options: Options,
+    pub limits: Limits,
+    app: Arc<AppContext>,
+    mode: Mode,
+    heartbeat: HeartbeatSlot,
+    closing: watch::Sender<bool>,
+    handled: Cell<u64>,
+    connections: Cell<usize>,
+    connection_closed: Notify,
+}
+
+impl Worker {
+    pub fn is_closing(&self) -> bool {
+        *self.closing.borrow()
+    }
+
+    /// Resolves once the worker begins to stop.
+    pub async fn closing_signal(&self) {
+        let mut rx = self.closing.subscribe();
+        let _ = rx.wait_for(|closing| *closing).await;
+    }
+
+    fn begin_close(&self) {
+        self.closing.send_replace(true);
+    }
+
+    async fn dispatch(&self, request: Request) -> Option<Outcome> {
+        self.heartbeat.beat();
+        match &self.mode {
+            Mode::Sync => {
+                signals::IN_APP_CALL.store(true, Ordering::SeqCst);
+                let outcome = Python::attach(|py| call::handle(py, &self.app, request));
+                signals::IN_APP_CALL.store(false, Ordering::SeqCst);
+                if signals::FAST.load(Ordering::SeqCst) {
+                    std::process::exit(0);
+                }
+                Some(outcome)
+            }
+            Mode::Threads(pool) => pool.run(Arc::clone(&self.app), request).await,
+        }
+    }
+
+    fn request_done(&self) {
+        self.heartbeat.beat();
+        let handled = self.handled.get() + 1;
+        self.handled.set(handled);
+        if self.options.max_requests > 0 && handled >= self.options.max_requests && !self.is_closing() {
+            log::info(format_args!("Autorestarting worker after current request."));
+            self.begin_close();
+        }
+    }
+}
+
 /// Runs the worker to completion in the forked child. Returns the exit status:
-/// 0 after a stop, [`crate::exit_code::WORKER_BOOT_ERROR`] or
-/// [`crate::exit_code::APP_LOAD_ERROR`] when it could not start.
+/// 0 after a stop, [`exit_code::WORKER_BOOT_ERROR`] or [`exit_code::APP_LOAD_ERROR`] when it
+/// could not start.
 pub fn run(py: Python<'_>, ctx: WorkerContext<'_>) -> i32 {
-    let _ = (py, ctx);
-    todo!("worker::run")
+    let pid = std::process::id();
+    log::info(format_args!("Booting worker with pid: {pid}"));
+    let wake_fd = match signals::install() {
+        Ok(fd) => fd,
+        Err(e) => {
+            log::error(format_args!("cannot install signal handlers: {e}"));
+            return exit_code::WORKER_BOOT_ERROR;
+        }
+    };
+    let settings = ctx.settings;
+    let app = match ctx.app {
+        Some(app) => app,
+        None => match load(py, settings) {
+            Ok(app) => app,
+            Err(code) => return code,
+        },
+    };
+    let worker = match build_worker(py, settings, ctx.listeners, app, ctx.heartbeat) {
+        Ok(worker) => worker,
+        Err(message) => {
+            log::error(format_args!("Exception in worker process: {message}"));
+            return exit_code::WORKER_BOOT_ERROR;
+        }
+    };
+    let listeners: Vec<RawFd> = ctx.listeners.iter().map(|l| l.as_raw_fd()).collect();
+    let graceful = worker.options.graceful_timeout;
+    let result = py.detach(move || -> io::Result<()> {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let local = tokio::task::LocalSet::new();
+        let worker = Rc::new(worker);
+        let outcome = local.block_on(&runtime, serve(Rc::clone(&worker), listeners, wake_fd));
+        // Connections still open past the graceful timeout are abandoned with the runtime.
+        drop(local);
+        drop(runtime);
+        if let Ok(worker) = Rc::try_unwrap(worker) {
+            drop(worker);
+        }
+        let _ = graceful;
+        outcome
+    });
+    if let Err(e) = result {
+        log::error(format_args!("worker failed: {e}"));
+    }
+    log::info(format_args!("Worker exiting (pid: {pid})"));
+    exit_code::OK
+}
+
+fn load(py: Python<'_>, settings: &Settings) -> Result<Py<PyAny>, i32> {
+    let uri = settings.app_uri.clone().unwrap_or_default();
+    match load_app(py, &uri) {
+        Ok(app) => Ok(app),
+        Err(LoadError::NotFound(message)) => {
+            log::error(format_args!("{message}"));
+            Err(exit_code::APP_LOAD_ERROR)
+        }
+        Err(LoadError::Raised(err)) => {
+            log_exception(py, "Exception in worker process", &err);
+            Err(exit_code::WORKER_BOOT_ERROR)
+        }
+    }
+}
+
+fn secs(settings: &Settings, name: &str) -> Duration {
+    Duration::from_secs(settings.uint(name))
+}
+
+fn build_worker(
+    py: Python<'_>,
+    settings: &Settings,
+    listeners: &[Listener],
+    app: Py<PyAny>,
+    heartbeat: HeartbeatSlot,
+) -> Result<Worker, String> {
+    let threaded = settings.worker_class() == "gthread";
+    let forwarded = ForwardedPolicy::new(
+        settings.list("forwarded_allow_ips"),
+        settings.dict("secure_scheme_headers"),
+        settings.list("forwarder_headers"),
+    )
+    .map_err(|e| format!("forwarded_allow_ips: {e}"))?;
+    let infos = listeners
+        .iter()
+        .map(|l| {
+            let (server_name, server_port) = l.server_name_port();
+            ListenerInfo { server_name, server_port, is_unix: matches!(l, Listener::Unix(..)) }
+        })
+        .collect();
+    let environ = EnvironBuilder::new(py, threaded, settings.uint("workers") > 1, forwarded, infos)
+        .map_err(|e| e.to_string())?;
+    let timeout = settings.uint("timeout");
+    // A client gets at least as long as the application would to make progress.
+    let io_timeout = Duration::from_secs(if timeout == 0 { 60 } else { timeout.max(10) });
+    let options = Options {
+        keepalive: secs(settings, "keepalive"),
+        head_timeout: io_timeout,
+        body_timeout: io_timeout,
+        write_timeout: io_timeout,
+        graceful_timeout: secs(settings, "graceful_timeout"),
+        max_requests: max_requests(settings),
+        max_connections: (settings.uint("worker_connections") as usize).max(1),
+    };
+    let mode = if threaded {
+        Mode::Threads(pool::Pool::new(settings.uint("threads").max(1) as usize).map_err(|e| e.to_string())?)
+    } else {
+        Mode::Sync
+    };
+    let (closing, _) = watch::channel(false);
+    Ok(Worker {
+        options,
+        limits: crate::http::head::limits_from_settings(settings),
+        app: Arc::new(AppContext { app, environ, write_timeout: io_timeout }),
+        mode,
+        heartbeat,
+        closing,
+        handled: Cell::new(0),
+        connections: Cell::new(0),
+        connection_closed: Notify::new(),
+    })
+}
+
+/// `--max-requests` plus this worker's share of `--max-requests-jitter`.
+fn max_requests(settings: &Settings) -> u64 {
+    let base = settings.uint("max_requests");
+    if base == 0 {
+        return 0;
+    }
+    let jitter = settings.uint("max_requests_jitter");
+    if jitter == 0 {
+        return base;
+    }
+    // Spread recycling over workers without a random source: the pid and the clock suffice.
+    let seed = (std::process::id() as u64) ^ crate::arbiter::heartbeat::monotonic_millis();
+    base + seed.wrapping_mul(6364136223846793005) % (jitter + 1)
+}
+
+/// The event loop: accept on every listener, watch signals and the parent, stop gracefully.
+async fn serve(worker: Rc<Worker>, listeners: Vec<RawFd>, wake_fd: RawFd) -> io::Result<()> {
+    let ppid = std::os::unix::process::parent_id();
+    for (index, fd) in listeners.into_iter().enumerate() {
+        set_nonblocking(fd)?;
+        // SAFETY: listener descriptors stay open for the worker's whole life.
+        let listener = unsafe { AsyncFd::register(fd) }?;
+        tokio::task::spawn_local(accept_loop(Rc::clone(&worker), listener, index));
+    }
+    // SAFETY: the wake-up pipe is never closed.
+    let wake = unsafe { AsyncFd::register(wake_fd) }?;
+    let tick = heartbeat_interval(worker.options.graceful_timeout);
+    loop {
+        tokio::select! {
+            guard = wake.readable() => {
+                let mut guard = guard?;
+                signals::drain(wake_fd);
+                guard.clear_ready();
+                if signals::FAST.load(Ordering::SeqCst) {
+                    log::info(format_args!("Worker exiting (pid: {})", std::process::id()));
+                    std::process::exit(0);
+                }
+                if signals::REOPEN.swap(false, Ordering::SeqCst) {
+                    if let Err(e) = log::reopen() {
+                        log::error(format_args!("{e}"));
+                    }
+                }
+                if signals::GRACEFUL.load(Ordering::SeqCst) {
+                    break;
+                }
+            }
+            _ = worker.closing_signal() => break,
+            _ = tokio::time::sleep(tick) => {
+                worker.heartbeat.beat();
+                if std::os::unix::process::parent_id() != ppid {
+                    log::info(format_args!("Parent changed, shutting down: {}", std::process::id()));
+                    break;
+                }
+            }
+        }
+    }
+    worker.begin_close();
+    let deadline = tokio::time::Instant::now() + worker.options.graceful_timeout;
+    while worker.connections.get() > 0 {
+        worker.heartbeat.beat();
+        let wait = worker.connection_closed.notified();
+        if tokio::time::timeout_at(deadline, wait).await.is_err() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn heartbeat_interval(_graceful: Duration) -> Duration {
+    Duration::from_millis(500)
+}
+
+fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor we hold.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags < 0 || libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+async fn accept_loop(worker: Rc<Worker>, listener: AsyncFd<RawFd>, index: usize) {
+    loop {
+        while worker.connections.get() >= worker.options.max_connections {
+            worker.connection_closed.notified().await;
+        }
+        let accepted = tokio::select! {
+            r = accept(&listener) => r,
+            _ = worker.closing_signal() => return,
+        };
+        match accepted {
+            Ok((fd, peer)) => {
+                // SAFETY: the AsyncFd owns the descriptor and closes it when dropped.
+                let sock = match unsafe { AsyncFd::register(fd) } {
+                    Ok(sock) => sock,
+                    Err(e) => {
+                        log::error(format_args!("cannot register connection: {e}"));
+                        continue;
+                    }
+                };
+                worker.connections.set(worker.connections.get() + 1);
+                let w = Rc::clone(&worker);
+                tokio::task::spawn_local(async move {
+                    conn::Conn::new(sock, peer, index, Rc::clone(&w)).serve().await;
+                    w.connections.set(w.connections.get() - 1);
+                    w.connection_closed.notify_waiters();
+                });
+            }
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning on a ready listener.
+                log::error(format_args!("accept failed: {e}"));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn accept(listener: &AsyncFd<RawFd>) -> io::Result<(OwnedFd, Peer)> {
+    loop {
+        let mut guard = listener.readable().await?;
+        let result = guard.try_io(|l| {
+            let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+            let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            // SAFETY: accept4 writes at most `len` bytes of address into `storage`.
+            let fd = unsafe {
+                libc::accept4(
+                    *l.get_ref(),
+                    (&mut storage as *mut libc::sockaddr_storage).cast(),
+                    &mut len,
+                    libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                )
+            };
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // SAFETY: accept4 returned a new descriptor that we now own.
+            let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+            let peer = match socket_addr(&storage) {
+                Some(sa) => {
+                    let one: libc::c_int = 1;
+                    // SAFETY: setsockopt with a valid int option on our socket.
+                    unsafe {
+                        libc::setsockopt(
+                            fd,
+                            libc::IPPROTO_TCP,
+                            libc::TCP_NODELAY,
+                            (&one as *const libc::c_int).cast(),
+                            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                        )
+                    };
+                    Peer::Tcp(sa)
+                }
+                None => Peer::Unix,
+            };
+            Ok((owned, peer))
+        });
+        match result {
+            Ok(Ok(accepted)) => return Ok(accepted),
+            Ok(Err(e)) if is_transient_accept_error(&e) => continue,
+            Ok(Err(e)) => return Err(e),
+            Err(_would_block) => continue,
+        }
+    }
+}
+
+/// The IP address of a peer, or `None` for a unix-socket peer.
+fn socket_addr(storage: &libc::sockaddr_storage) -> Option<std::net::SocketAddr> {
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+    match storage.ss_family as libc::c_int {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in.
+            let sin = unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+            Some(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(sin.sin_port))))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says the storage holds a sockaddr_in6.
+            let sin6 = unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                ip,
+                u16::from_be(sin6.sin6_port),
+                sin6.sin6_flowinfo,
+                sin6.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
+fn is_transient_accept_error(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ECONNABORTED) | Some(libc::EINTR) | Some(libc::EPROTO) | Some(libc::EPERM)
+    )
 }

@@ -1,9 +1,28 @@
 //! PEP 3333: the environ, `wsgi.input`, `start_response`, response writing and the file wrapper.
+//!
+//! - [`call`]: the request cycle, shared by every worker class.
+//! - [`environ`]: the per-request dict.
+//! - [`input`]: `wsgi.input`.
+//! - [`response`]: `start_response`, `write()` and body framing.
+//! - [`output`]: the queue of bytes and file ranges waiting for the socket.
+
+pub mod app;
+pub mod call;
+pub mod environ;
+pub mod errors;
+pub mod file_wrapper;
+pub mod input;
+pub mod output;
+pub mod response;
+pub mod sockio;
 
 use pyo3::prelude::*;
 
 /// Registers the Python-visible WSGI types in the extension module.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    let _ = m;
+    m.add_class::<file_wrapper::FileWrapper>()?;
+    m.add_class::<input::InputStream>()?;
+    m.add_class::<response::StartResponse>()?;
+    m.add_class::<errors::ErrorStream>()?;
     Ok(())
 }

@@ -1,0 +1,280 @@
+//! One client connection: read a request head, buffer its body up to a bound, hand the request
+//! to the application, write the response, and go round again while keep-alive allows.
+//! All waiting on the client happens here, in Rust, never in a Python thread.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::rc::Rc;
+use std::time::Duration;
+
+use tokio::io::unix::AsyncFd;
+use tokio::time::{timeout_at, Instant};
+
+use super::Worker;
+use crate::http::{self, BodyDecoder, HttpError};
+use crate::wsgi::call::{Outcome, Request};
+use crate::wsgi::environ::Peer;
+use crate::wsgi::input::BodyState;
+use crate::wsgi::output::{OutQueue, Progress};
+
+/// Bytes read from the socket per call.
+const READ_CHUNK: usize = 16 * 1024;
+/// Bodies up to this size are read completely before the application is called.
+pub const BODY_BUFFER: usize = 1024 * 1024;
+/// Unread request body the server will discard to keep a connection alive.
+const DRAIN_LIMIT: u64 = 4 * 1024 * 1024;
+/// How long a closing connection reads what the client still sends, so that the client
+/// receives our answer instead of a reset.
+const LINGER: Duration = Duration::from_secs(1);
+
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+pub struct Conn {
+    sock: AsyncFd<OwnedFd>,
+    peer: Peer,
+    listener: usize,
+    worker: Rc<Worker>,
+    buf: Vec<u8>,
+}
+
+enum Next {
+    Continue,
+    Close,
+}
+
+impl Conn {
+    pub fn new(sock: AsyncFd<OwnedFd>, peer: Peer, listener: usize, worker: Rc<Worker>) -> Conn {
+        Conn { sock, peer, listener, worker, buf: Vec::with_capacity(READ_CHUNK) }
+    }
+
+    fn fd(&self) -> i32 {
+        self.sock.get_ref().as_raw_fd()
+    }
+
+    pub async fn serve(mut self) {
+        let mut first = true;
+        loop {
+            match self.serve_one(first).await {
+                Ok(Next::Continue) => first = false,
+                Ok(Next::Close) | Err(_) => break,
+            }
+        }
+    }
+
+    async fn serve_one(&mut self, first: bool) -> io::Result<Next> {
+        let Some(head) = self.read_head(first).await? else { return Ok(Next::Close) };
+        let body = match self.read_body(&head).await? {
+            Ok(body) => body,
+            Err(err) => {
+                self.refuse(&err).await;
+                return Ok(Next::Close);
+            }
+        };
+        let worker = Rc::clone(&self.worker);
+        let request = Request {
+            head,
+            body,
+            peer: self.peer,
+            listener: self.listener,
+            fd: self.fd(),
+            closing: worker.is_closing(),
+        };
+        let outcome = worker.dispatch(request).await;
+        worker.request_done();
+        let Some(Outcome { mut out, keep_alive, body, .. }) = outcome else { return Ok(Next::Close) };
+        self.write_out(&mut out).await?;
+        if !keep_alive {
+            self.linger_close().await;
+            return Ok(Next::Close);
+        }
+        let Some(body) = body else { return Ok(Next::Close) };
+        if !self.finish_body(body).await? {
+            return Ok(Next::Close);
+        }
+        Ok(Next::Continue)
+    }
+
+    /// Reads until a complete head is buffered. `None`: the connection should just close.
+    async fn read_head(&mut self, first: bool) -> io::Result<Option<http::RequestHead>> {
+        let worker = Rc::clone(&self.worker);
+        let idle_deadline = Instant::now()
+            + if first { worker.options.head_timeout } else { worker.options.keepalive };
+        let mut head_deadline: Option<Instant> = None;
+        loop {
+            if !self.buf.is_empty() {
+                match http::head::parse(&self.buf, &worker.limits) {
+                    Ok(Some((head, used))) => {
+                        self.buf.drain(..used);
+                        return Ok(Some(head));
+                    }
+                    Ok(None) => {}
+                    Err(err) => {
+                        self.refuse(&err).await;
+                        return Ok(None);
+                    }
+                }
+            }
+            let idle = self.buf.is_empty();
+            if idle && (worker.is_closing() || (!first && worker.options.keepalive.is_zero())) {
+                return Ok(None);
+            }
+            let deadline = if idle {
+                idle_deadline
+            } else {
+                *head_deadline.get_or_insert_with(|| Instant::now() + worker.options.head_timeout)
+            };
+            let read = async {
+                tokio::select! {
+                    r = self.read_more() => Some(r),
+                    _ = worker.closing_signal(), if idle => None,
+                }
+            };
+            match timeout_at(deadline, read).await {
+                Ok(Some(Ok(0))) | Ok(None) => return Ok(None),
+                Ok(Some(Ok(_))) => {}
+                Ok(Some(Err(e))) => return Err(e),
+                Err(_) => {
+                    if !idle {
+                        self.refuse(&HttpError::request_timeout()).await;
+                    }
+                    return Ok(None);
+                }
+            }
+        }
+    }
+
+    /// Buffers the body up to [`BODY_BUFFER`]; a longer body streams from the socket later.
+    async fn read_body(&mut self, head: &http::RequestHead) -> io::Result<Result<BodyState, HttpError>> {
+        let raw = std::mem::take(&mut self.buf);
+        let mut body = BodyState::new(BodyDecoder::new(head.framing), raw, self.fd(), self.worker.options.body_timeout);
+        if body.is_complete() {
+            return Ok(Ok(body));
+        }
+        if head.expect_continue && body.raw.is_empty() {
+            let mut out = OutQueue::new();
+            out.push_slice(CONTINUE);
+            self.write_out(&mut out).await?;
+        }
+        let deadline = Instant::now() + self.worker.options.body_timeout;
+        loop {
+            let room = BODY_BUFFER.saturating_sub(body.body.len());
+            if let Err(err) = body.decode_buffered(room) {
+                return Ok(Err(err));
+            }
+            if body.is_complete() || body.body.len() >= BODY_BUFFER {
+                return Ok(Ok(body));
+            }
+            if body.raw_pos > 0 {
+                body.raw.drain(..body.raw_pos);
+                body.raw_pos = 0;
+            }
+            match timeout_at(deadline, read_into(&self.sock, &mut body.raw)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(Ok(_)) => {}
+                Err(_) => return Ok(Err(HttpError::request_timeout())),
+            }
+        }
+    }
+
+    /// Discards what the application left unread of the body and keeps the bytes after it.
+    /// Returns false when the connection cannot carry another request.
+    async fn finish_body(&mut self, mut body: BodyState) -> io::Result<bool> {
+        if body.error.is_some() || body.truncated {
+            return Ok(false);
+        }
+        let mut discarded = 0u64;
+        let deadline = Instant::now() + self.worker.options.body_timeout;
+        while !body.is_complete() {
+            body.body.clear();
+            body.body_pos = 0;
+            match body.decode_buffered(READ_CHUNK) {
+                Ok(n) => discarded += n as u64,
+                Err(_) => return Ok(false),
+            }
+            if body.is_complete() {
+                break;
+            }
+            if discarded > DRAIN_LIMIT {
+                return Ok(false);
+            }
+            if body.raw_pos > 0 {
+                body.raw.drain(..body.raw_pos);
+                body.raw_pos = 0;
+            }
+            match timeout_at(deadline, read_into(&self.sock, &mut body.raw)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return Ok(false),
+            }
+        }
+        body.raw.drain(..body.raw_pos);
+        self.buf = std::mem::take(&mut body.raw);
+        Ok(true)
+    }
+
+    async fn read_more(&mut self) -> io::Result<usize> {
+        read_into(&self.sock, &mut self.buf).await
+    }
+
+    pub async fn write_out(&self, out: &mut OutQueue) -> io::Result<()> {
+        let deadline = Instant::now() + self.worker.options.write_timeout;
+        let fd = self.fd();
+        loop {
+            if let Progress::Done = out.write_to(fd)? {
+                return Ok(());
+            }
+            let mut guard = match timeout_at(deadline, self.sock.writable()).await {
+                Ok(guard) => guard?,
+                Err(_) => return Err(io::ErrorKind::TimedOut.into()),
+            };
+            match out.write_to(fd)? {
+                Progress::Done => return Ok(()),
+                Progress::Blocked => guard.clear_ready(),
+            }
+        }
+    }
+
+    async fn refuse(&mut self, err: &HttpError) {
+        let mut out = OutQueue::new();
+        out.push_slice(&err.to_response());
+        if self.write_out(&mut out).await.is_ok() {
+            self.linger_close().await;
+        }
+    }
+
+    /// Half-closes, then reads and discards briefly so the client gets our last response
+    /// rather than a reset caused by unread bytes.
+    async fn linger_close(&mut self) {
+        // SAFETY: shutdown on our own socket.
+        unsafe { libc::shutdown(self.fd(), libc::SHUT_WR) };
+        let deadline = Instant::now() + LINGER;
+        let mut total = 0usize;
+        while total < 256 * 1024 {
+            self.buf.clear();
+            match timeout_at(deadline, read_into(&self.sock, &mut self.buf)).await {
+                Ok(Ok(n)) if n > 0 => total += n,
+                _ => break,
+            }
+        }
+    }
+}
+
+/// Reads once (waiting for readiness) and appends to `buf`. `Ok(0)`: the peer closed.
+pub async fn read_into(sock: &AsyncFd<OwnedFd>, buf: &mut Vec<u8>) -> io::Result<usize> {
+    loop {
+        let mut guard = sock.readable().await?;
+        match guard.try_io(|s| {
+            buf.reserve(READ_CHUNK);
+            let spare = buf.spare_capacity_mut();
+            // SAFETY: reading into spare capacity, then growing the length by what was read.
+            let n = unsafe { libc::read(s.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len()) };
+            if n < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            unsafe { buf.set_len(buf.len() + n as usize) };
+            Ok(n as usize)
+        }) {
+            Ok(result) => return result,
+            Err(_would_block) => continue,
+        }
+    }
+}

@@ -1,0 +1,281 @@
+//! The request cycle, written once for every worker class: build the environ, call the
+//! application, turn what it returns into response bytes, always call the iterable's `close()`.
+//! Runs with the GIL; releases it only to wait on the socket.
+
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::io::RawFd;
+use std::time::Duration;
+
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList};
+
+use super::environ::{EnvironBuilder, Peer};
+use super::file_wrapper::FileWrapper;
+use super::input::{BodyState, InputStream};
+use super::output::OutQueue;
+use super::response::{RequestFacts, ResponseState, StartResponse};
+use crate::http::{HttpError, RequestHead};
+use crate::log;
+
+/// What every request of a worker shares.
+pub struct AppContext {
+    pub app: Py<PyAny>,
+    pub environ: EnvironBuilder,
+    /// Longest stall while writing to a client before it counts as gone.
+    pub write_timeout: Duration,
+}
+
+/// One request, ready for the application: its head and what is buffered of its body.
+pub struct Request {
+    pub head: RequestHead,
+    pub body: BodyState,
+    pub peer: Peer,
+    pub listener: usize,
+    pub fd: RawFd,
+    /// The worker is stopping: the response announces `Connection: close`.
+    pub closing: bool,
+}
+
+/// The response waiting to be written, and what follows on the connection.
+pub struct Outcome {
+    pub out: OutQueue,
+    /// Whether the connection may carry another request after this response.
+    pub keep_alive: bool,
+    /// The rest of the body and the connection bytes after it; `None` if the application
+    /// kept hold of `wsgi.input`.
+    pub body: Option<BodyState>,
+    pub status: u16,
+}
+
+impl Outcome {
+    /// An error answer that ends the connection.
+    pub fn refuse(err: &HttpError, body: Option<BodyState>) -> Outcome {
+        let mut out = OutQueue::new();
+        out.push_slice(&err.to_response());
+        Outcome { out, keep_alive: false, body, status: err.status }
+    }
+}
+
+pub fn handle(py: Python<'_>, ctx: &AppContext, req: Request) -> Outcome {
+    let Request { head, body, peer, listener, fd, closing } = req;
+    let facts = RequestFacts {
+        version_minor: head.version_minor,
+        is_head: &*head.method == "HEAD",
+        keep_alive: head.keep_alive,
+        closing,
+    };
+    let input = match Bound::new(py, InputStream::new(body)) {
+        Ok(input) => input,
+        Err(e) => {
+            log_exception(py, "Cannot create wsgi.input", &e);
+            return Outcome::refuse(&HttpError::internal(String::new()), None);
+        }
+    };
+    let environ = match ctx.environ.build(py, &head, peer, listener, input.clone().into_any()) {
+        Ok(environ) => environ,
+        Err(err) => {
+            if err.status >= 500 {
+                log::error(format_args!("Error handling request {}: {}", uri(&head), err.message));
+            }
+            return Outcome::refuse(&err, take_body(&input));
+        }
+    };
+    let responder = match Bound::new(py, StartResponse { state: ResponseState::new(facts, fd, ctx.write_timeout) }) {
+        Ok(r) => r,
+        Err(e) => {
+            log_exception(py, "Cannot create start_response", &e);
+            return Outcome::refuse(&HttpError::internal(String::new()), take_body(&input));
+        }
+    };
+
+    let result = ctx.app.bind(py).call1((environ, &responder));
+    let failure = match result {
+        Ok(iterable) => {
+            let sent = send_body(py, &responder, &iterable);
+            let closed = close_iterable(&iterable);
+            sent.err().or(closed.err())
+        }
+        Err(e) => Some(e),
+    };
+
+    let body = take_body(&input);
+    let mut guard = responder.borrow_mut();
+    let state = &mut guard.state;
+    if let Some(err) = failure {
+        if state.broken.is_some() {
+            // The client went away; nothing left to answer.
+            return Outcome { out: OutQueue::new(), keep_alive: false, body, status: state.status_code };
+        }
+        let body_error = body.as_ref().and_then(|b| b.error.clone());
+        if !state.headers_sent {
+            match body_error {
+                Some(http_err) => return Outcome::refuse(&http_err, body),
+                None => {
+                    log_exception(py, &format!("Error handling request {}", uri(&head)), &err);
+                    return Outcome::refuse(&HttpError::internal(String::new()), body);
+                }
+            }
+        }
+        log_exception(py, &format!("Error handling request {}", uri(&head)), &err);
+        // The head is out: all that is left is to end the connection where it stands.
+        let out = std::mem::take(&mut state.out);
+        return Outcome { out, keep_alive: false, body, status: state.status_code };
+    }
+    if state.status.is_none() {
+        log::error(format_args!(
+            "Error handling request {}: the application returned without calling start_response",
+            uri(&head)
+        ));
+        return Outcome::refuse(&HttpError::internal(String::new()), body);
+    }
+    if let Some(complaint) = state.finish() {
+        log::warning(format_args!("{complaint} (request {})", uri(&head)));
+    }
+    let body_ok = body.as_ref().is_some_and(|b| b.error.is_none() && !b.truncated);
+    Outcome {
+        keep_alive: !state.will_close() && state.broken.is_none() && body_ok,
+        out: std::mem::take(&mut state.out),
+        body,
+        status: state.status_code,
+    }
+}
+
+fn take_body(input: &Bound<'_, InputStream>) -> Option<BodyState> {
+    input.try_borrow_mut().ok().and_then(|mut i| i.take_state())
+}
+
+/// Writes what the application returned, by the cheapest route its type allows.
+fn send_body(py: Python<'_>, responder: &Bound<'_, StartResponse>, iterable: &Bound<'_, PyAny>) -> PyResult<()> {
+    let mut guard = responder.borrow_mut();
+    let state = &mut guard.state;
+    if let Ok(list) = iterable.cast::<PyList>() {
+        // All bytes known up front: the head can carry Content-Length and go out with them.
+        let mut total = 0u64;
+        let mut all_bytes = true;
+        for item in list.iter() {
+            match item.cast::<PyBytes>() {
+                Ok(b) => total += b.as_bytes().len() as u64,
+                Err(_) => all_bytes = false,
+            }
+        }
+        if all_bytes && state.status.is_some() {
+            state.announce_length(total);
+        }
+        drop(guard);
+        for item in list.iter() {
+            write_item(py, responder, &item)?;
+            if responder.borrow().state.broken.is_some() {
+                break;
+            }
+        }
+        return Ok(());
+    }
+    if let Ok(wrapper) = iterable.cast::<FileWrapper>() {
+        if state.status.is_some() && send_file(state, &wrapper.borrow())? {
+            return Ok(());
+        }
+    }
+    drop(guard);
+    for item in iterable.try_iter()? {
+        write_item(py, responder, &item?)?;
+        if responder.borrow().state.broken.is_some() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn write_item(py: Python<'_>, responder: &Bound<'_, StartResponse>, item: &Bound<'_, PyAny>) -> PyResult<()> {
+    let data = item.cast::<PyBytes>().map_err(|_| {
+        pyo3::exceptions::PyTypeError::new_err(format!(
+            "the response body must yield bytes, not {}",
+            item.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+        ))
+    })?;
+    let mut guard = responder.borrow_mut();
+    if guard.state.status.is_none() {
+        return Err(pyo3::exceptions::PyAssertionError::new_err(
+            "the response body started before start_response() was called",
+        ));
+    }
+    match guard.state.write_body(py, data) {
+        // A client that went away ends the iteration quietly; close() still runs.
+        Err(_) if guard.state.broken.is_some() => Ok(()),
+        other => other,
+    }
+}
+
+/// Queues a real file for `sendfile(2)`. Returns false when the object is not a plain file,
+/// in which case the caller iterates it.
+fn send_file(state: &mut ResponseState, wrapper: &FileWrapper) -> PyResult<bool> {
+    let py_fd = Python::attach(|py| -> Option<RawFd> {
+        wrapper.filelike.bind(py).call_method0("fileno").ok()?.extract::<RawFd>().ok()
+    });
+    let Some(fd) = py_fd else { return Ok(false) };
+    // SAFETY: fstat/lseek on a descriptor the file object owns; we only read its metadata.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd, &mut st) } != 0 || (st.st_mode & libc::S_IFMT) != libc::S_IFREG {
+        return Ok(false);
+    }
+    let offset = unsafe { libc::lseek(fd, 0, libc::SEEK_CUR) };
+    if offset < 0 {
+        return Ok(false);
+    }
+    let offset = offset as u64;
+    let available = (st.st_size as u64).saturating_sub(offset);
+    let count = match state.length {
+        Some(len) => len.min(available),
+        None => available,
+    };
+    // The application closes its file after we return; the queue keeps its own descriptor.
+    // SAFETY: dup of a valid descriptor; the result is owned by the OwnedFd.
+    let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    if dup < 0 {
+        return Ok(false);
+    }
+    let dup = unsafe { OwnedFd::from_raw_fd(dup) };
+    if state.length.is_none() && !state.headers_sent {
+        state.announce_length(count);
+    }
+    state.send_headers();
+    if state.omits_body || count == 0 {
+        return Ok(true);
+    }
+    if state.chunked {
+        state.out.push_slice(format!("{count:X}\r\n").as_bytes());
+        state.out.push_file(dup, offset, count);
+        state.out.push_slice(b"\r\n");
+    } else {
+        state.out.push_file(dup, offset, count);
+    }
+    state.sent += count;
+    Ok(true)
+}
+
+fn close_iterable(iterable: &Bound<'_, PyAny>) -> PyResult<()> {
+    if iterable.cast::<PyList>().is_ok() {
+        return Ok(());
+    }
+    match iterable.getattr("close") {
+        Ok(close) => close.call0().map(|_| ()),
+        Err(_) => Ok(()),
+    }
+}
+
+/// The request line as it appears in log messages.
+fn uri(head: &RequestHead) -> String {
+    String::from_utf8_lossy(&head.target).into_owned()
+}
+
+/// Logs `message` and the Python traceback of `err` to the error log.
+pub fn log_exception(py: Python<'_>, message: &str, err: &PyErr) {
+    log::error(format_args!("{message}"));
+    let formatted = py
+        .import("traceback")
+        .and_then(|tb| tb.call_method1("format_exception", (err.get_type(py), err.value(py), err.traceback(py))))
+        .and_then(|lines| lines.extract::<Vec<String>>());
+    match formatted {
+        Ok(lines) => log::write_raw(&lines.concat()),
+        Err(_) => log::write_raw(&format!("{err}\n")),
+    }
+}

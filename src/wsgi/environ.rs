@@ -1,0 +1,309 @@
+//! The environ: one new dict per request, copied from a template holding the keys that never
+//! change, then filled with the request's own keys. Key strings are interned once per worker.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
+
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString, PyTuple};
+
+use super::errors::ErrorStream;
+use super::file_wrapper::FileWrapper;
+use crate::http::forwarded::ForwardedPolicy;
+use crate::http::{HttpError, RequestHead};
+
+/// Header-name keys cached per worker (`HTTP_USER_AGENT`, ...), bounded so a client sending
+/// random names cannot grow it.
+const HEADER_KEY_CACHE: usize = 512;
+
+/// Who is on the other end of a connection.
+#[derive(Clone, Copy, Debug)]
+pub enum Peer {
+    Tcp(SocketAddr),
+    Unix,
+}
+
+impl Peer {
+    pub fn ip(&self) -> Option<IpAddr> {
+        match self {
+            Peer::Tcp(addr) => Some(addr.ip()),
+            Peer::Unix => None,
+        }
+    }
+}
+
+/// Static facts about one listener, for SERVER_NAME / SERVER_PORT.
+#[derive(Clone, Debug)]
+pub struct ListenerInfo {
+    pub server_name: String,
+    /// Empty for unix sockets: the Host header decides then, as in Gunicorn.
+    pub server_port: String,
+    pub is_unix: bool,
+}
+
+struct Keys {
+    request_method: Py<PyString>,
+    script_name: Py<PyString>,
+    path_info: Py<PyString>,
+    query_string: Py<PyString>,
+    raw_uri: Py<PyString>,
+    server_protocol: Py<PyString>,
+    content_type: Py<PyString>,
+    content_length: Py<PyString>,
+    remote_addr: Py<PyString>,
+    remote_port: Py<PyString>,
+    server_name: Py<PyString>,
+    server_port: Py<PyString>,
+    wsgi_input: Py<PyString>,
+    url_scheme: Py<PyString>,
+    http_1_0: Py<PyString>,
+    http_1_1: Py<PyString>,
+    https: Py<PyString>,
+    http: Py<PyString>,
+    empty: Py<PyString>,
+    get: Py<PyString>,
+}
+
+pub struct EnvironBuilder {
+    template: Py<PyDict>,
+    keys: Keys,
+    header_keys: Mutex<HashMap<Box<[u8]>, Py<PyString>>>,
+    /// SCRIPT_NAME from the server's environment.
+    script_name: String,
+    pub forwarded: ForwardedPolicy,
+    listeners: Vec<ListenerInfo>,
+}
+
+fn intern(py: Python<'_>, s: &str) -> Py<PyString> {
+    PyString::intern(py, s).unbind()
+}
+
+/// Python `str` from bytes, one code point per byte (PEP 3333's latin-1 rule).
+pub fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> Bound<'py, PyString> {
+    if bytes.is_ascii() {
+        // SAFETY-free fast path: ASCII is valid UTF-8.
+        PyString::new(py, std::str::from_utf8(bytes).unwrap_or_default())
+    } else {
+        let text: String = bytes.iter().map(|&b| b as char).collect();
+        PyString::new(py, &text)
+    }
+}
+
+impl EnvironBuilder {
+    pub fn new(
+        py: Python<'_>,
+        multithread: bool,
+        multiprocess: bool,
+        forwarded: ForwardedPolicy,
+        listeners: Vec<ListenerInfo>,
+    ) -> PyResult<EnvironBuilder> {
+        let template = PyDict::new(py);
+        template.set_item("wsgi.version", PyTuple::new(py, [1, 0])?)?;
+        template.set_item("wsgi.multithread", multithread)?;
+        template.set_item("wsgi.multiprocess", multiprocess)?;
+        template.set_item("wsgi.run_once", false)?;
+        template.set_item("wsgi.input_terminated", true)?;
+        template.set_item("wsgi.errors", Py::new(py, ErrorStream)?)?;
+        template.set_item("wsgi.file_wrapper", py.get_type::<FileWrapper>())?;
+        template.set_item("SERVER_SOFTWARE", format!("ferrocorn/{}", crate::VERSION))?;
+        let keys = Keys {
+            request_method: intern(py, "REQUEST_METHOD"),
+            script_name: intern(py, "SCRIPT_NAME"),
+            path_info: intern(py, "PATH_INFO"),
+            query_string: intern(py, "QUERY_STRING"),
+            raw_uri: intern(py, "RAW_URI"),
+            server_protocol: intern(py, "SERVER_PROTOCOL"),
+            content_type: intern(py, "CONTENT_TYPE"),
+            content_length: intern(py, "CONTENT_LENGTH"),
+            remote_addr: intern(py, "REMOTE_ADDR"),
+            remote_port: intern(py, "REMOTE_PORT"),
+            server_name: intern(py, "SERVER_NAME"),
+            server_port: intern(py, "SERVER_PORT"),
+            wsgi_input: intern(py, "wsgi.input"),
+            url_scheme: intern(py, "wsgi.url_scheme"),
+            http_1_0: intern(py, "HTTP/1.0"),
+            http_1_1: intern(py, "HTTP/1.1"),
+            https: intern(py, "https"),
+            http: intern(py, "http"),
+            empty: intern(py, ""),
+            get: intern(py, "GET"),
+        };
+        let script_name = std::env::var("SCRIPT_NAME").unwrap_or_default();
+        Ok(EnvironBuilder {
+            template: template.unbind(),
+            keys,
+            header_keys: Mutex::new(HashMap::new()),
+            script_name,
+            forwarded,
+            listeners,
+        })
+    }
+
+    /// `HTTP_` + the name upper-cased with `-` as `_`, interned while the cache has room.
+    fn header_key<'py>(&self, py: Python<'py>, name: &str) -> Bound<'py, PyString> {
+        let mut cache = self.header_keys.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(key) = cache.get(name.as_bytes()) {
+            return key.bind(py).clone();
+        }
+        let mut key = String::with_capacity(5 + name.len());
+        key.push_str("HTTP_");
+        key.extend(name.chars().map(|c| if c == '-' { '_' } else { c.to_ascii_uppercase() }));
+        let key = PyString::intern(py, &key);
+        if cache.len() < HEADER_KEY_CACHE {
+            cache.insert(name.as_bytes().into(), key.clone().unbind());
+        }
+        key
+    }
+
+    /// Builds the environ of one request. `input` is the `wsgi.input` object.
+    pub fn build<'py>(
+        &self,
+        py: Python<'py>,
+        head: &RequestHead,
+        peer: Peer,
+        listener: usize,
+        input: Bound<'py, PyAny>,
+    ) -> Result<Bound<'py, PyDict>, HttpError> {
+        self.fill(py, head, peer, listener, input).map_err(|e| match e {
+            Fill::Http(e) => e,
+            Fill::Py(e) => HttpError::internal(format!("cannot build the environ: {e}")),
+        })
+    }
+
+    fn fill<'py>(
+        &self,
+        py: Python<'py>,
+        head: &RequestHead,
+        peer: Peer,
+        listener: usize,
+        input: Bound<'py, PyAny>,
+    ) -> Result<Bound<'py, PyDict>, Fill> {
+        let k = &self.keys;
+        let env = self.template.bind(py).copy()?;
+        let method = if &*head.method == "GET" { k.get.bind(py).clone() } else { PyString::new(py, &head.method) };
+        env.set_item(&k.request_method, method)?;
+        env.set_item(&k.query_string, latin1(py, &head.query))?;
+        env.set_item(&k.raw_uri, latin1(py, &head.target))?;
+        env.set_item(
+            &k.server_protocol,
+            if head.version_minor == 0 { &k.http_1_0 } else { &k.http_1_1 },
+        )?;
+        env.set_item(&k.wsgi_input, input)?;
+
+        let trusted = self.forwarded.trusts(peer.ip());
+        let mut host: Option<&[u8]> = None;
+        let mut script_name: Option<&[u8]> = None;
+        let mut repeated: Vec<(Bound<'py, PyString>, Vec<&[u8]>)> = Vec::new();
+        for (name, value) in &head.headers {
+            let name: &str = name;
+            if name.contains('_') && !(trusted && self.forwarded.forwards(name)) {
+                // Ambiguous with the `-` spelling once mapped to the environ: dropped.
+                continue;
+            }
+            if name.eq_ignore_ascii_case("host") {
+                host = Some(value);
+            } else if name.eq_ignore_ascii_case("script_name") {
+                script_name = Some(value);
+            } else if name.eq_ignore_ascii_case("content-type") {
+                env.set_item(&k.content_type, latin1(py, value))?;
+                continue;
+            } else if name.eq_ignore_ascii_case("content-length") {
+                env.set_item(&k.content_length, latin1(py, value))?;
+                continue;
+            }
+            let key = self.header_key(py, name);
+            if env.contains(&key)? {
+                match repeated.iter_mut().find(|(k, _)| k.as_any().eq(&key).unwrap_or(false)) {
+                    Some((_, values)) => values.push(value),
+                    None => repeated.push((key, vec![value])),
+                }
+            } else {
+                env.set_item(key, latin1(py, value))?;
+            }
+        }
+        for (key, values) in repeated {
+            let first: String = env.get_item(&key)?.map(|v| v.extract::<String>()).transpose()?.unwrap_or_default();
+            let mut joined: Vec<u8> = first.chars().map(|c| c as u32 as u8).collect();
+            for v in values {
+                joined.push(b',');
+                joined.extend_from_slice(v);
+            }
+            env.set_item(key, latin1(py, &joined))?;
+        }
+
+        let scheme = if trusted {
+            self.forwarded
+                .scheme(head.headers.iter().map(|(n, v)| (&**n, &**v)))
+                .map_err(Fill::Http)?
+        } else {
+            None
+        };
+        let https = scheme == Some("https");
+        env.set_item(&k.url_scheme, if https { &k.https } else { &k.http })?;
+
+        match peer {
+            Peer::Tcp(addr) => {
+                env.set_item(&k.remote_addr, addr.ip().to_string())?;
+                let mut port = itoa::Buffer::new();
+                env.set_item(&k.remote_port, port.format(addr.port()))?;
+            }
+            Peer::Unix => {
+                env.set_item(&k.remote_addr, &k.empty)?;
+            }
+        }
+
+        let info = self.listeners.get(listener);
+        let (server_name, server_port) = match info {
+            Some(info) if !info.is_unix => (info.server_name.clone(), info.server_port.clone()),
+            _ => match host {
+                Some(host) => {
+                    let host = String::from_utf8_lossy(host).into_owned();
+                    match host.rsplit_once(':').filter(|(h, _)| !h.ends_with(']') || h.starts_with('[')) {
+                        Some((name, port)) if !name.is_empty() => (name.to_owned(), port.to_owned()),
+                        _ => (host, if https { "443".into() } else { "80".into() }),
+                    }
+                }
+                None => (info.map(|i| i.server_name.clone()).unwrap_or_default(), String::new()),
+            },
+        };
+        env.set_item(&k.server_name, server_name)?;
+        env.set_item(&k.server_port, server_port)?;
+
+        let script = match script_name {
+            Some(v) => String::from_utf8_lossy(v).into_owned(),
+            None => self.script_name.clone(),
+        };
+        let path = &head.path[..];
+        let path = if script.is_empty() {
+            path
+        } else if path.starts_with(script.as_bytes()) {
+            &path[script.len()..]
+        } else {
+            return Err(Fill::Http(HttpError::internal(format!(
+                "Request path {:?} does not start with SCRIPT_NAME {:?}",
+                String::from_utf8_lossy(path),
+                script
+            ))));
+        };
+        let decoded = crate::http::head::percent_decode(path);
+        env.set_item(&k.path_info, latin1(py, &decoded))?;
+        if script.is_empty() {
+            env.set_item(&k.script_name, &k.empty)?;
+        } else {
+            env.set_item(&k.script_name, script)?;
+        }
+        Ok(env)
+    }
+}
+
+enum Fill {
+    Http(HttpError),
+    Py(PyErr),
+}
+
+impl From<PyErr> for Fill {
+    fn from(e: PyErr) -> Fill {
+        Fill::Py(e)
+    }
+}

@@ -1,0 +1,190 @@
+//! The response bytes waiting for the socket: owned buffers, Python `bytes` objects held by
+//! reference (no copy of large bodies), and file ranges to send with `sendfile(2)`.
+//!
+//! The request cycle fills the queue while the application runs and flushes it itself only
+//! when it grows past a bound; the rest is written by the connection's event loop after the
+//! application returned, so a slow reader holds memory, not a Python thread.
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::io::RawFd;
+use std::time::{Duration, Instant};
+
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use super::sockio;
+
+/// Python `bytes` shorter than this are copied into the current buffer; longer ones are
+/// referenced.
+const COPY_LIMIT: usize = 16 * 1024;
+
+pub enum Segment {
+    Owned { data: Vec<u8>, pos: usize },
+    /// A Python `bytes` object; its buffer is immutable and outlives the reference.
+    Bytes { obj: Py<PyBytes>, ptr: *const u8, len: usize, pos: usize },
+    File { fd: OwnedFd, offset: u64, remaining: u64 },
+}
+
+// SAFETY: `ptr` points into the immutable buffer of the `bytes` object `obj` keeps alive; it is
+// read without the GIL, which is sound for immutable `bytes` data.
+unsafe impl Send for Segment {}
+// SAFETY: as above; shared references only read the immutable buffer.
+unsafe impl Sync for Segment {}
+
+impl Segment {
+    fn remaining(&self) -> u64 {
+        match self {
+            Segment::Owned { data, pos } => (data.len() - pos) as u64,
+            Segment::Bytes { len, pos, .. } => (len - pos) as u64,
+            Segment::File { remaining, .. } => *remaining,
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct OutQueue {
+    segments: VecDeque<Segment>,
+    pending: u64,
+}
+
+/// Result of one non-blocking write attempt.
+pub enum Progress {
+    Done,
+    /// The socket is full: wait until it is writable.
+    Blocked,
+}
+
+impl OutQueue {
+    pub fn new() -> OutQueue {
+        OutQueue::default()
+    }
+
+    /// Bytes not yet written.
+    pub fn pending(&self) -> u64 {
+        self.pending
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.segments.is_empty()
+    }
+
+    /// The buffer to append small writes to.
+    pub fn tail_buf(&mut self) -> &mut Vec<u8> {
+        if !matches!(self.segments.back(), Some(Segment::Owned { .. })) {
+            self.segments.push_back(Segment::Owned { data: Vec::with_capacity(512), pos: 0 });
+        }
+        match self.segments.back_mut() {
+            Some(Segment::Owned { data, .. }) => data,
+            _ => unreachable!("an owned segment was just pushed"),
+        }
+    }
+
+    pub fn push_slice(&mut self, bytes: &[u8]) {
+        self.tail_buf().extend_from_slice(bytes);
+        self.pending += bytes.len() as u64;
+    }
+
+    /// Account for bytes appended directly to [`OutQueue::tail_buf`].
+    pub fn note_appended(&mut self, n: usize) {
+        self.pending += n as u64;
+    }
+
+    /// Queues `part` of the Python bytes `obj` (the whole object when `part` is its length).
+    pub fn push_bytes(&mut self, obj: &Bound<'_, PyBytes>, len: usize) {
+        if len == 0 {
+            return;
+        }
+        let data = obj.as_bytes();
+        if len < COPY_LIMIT {
+            self.push_slice(&data[..len]);
+            return;
+        }
+        self.segments.push_back(Segment::Bytes {
+            obj: obj.clone().unbind(),
+            ptr: data.as_ptr(),
+            len,
+            pos: 0,
+        });
+        self.pending += len as u64;
+    }
+
+    pub fn push_file(&mut self, fd: OwnedFd, offset: u64, count: u64) {
+        if count == 0 {
+            return;
+        }
+        self.segments.push_back(Segment::File { fd, offset, remaining: count });
+        self.pending += count;
+    }
+
+    /// Writes without blocking until the queue is empty or the socket is full.
+    pub fn write_to(&mut self, sock: RawFd) -> io::Result<Progress> {
+        while let Some(front) = self.segments.front_mut() {
+            if let Segment::File { fd, offset, remaining } = front {
+                let Some(n) = sockio::try_sendfile(sock, fd.as_raw_fd(), offset, *remaining)? else {
+                    return Ok(Progress::Blocked);
+                };
+                if n == 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "file is shorter than the response length",
+                    ));
+                }
+                *remaining -= n as u64;
+                self.pending -= n as u64;
+                if *remaining == 0 {
+                    self.segments.pop_front();
+                }
+                continue;
+            }
+            let mut iov: Vec<libc::iovec> = Vec::with_capacity(self.segments.len().min(64));
+            for seg in self.segments.iter().take(64) {
+                let (ptr, len) = match seg {
+                    Segment::Owned { data, pos } => (data[*pos..].as_ptr(), data.len() - pos),
+                    // SAFETY: pos <= len, within the bytes object's buffer.
+                    Segment::Bytes { ptr, len, pos, .. } => (unsafe { ptr.add(*pos) }, len - pos),
+                    Segment::File { .. } => break,
+                };
+                iov.push(libc::iovec { iov_base: ptr as *mut libc::c_void, iov_len: len });
+            }
+            let n = sockio::try_writev(sock, &iov)?;
+            if n == 0 {
+                return Ok(Progress::Blocked);
+            }
+            self.consume(n);
+        }
+        Ok(Progress::Done)
+    }
+
+    fn consume(&mut self, mut n: usize) {
+        self.pending -= n as u64;
+        while n > 0 {
+            let Some(front) = self.segments.front_mut() else { return };
+            let left = front.remaining() as usize;
+            if n >= left {
+                n -= left;
+                self.segments.pop_front();
+            } else {
+                match front {
+                    Segment::Owned { pos, .. } | Segment::Bytes { pos, .. } => *pos += n,
+                    Segment::File { .. } => unreachable!("files are written by sendfile"),
+                }
+                n = 0;
+            }
+        }
+        while matches!(self.segments.front(), Some(s) if s.remaining() == 0) {
+            self.segments.pop_front();
+        }
+    }
+
+    /// Writes everything, blocking (with a deadline per stall). Call without the GIL.
+    pub fn flush_blocking(&mut self, sock: RawFd, stall_timeout: Duration) -> io::Result<()> {
+        loop {
+            match self.write_to(sock)? {
+                Progress::Done => return Ok(()),
+                Progress::Blocked => sockio::wait_writable(sock, Instant::now() + stall_timeout)?,
+            }
+        }
+    }
+}

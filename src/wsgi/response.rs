@@ -1,0 +1,387 @@
+//! The response side of PEP 3333: `start_response`, the `write()` callable, and the framing of
+//! the body on the wire (Content-Length, chunked, or close-delimited), decided like Gunicorn.
+
+use std::io;
+use std::os::unix::io::RawFd;
+use std::time::Duration;
+
+use pyo3::exceptions::{PyAssertionError, PyOSError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyString, PyTuple};
+
+use super::output::OutQueue;
+use crate::http::date;
+
+/// Past this many queued bytes, the request cycle writes to the socket itself before
+/// producing more, so memory per connection stays bounded.
+pub const OUTPUT_BOUND: u64 = 1024 * 1024;
+
+/// Headers a WSGI application must not set (PEP 3333: hop-by-hop).
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailers",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// What the response needs to know about its request.
+#[derive(Clone, Copy)]
+pub struct RequestFacts {
+    pub version_minor: u8,
+    pub is_head: bool,
+    /// The client allows the connection to stay open.
+    pub keep_alive: bool,
+    /// The worker is stopping or recycling: announce `Connection: close`.
+    pub closing: bool,
+}
+
+pub struct ResponseState {
+    pub facts: RequestFacts,
+    pub status: Option<String>,
+    pub status_code: u16,
+    pub headers: Vec<(String, String)>,
+    pub headers_sent: bool,
+    /// Content-Length given by the application.
+    pub length: Option<u64>,
+    pub chunked: bool,
+    /// HEAD, 1xx, 204 and 304 answers carry no body.
+    pub omits_body: bool,
+    /// Body bytes accepted so far (without chunk framing).
+    pub sent: u64,
+    /// The connection ends after this response.
+    pub must_close: bool,
+    pub out: OutQueue,
+    pub fd: RawFd,
+    pub write_timeout: Duration,
+    /// Writing to the client failed: it went away.
+    pub broken: Option<io::Error>,
+}
+
+impl ResponseState {
+    pub fn new(facts: RequestFacts, fd: RawFd, write_timeout: Duration) -> ResponseState {
+        ResponseState {
+            facts,
+            status: None,
+            status_code: 0,
+            headers: Vec::new(),
+            headers_sent: false,
+            length: None,
+            chunked: false,
+            omits_body: false,
+            sent: 0,
+            must_close: false,
+            out: OutQueue::new(),
+            fd,
+            write_timeout,
+            broken: None,
+        }
+    }
+
+    /// Whether the connection closes after this response (as announced in its head).
+    pub fn will_close(&self) -> bool {
+        self.must_close
+            || !self.facts.keep_alive
+            || self.facts.closing
+            || (self.length.is_none() && !self.chunked && !self.omits_body)
+    }
+
+    fn start(
+        &mut self,
+        status: &Bound<'_, PyAny>,
+        headers: &Bound<'_, PyAny>,
+        exc_info: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        match exc_info {
+            Some(info) if !info.is_none() => {
+                if self.headers_sent {
+                    let value = info.get_item(1)?;
+                    return Err(PyErr::from_value(value));
+                }
+            }
+            _ => {
+                if self.status.is_some() {
+                    return Err(PyAssertionError::new_err("Response headers already set!"));
+                }
+            }
+        }
+        let status = status
+            .cast::<PyString>()
+            .map_err(|_| PyTypeError::new_err(format!("status {} is not a string", status.repr().map(|r| r.to_string()).unwrap_or_default())))?
+            .to_str()?
+            .to_owned();
+        let code = parse_status(&status)
+            .ok_or_else(|| PyValueError::new_err(format!("invalid status {status:?}")))?;
+
+        let mut parsed = Vec::new();
+        let mut length = None;
+        for item in headers.try_iter()? {
+            let item = item?;
+            let pair = item
+                .cast::<PyTuple>()
+                .map_err(|_| PyTypeError::new_err(format!("header {item} is not a (name, value) tuple")))?;
+            if pair.len() != 2 {
+                return Err(PyTypeError::new_err(format!("header {item} is not a (name, value) tuple")));
+            }
+            let name = pair.get_item(0)?;
+            let value = pair.get_item(1)?;
+            let name = name
+                .cast::<PyString>()
+                .map_err(|_| PyTypeError::new_err(format!("header name {name} is not a string")))?
+                .to_str()?
+                .to_owned();
+            let value = value
+                .cast::<PyString>()
+                .map_err(|_| {
+                    PyTypeError::new_err(format!("value of header {name:?} is not a string: {value}"))
+                })?
+                .to_str()?;
+            if name.is_empty() || !name.bytes().all(is_token_byte) {
+                return Err(PyValueError::new_err(format!("invalid header name {name:?}")));
+            }
+            if !value.chars().all(|c| c == ' ' || c == '\t' || ('\x21'..='\x7e').contains(&c) || ('\u{80}'..='\u{ff}').contains(&c)) {
+                return Err(PyValueError::new_err(format!("invalid value for header {name:?}")));
+            }
+            let lname = name.to_ascii_lowercase();
+            if HOP_BY_HOP.contains(&lname.as_str()) {
+                return Err(PyAssertionError::new_err(format!("{name} is a \"hop-by-hop\" header")));
+            }
+            let value = value.trim_matches([' ', '\t']);
+            match lname.as_str() {
+                // The server sets these itself.
+                "server" | "date" => continue,
+                "content-length" => {
+                    length = Some(value.parse::<u64>().map_err(|_| {
+                        PyValueError::new_err(format!("invalid Content-Length {value:?}"))
+                    })?);
+                }
+                _ => {}
+            }
+            parsed.push((name, value.to_owned()));
+        }
+
+        self.status_code = code;
+        self.status = Some(status);
+        self.omits_body = self.facts.is_head || code == 204 || code == 304 || (100..200).contains(&code);
+        if code == 204 || (100..200).contains(&code) {
+            parsed.retain(|(n, _)| !n.eq_ignore_ascii_case("content-length"));
+            length = None;
+        }
+        self.headers = parsed;
+        self.length = length;
+        self.chunked = length.is_none() && self.facts.version_minor >= 1 && !self.omits_body;
+        Ok(())
+    }
+
+    /// Sets Content-Length when the whole body is known before anything is sent.
+    pub fn announce_length(&mut self, total: u64) {
+        if self.headers_sent || self.length.is_some() || self.omits_body {
+            return;
+        }
+        self.length = Some(total);
+        self.chunked = false;
+        self.headers.push(("Content-Length".to_owned(), total.to_string()));
+    }
+
+    /// Queues the status line and headers, once.
+    pub fn send_headers(&mut self) {
+        if self.headers_sent {
+            return;
+        }
+        self.headers_sent = true;
+        let close = self.will_close();
+        let status = self.status.as_deref().unwrap_or("500 Internal Server Error");
+        let minor = self.facts.version_minor.min(1);
+        let mut size = 96 + status.len();
+        for (n, v) in &self.headers {
+            size += n.len() + v.len() + 4;
+        }
+        let buf = self.out.tail_buf();
+        let start = buf.len();
+        buf.reserve(size);
+        buf.extend_from_slice(if minor == 1 { b"HTTP/1.1 " } else { b"HTTP/1.0 " });
+        buf.extend_from_slice(status.as_bytes());
+        buf.extend_from_slice(b"\r\nServer: ferrocorn\r\nDate: ");
+        buf.extend_from_slice(&date::now());
+        buf.extend_from_slice(if close { b"\r\nConnection: close\r\n" } else { b"\r\nConnection: keep-alive\r\n" });
+        if self.chunked {
+            buf.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+        }
+        for (name, value) in &self.headers {
+            buf.extend_from_slice(name.as_bytes());
+            buf.extend_from_slice(b": ");
+            // Values are latin-1 code points (checked in start): one byte each.
+            buf.extend(value.chars().map(|c| c as u32 as u8));
+            buf.extend_from_slice(b"\r\n");
+        }
+        buf.extend_from_slice(b"\r\n");
+        let n = buf.len() - start;
+        self.out.note_appended(n);
+        if close {
+            self.must_close = true;
+        }
+    }
+
+    /// Queues body bytes `data` (a `bytes` object), with the framing decided in `start`.
+    pub fn write_body(&mut self, py: Python<'_>, data: &Bound<'_, PyBytes>) -> PyResult<()> {
+        self.send_headers();
+        let len = data.as_bytes().len() as u64;
+        if self.omits_body || self.broken.is_some() {
+            return Ok(());
+        }
+        let mut take = len;
+        if let Some(limit) = self.length {
+            take = take.min(limit.saturating_sub(self.sent));
+            if take < len {
+                self.must_close = true;
+                if take == 0 {
+                    return Ok(());
+                }
+            }
+        }
+        if take == 0 {
+            return Ok(());
+        }
+        if self.chunked {
+            let mut hex = [0u8; 18];
+            let n = format_chunk_size(take, &mut hex);
+            self.out.push_slice(&hex[..n]);
+            self.out.push_bytes(data, take as usize);
+            self.out.push_slice(b"\r\n");
+        } else {
+            self.out.push_bytes(data, take as usize);
+        }
+        self.sent += take;
+        if self.out.pending() >= OUTPUT_BOUND {
+            self.flush(py)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the queue to the socket now, without the GIL.
+    pub fn flush(&mut self, py: Python<'_>) -> PyResult<()> {
+        if self.broken.is_some() {
+            return Err(PyOSError::new_err("client disconnected"));
+        }
+        let fd = self.fd;
+        let timeout = self.write_timeout;
+        let out = &mut self.out;
+        match py.detach(|| out.flush_blocking(fd, timeout)) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let msg = format!("client disconnected: {e}");
+                self.broken = Some(e);
+                self.must_close = true;
+                Err(PyOSError::new_err(msg))
+            }
+        }
+    }
+
+    /// Ends the response: head if nothing was sent, the last chunk, length bookkeeping.
+    /// Returns a complaint to log when the body was shorter than its Content-Length.
+    pub fn finish(&mut self) -> Option<String> {
+        self.send_headers();
+        if self.chunked && self.broken.is_none() {
+            self.out.push_slice(b"0\r\n\r\n");
+        }
+        match self.length {
+            Some(limit) if !self.omits_body && self.sent < limit => {
+                self.must_close = true;
+                Some(format!(
+                    "response body shorter than its Content-Length ({} of {} bytes); closing the connection",
+                    self.sent, limit
+                ))
+            }
+            _ => None,
+        }
+    }
+}
+
+fn parse_status(status: &str) -> Option<u16> {
+    let bytes = status.as_bytes();
+    if bytes.len() < 3 || !bytes[..3].iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    if bytes.len() > 3 {
+        if bytes[3] != b' ' {
+            return None;
+        }
+        let reason_ok = status[4..]
+            .chars()
+            .all(|c| c == ' ' || c == '\t' || ('\x21'..='\x7e').contains(&c) || ('\u{80}'..='\u{ff}').contains(&c));
+        if !reason_ok {
+            return None;
+        }
+    }
+    status[..3].parse().ok()
+}
+
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+fn format_chunk_size(n: u64, out: &mut [u8; 18]) -> usize {
+    let hex = format!("{n:X}\r\n");
+    out[..hex.len()].copy_from_slice(hex.as_bytes());
+    hex.len()
+}
+
+/// The `start_response` callable handed to the application; also provides `write`.
+#[pyclass(module = "ferrocorn._ferrocorn")]
+pub struct StartResponse {
+    pub state: ResponseState,
+}
+
+#[pymethods]
+impl StartResponse {
+    #[pyo3(signature = (status, headers, exc_info = None))]
+    fn __call__<'py>(
+        slf: &Bound<'py, Self>,
+        status: &Bound<'py, PyAny>,
+        headers: &Bound<'py, PyAny>,
+        exc_info: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        slf.borrow_mut().state.start(status, headers, exc_info)?;
+        slf.getattr("write")
+    }
+
+    /// PEP 3333's `write(data)` callable.
+    fn write(&mut self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        if self.state.status.is_none() {
+            return Err(PyAssertionError::new_err("write() called before start_response()"));
+        }
+        let data = data
+            .cast::<PyBytes>()
+            .map_err(|_| PyTypeError::new_err(format!("write() argument must be bytes, not {}", data.get_type().name().map(|n| n.to_string()).unwrap_or_default())))?;
+        self.state.write_body(py, data)?;
+        if self.state.broken.is_some() {
+            return Err(PyOSError::new_err("client disconnected"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_lines() {
+        assert_eq!(parse_status("200 OK"), Some(200));
+        assert_eq!(parse_status("404"), Some(404));
+        assert_eq!(parse_status("200"), Some(200));
+        assert_eq!(parse_status("20 OK"), None);
+        assert_eq!(parse_status("200OK"), None);
+        assert_eq!(parse_status("200 OK\r\nX: y"), None);
+    }
+
+    #[test]
+    fn chunk_size_is_upper_hex() {
+        let mut buf = [0u8; 18];
+        let n = format_chunk_size(255, &mut buf);
+        assert_eq!(&buf[..n], b"FF\r\n");
+    }
+}

@@ -1,0 +1,100 @@
+//! Blocking reads and writes on a non-blocking socket, used while the application runs.
+//!
+//! The connection's event loop is not touching the socket while the application owns the
+//! request, so the request cycle may read the rest of a body or flush a large response
+//! directly. Callers release the GIL around these calls.
+
+use std::io;
+use std::os::unix::io::RawFd;
+use std::time::{Duration, Instant};
+
+/// Waits until `fd` is ready for `events` (POLLIN / POLLOUT) or `deadline` passes.
+fn wait(fd: RawFd, events: libc::c_short, deadline: Instant) -> io::Result<()> {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "socket timed out"));
+        }
+        let mut pfd = libc::pollfd { fd, events, revents: 0 };
+        let millis = left.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut pfd, 1, millis.max(1)) };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(err);
+        }
+        if n > 0 {
+            return Ok(());
+        }
+    }
+}
+
+/// Reads at least one byte into `buf` (appending up to `max` bytes). `Ok(0)` = peer closed.
+pub fn read_some(fd: RawFd, buf: &mut Vec<u8>, max: usize, timeout: Duration) -> io::Result<usize> {
+    let deadline = Instant::now() + timeout;
+    buf.reserve(max);
+    loop {
+        let spare = buf.spare_capacity_mut();
+        let want = spare.len().min(max);
+        // SAFETY: reading into the vector's spare capacity, then extending its length by
+        // exactly the number of bytes the kernel wrote.
+        let n = unsafe { libc::read(fd, spare.as_mut_ptr().cast(), want) };
+        if n >= 0 {
+            let n = n as usize;
+            unsafe { buf.set_len(buf.len() + n) };
+            return Ok(n);
+        }
+        let err = io::Error::last_os_error();
+        match err.kind() {
+            io::ErrorKind::WouldBlock => wait(fd, libc::POLLIN, deadline)?,
+            io::ErrorKind::Interrupted => {}
+            _ => return Err(err),
+        }
+    }
+}
+
+/// Writes as much of `iov` as the socket takes without blocking. Returns bytes written.
+pub fn try_writev(fd: RawFd, iov: &[libc::iovec]) -> io::Result<usize> {
+    loop {
+        // SAFETY: iovecs point into live buffers owned by the caller.
+        let n = unsafe { libc::writev(fd, iov.as_ptr(), iov.len().min(1024) as libc::c_int) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let err = io::Error::last_os_error();
+        match err.kind() {
+            io::ErrorKind::WouldBlock => return Ok(0),
+            io::ErrorKind::Interrupted => {}
+            _ => return Err(err),
+        }
+    }
+}
+
+/// Waits until the socket can take more bytes.
+pub fn wait_writable(fd: RawFd, deadline: Instant) -> io::Result<()> {
+    wait(fd, libc::POLLOUT, deadline)
+}
+
+/// `sendfile(2)` of up to `count` bytes from `file` at `offset` without blocking.
+/// `None`: the socket is full; `Some(0)`: the file ended.
+pub fn try_sendfile(sock: RawFd, file: RawFd, offset: &mut u64, count: u64) -> io::Result<Option<usize>> {
+    loop {
+        let mut off = *offset as libc::off_t;
+        let chunk = count.min(1 << 30) as usize;
+        // SAFETY: plain syscall on descriptors we hold; `off` is a valid out-parameter.
+        let n = unsafe { libc::sendfile(sock, file, &mut off, chunk) };
+        if n >= 0 {
+            *offset = off as u64;
+            return Ok(Some(n as usize));
+        }
+        let err = io::Error::last_os_error();
+        match err.kind() {
+            io::ErrorKind::WouldBlock => return Ok(None),
+            io::ErrorKind::Interrupted => {}
+            _ => return Err(err),
+        }
+    }
+}
