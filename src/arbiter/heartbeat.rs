@@ -25,7 +25,10 @@ unsafe impl Sync for HeartbeatSlot {}
 
 /// Milliseconds on CLOCK_MONOTONIC, which is shared by all processes on the machine.
 pub fn monotonic_millis() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes into the timespec we pass.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
@@ -50,7 +53,8 @@ impl Heartbeat {
         if ptr == libc::MAP_FAILED {
             return Err(std::io::Error::last_os_error());
         }
-        let base = NonNull::new(ptr.cast::<AtomicU64>()).ok_or_else(std::io::Error::last_os_error)?;
+        let base =
+            NonNull::new(ptr.cast::<AtomicU64>()).ok_or_else(std::io::Error::last_os_error)?;
         Ok(Heartbeat { base, slots })
     }
 
@@ -62,7 +66,9 @@ impl Heartbeat {
     pub fn slot(&self, index: usize) -> HeartbeatSlot {
         assert!(index < self.slots, "heartbeat slot {index} out of range");
         // SAFETY: index is within the mapping.
-        HeartbeatSlot { slot: unsafe { NonNull::new_unchecked(self.base.as_ptr().add(index)) } }
+        HeartbeatSlot {
+            slot: unsafe { NonNull::new_unchecked(self.base.as_ptr().add(index)) },
+        }
     }
 }
 

@@ -61,9 +61,14 @@ const DEFAULT_PORT: u16 = 8000;
 /// Parses `HOST`, `HOST:PORT`, `[IPv6]:PORT`, `unix:PATH`, `unix://PATH`, `fd://N`, `tcp://...`.
 pub fn parse_bind(value: &str) -> Result<BindAddr, String> {
     let value = value.trim();
-    if let Some(path) = value.strip_prefix("unix://").or_else(|| value.strip_prefix("unix:")) {
+    if let Some(path) = value
+        .strip_prefix("unix://")
+        .or_else(|| value.strip_prefix("unix:"))
+    {
         if path.is_empty() {
-            return Err(format!("invalid bind address {value:?}: empty unix socket path"));
+            return Err(format!(
+                "invalid bind address {value:?}: empty unix socket path"
+            ));
         }
         return Ok(BindAddr::Unix(PathBuf::from(path)));
     }
@@ -73,7 +78,9 @@ pub fn parse_bind(value: &str) -> Result<BindAddr, String> {
             .ok()
             .filter(|fd| *fd >= 0)
             .map(BindAddr::Fd)
-            .ok_or_else(|| format!("invalid bind address {value:?}: fd:// needs a descriptor number"));
+            .ok_or_else(|| {
+                format!("invalid bind address {value:?}: fd:// needs a descriptor number")
+            });
     }
     let netloc = value.strip_prefix("tcp://").unwrap_or(value);
     let bad = |why: &str| format!("invalid bind address {value:?}: {why}");
@@ -92,10 +99,16 @@ pub fn parse_bind(value: &str) -> Result<BindAddr, String> {
         }
     };
     let port = match port {
-        Some(p) => p.parse::<u16>().map_err(|_| bad(&format!("{p:?} is not a port number")))?,
+        Some(p) => p
+            .parse::<u16>()
+            .map_err(|_| bad(&format!("{p:?} is not a port number")))?,
         None => DEFAULT_PORT,
     };
-    let host = if host.is_empty() { "0.0.0.0".to_string() } else { host };
+    let host = if host.is_empty() {
+        "0.0.0.0".to_string()
+    } else {
+        host
+    };
     Ok(BindAddr::Tcp { host, port })
 }
 
@@ -144,7 +157,12 @@ fn bind_once(addr: &BindAddr, opts: &BindOptions) -> std::io::Result<Listener> {
             let sockaddr: SocketAddr = (host.as_str(), *port)
                 .to_socket_addrs()?
                 .next()
-                .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, format!("no address for {host}")))?;
+                .ok_or_else(|| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        format!("no address for {host}"),
+                    )
+                })?;
             let socket = Socket::new(Domain::for_address(sockaddr), Type::STREAM, None)?;
             socket.set_reuse_address(true)?;
             if opts.reuse_port {
@@ -170,7 +188,9 @@ fn bind_once(addr: &BindAddr, opts: &BindOptions) -> std::io::Result<Listener> {
             }
             let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
             // SAFETY: umask only changes this process's file-creation mask; restored below.
-            let old = opts.umask.map(|m| unsafe { libc::umask(m as libc::mode_t) });
+            let old = opts
+                .umask
+                .map(|m| unsafe { libc::umask(m as libc::mode_t) });
             let bound = socket.bind(&SockAddr::unix(path)?);
             if let Some(old) = old {
                 unsafe { libc::umask(old) };
@@ -184,7 +204,10 @@ fn bind_once(addr: &BindAddr, opts: &BindOptions) -> std::io::Result<Listener> {
             let socket = unsafe { Socket::from_raw_fd(*fd) };
             let local = socket.local_addr()?;
             if local.is_unix() {
-                let path = local.as_pathname().map(|p| p.to_path_buf()).unwrap_or_default();
+                let path = local
+                    .as_pathname()
+                    .map(|p| p.to_path_buf())
+                    .unwrap_or_default();
                 Ok(Listener::Unix(socket.into(), path))
             } else {
                 Ok(Listener::Tcp(socket.into()))
@@ -207,19 +230,34 @@ mod tests {
     use super::*;
 
     fn tcp(host: &str, port: u16) -> BindAddr {
-        BindAddr::Tcp { host: host.into(), port }
+        BindAddr::Tcp {
+            host: host.into(),
+            port,
+        }
     }
 
     #[test]
     fn bind_forms() {
-        assert_eq!(parse_bind("127.0.0.1:9000").unwrap(), tcp("127.0.0.1", 9000));
+        assert_eq!(
+            parse_bind("127.0.0.1:9000").unwrap(),
+            tcp("127.0.0.1", 9000)
+        );
         assert_eq!(parse_bind("localhost").unwrap(), tcp("localhost", 8000));
         assert_eq!(parse_bind("[::1]:8001").unwrap(), tcp("::1", 8001));
         assert_eq!(parse_bind("[::1]").unwrap(), tcp("::1", 8000));
         assert_eq!(parse_bind(":8002").unwrap(), tcp("0.0.0.0", 8002));
-        assert_eq!(parse_bind("tcp://10.0.0.1:80").unwrap(), tcp("10.0.0.1", 80));
-        assert_eq!(parse_bind("unix:/tmp/x.sock").unwrap(), BindAddr::Unix("/tmp/x.sock".into()));
-        assert_eq!(parse_bind("unix:///tmp/x.sock").unwrap(), BindAddr::Unix("/tmp/x.sock".into()));
+        assert_eq!(
+            parse_bind("tcp://10.0.0.1:80").unwrap(),
+            tcp("10.0.0.1", 80)
+        );
+        assert_eq!(
+            parse_bind("unix:/tmp/x.sock").unwrap(),
+            BindAddr::Unix("/tmp/x.sock".into())
+        );
+        assert_eq!(
+            parse_bind("unix:///tmp/x.sock").unwrap(),
+            BindAddr::Unix("/tmp/x.sock".into())
+        );
         assert_eq!(parse_bind("fd://3").unwrap(), BindAddr::Fd(3));
     }
 

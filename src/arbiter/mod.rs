@@ -120,7 +120,8 @@ fn halt_message(reason: &str, code: i32) -> i32 {
 
 fn setup_logging(settings: &Settings) -> Result<(), String> {
     if let Some(level) = settings.str("loglevel") {
-        let level = log::Level::parse(level).ok_or_else(|| format!("invalid loglevel {level:?}"))?;
+        let level =
+            log::Level::parse(level).ok_or_else(|| format!("invalid loglevel {level:?}"))?;
         log::set_level(level);
     }
     if let Some(path) = settings.str("errorlog") {
@@ -137,18 +138,26 @@ fn prepare_environment(py: Python<'_>, settings: &Settings) -> Result<(), String
         let (key, value) = entry
             .split_once('=')
             .ok_or_else(|| format!("invalid value for raw_env: {entry:?} (expected KEY=VALUE)"))?;
-        environ.set_item(key, value).map_err(|e| format!("cannot set {key}: {e}"))?;
+        environ
+            .set_item(key, value)
+            .map_err(|e| format!("cannot set {key}: {e}"))?;
     }
-    let sys_path = py.import("sys").and_then(|sys| sys.getattr("path")).map_err(|e| e.to_string())?;
+    let sys_path = py
+        .import("sys")
+        .and_then(|sys| sys.getattr("path"))
+        .map_err(|e| e.to_string())?;
     let insert = |dir: &str| -> Result<(), String> {
         let present = sys_path.contains(dir).map_err(|e| e.to_string())?;
         if !present {
-            sys_path.call_method1("insert", (0, dir)).map_err(|e| e.to_string())?;
+            sys_path
+                .call_method1("insert", (0, dir))
+                .map_err(|e| e.to_string())?;
         }
         Ok(())
     };
     if let Some(dir) = settings.str("chdir") {
-        std::env::set_current_dir(dir).map_err(|e| format!("cannot change directory to {dir:?}: {e}"))?;
+        std::env::set_current_dir(dir)
+            .map_err(|e| format!("cannot change directory to {dir:?}: {e}"))?;
         let cwd = std::env::current_dir().map_err(|e| e.to_string())?;
         insert(&cwd.to_string_lossy())?;
     } else if let Ok(cwd) = std::env::current_dir() {
@@ -156,7 +165,9 @@ fn prepare_environment(py: Python<'_>, settings: &Settings) -> Result<(), String
     }
     if let Some(paths) = settings.str("pythonpath") {
         for path in paths.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            sys_path.call_method1("insert", (0, path)).map_err(|e| e.to_string())?;
+            sys_path
+                .call_method1("insert", (0, path))
+                .map_err(|e| e.to_string())?;
         }
     }
     Ok(())
@@ -168,7 +179,9 @@ fn run(py: Python<'_>, settings: &Settings, preloaded: Option<Py<PyAny>>) -> Exi
     let opts = BindOptions {
         backlog: settings.uint("backlog").min(i32::MAX as u64) as i32,
         reuse_port: settings.bool("reuse_port"),
-        umask: settings.is_set("umask").then(|| settings.uint("umask") as u32),
+        umask: settings
+            .is_set("umask")
+            .then(|| settings.uint("umask") as u32),
     };
     let mut bound = Vec::new();
     for value in settings.list("bind") {
@@ -312,7 +325,9 @@ impl Arbiter<'_> {
             if pid <= 0 {
                 return Ok(());
             }
-            let Some(worker) = self.workers.remove(&pid) else { continue };
+            let Some(worker) = self.workers.remove(&pid) else {
+                continue;
+            };
             let _ = worker.age;
             if libc::WIFEXITED(status) {
                 let code = libc::WEXITSTATUS(status);
@@ -328,9 +343,14 @@ impl Arbiter<'_> {
             } else if libc::WIFSIGNALED(status) {
                 let sig = libc::WTERMSIG(status);
                 if sig == libc::SIGKILL {
-                    log::error(format_args!("Worker (pid:{pid}) was sent SIGKILL! Perhaps out of memory?"));
+                    log::error(format_args!(
+                        "Worker (pid:{pid}) was sent SIGKILL! Perhaps out of memory?"
+                    ));
                 } else {
-                    log::error(format_args!("Worker (pid:{pid}) was sent {}!", signals::name(sig)));
+                    log::error(format_args!(
+                        "Worker (pid:{pid}) was sent {}!",
+                        signals::name(sig)
+                    ));
                 }
             }
         }
@@ -365,7 +385,8 @@ impl Arbiter<'_> {
         }
         let extra = self.workers.len().saturating_sub(self.num_workers);
         if extra > 0 {
-            let mut by_age: Vec<(u64, libc::pid_t)> = self.workers.iter().map(|(p, w)| (w.age, *p)).collect();
+            let mut by_age: Vec<(u64, libc::pid_t)> =
+                self.workers.iter().map(|(p, w)| (w.age, *p)).collect();
             by_age.sort();
             for (_, pid) in by_age.into_iter().take(extra) {
                 kill(pid, libc::SIGTERM);
@@ -375,8 +396,11 @@ impl Arbiter<'_> {
     }
 
     fn free_slot(&self) -> usize {
-        let used: std::collections::BTreeSet<usize> = self.workers.values().map(|w| w.slot).collect();
-        (0..self.heartbeat.slots()).find(|s| !used.contains(s)).unwrap_or(0)
+        let used: std::collections::BTreeSet<usize> =
+            self.workers.values().map(|w| w.slot).collect();
+        (0..self.heartbeat.slots())
+            .find(|s| !used.contains(s))
+            .unwrap_or(0)
     }
 
     fn spawn_worker(&mut self, py: Python<'_>) -> Result<(), Exit> {
@@ -395,7 +419,10 @@ impl Arbiter<'_> {
             pid
         };
         if pid < 0 {
-            log::error(format_args!("fork failed: {}", std::io::Error::last_os_error()));
+            log::error(format_args!(
+                "fork failed: {}",
+                std::io::Error::last_os_error()
+            ));
             return Ok(());
         }
         if pid == 0 {
@@ -409,7 +436,14 @@ impl Arbiter<'_> {
             };
             return Err(Exit::Worker(crate::worker::run(py, ctx)));
         }
-        self.workers.insert(pid, WorkerProc { slot, age: self.worker_age, aborted: false });
+        self.workers.insert(
+            pid,
+            WorkerProc {
+                slot,
+                age: self.worker_age,
+                aborted: false,
+            },
+        );
         Ok(())
     }
 
@@ -422,7 +456,11 @@ impl Arbiter<'_> {
     /// Stops every worker: TERM and wait up to the graceful timeout (or QUIT for a fast stop),
     /// then KILL what is left.
     fn stop(&mut self, graceful: bool, reason: Option<(&str, i32)>) -> Exit {
-        self.kill_workers(if graceful { libc::SIGTERM } else { libc::SIGQUIT });
+        self.kill_workers(if graceful {
+            libc::SIGTERM
+        } else {
+            libc::SIGQUIT
+        });
         let limit = Instant::now() + Duration::from_secs(self.settings.uint("graceful_timeout"));
         while !self.workers.is_empty() && Instant::now() < limit {
             let _ = signals::wait(Duration::from_millis(100));

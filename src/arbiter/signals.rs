@@ -55,9 +55,19 @@ pub fn install() -> std::io::Result<()> {
 /// Waits up to `timeout` for signals and returns those that arrived, in order.
 pub fn wait(timeout: Duration) -> Vec<libc::c_int> {
     let fd = PIPE_READ.load(Ordering::SeqCst);
-    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
     // SAFETY: one valid pollfd.
-    unsafe { libc::poll(&mut pfd, 1, timeout.as_millis().min(i32::MAX as u128) as i32) };
+    unsafe {
+        libc::poll(
+            &mut pfd,
+            1,
+            timeout.as_millis().min(i32::MAX as u128) as i32,
+        )
+    };
     let mut buf = [0u8; 64];
     let mut out = Vec::new();
     loop {
@@ -73,7 +83,10 @@ pub fn wait(timeout: Duration) -> Vec<libc::c_int> {
 
 /// A forked worker does not use the master's pipe.
 pub fn close_in_child() {
-    for fd in [PIPE_READ.swap(-1, Ordering::SeqCst), PIPE_WRITE.swap(-1, Ordering::SeqCst)] {
+    for fd in [
+        PIPE_READ.swap(-1, Ordering::SeqCst),
+        PIPE_WRITE.swap(-1, Ordering::SeqCst),
+    ] {
         if fd >= 0 {
             // SAFETY: closing our own pipe descriptors in the child.
             unsafe { libc::close(fd) };

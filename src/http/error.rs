@@ -18,12 +18,24 @@ impl HttpError {
 // Constructors used by the WSGI layer.
 impl HttpError {
     pub fn internal(message: String) -> HttpError {
-        HttpError { status: 500, reason: "Internal Server Error", message }
+        HttpError {
+            status: 500,
+            reason: "Internal Server Error",
+            message,
+        }
     }
     pub fn contradictory_scheme() -> HttpError {
-        HttpError { status: 400, reason: "Bad Request", message: "Contradictory scheme headers".into() }
+        HttpError {
+            status: 400,
+            reason: "Bad Request",
+            message: "Contradictory scheme headers".into(),
+        }
     }
     pub fn request_timeout() -> HttpError {
-        HttpError { status: 408, reason: "Request Timeout", message: String::new() }
+        HttpError {
+            status: 408,
+            reason: "Request Timeout",
+            message: String::new(),
+        }
     }
 }

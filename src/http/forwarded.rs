@@ -34,11 +34,19 @@ impl Network {
         };
         match (self.addr, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = if self.prefix == 0 { 0 } else { u32::MAX << (32 - self.prefix) };
+                let mask = if self.prefix == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - self.prefix)
+                };
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = if self.prefix == 0 { 0 } else { u128::MAX << (128 - self.prefix) };
+                let mask = if self.prefix == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - self.prefix)
+                };
                 u128::from(net) & mask == u128::from(ip) & mask
             }
             _ => false,
@@ -46,10 +54,50 @@ impl Network {
     }
 }
 
+/// Peers allowed by an address list such as `--forwarded-allow-ips` or `--proxy-allow-from`:
+/// addresses, networks, or `*` for everyone.
 #[derive(Clone, Debug, Default)]
-pub struct ForwardedPolicy {
+pub struct AllowList {
     allow_all: bool,
     networks: Vec<Network>,
+}
+
+impl AllowList {
+    /// Entries may also be comma-separated lists. An entry that is not an address or network is
+    /// an error naming it.
+    pub fn new(entries: &[String]) -> Result<AllowList, String> {
+        let mut list = AllowList::default();
+        for entry in entries
+            .iter()
+            .flat_map(|e| e.split(','))
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+        {
+            if entry == "*" {
+                list.allow_all = true;
+            } else {
+                list.networks.push(
+                    Network::parse(entry)
+                        .ok_or_else(|| format!("{entry:?} is not an IP address or network"))?,
+                );
+            }
+        }
+        Ok(list)
+    }
+
+    /// Whether `peer` is allowed. `None` (a unix-socket peer) always is: only local processes
+    /// can reach such a socket.
+    pub fn allows(&self, peer: Option<IpAddr>) -> bool {
+        match peer {
+            None => true,
+            Some(ip) => self.allow_all || self.networks.iter().any(|n| n.contains(ip)),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct ForwardedPolicy {
+    trusted: AllowList,
     /// Upper-case header name and the value that means https.
     secure_scheme_headers: Vec<(String, String)>,
     /// Upper-case header names a trusted forwarder may send even with `_` in them.
@@ -64,34 +112,22 @@ impl ForwardedPolicy {
         secure_scheme_headers: &[(String, String)],
         forwarder_headers: &[String],
     ) -> Result<ForwardedPolicy, String> {
-        let mut policy = ForwardedPolicy {
+        Ok(ForwardedPolicy {
+            trusted: AllowList::new(allow)?,
             secure_scheme_headers: secure_scheme_headers
                 .iter()
                 .map(|(k, v)| (k.to_ascii_uppercase(), v.clone()))
                 .collect(),
-            forwarder_headers: forwarder_headers.iter().map(|h| h.trim().to_ascii_uppercase()).collect(),
-            ..ForwardedPolicy::default()
-        };
-        for entry in allow.iter().flat_map(|e| e.split(',')).map(str::trim).filter(|e| !e.is_empty()) {
-            if entry == "*" {
-                policy.allow_all = true;
-            } else {
-                policy.networks.push(
-                    Network::parse(entry)
-                        .ok_or_else(|| format!("{entry:?} is not an IP address or network"))?,
-                );
-            }
-        }
-        Ok(policy)
+            forwarder_headers: forwarder_headers
+                .iter()
+                .map(|h| h.trim().to_ascii_uppercase())
+                .collect(),
+        })
     }
 
-    /// Whether `peer` may set the forwarding headers. `None` (a unix-socket peer) is trusted,
-    /// as only local processes can reach it.
+    /// Whether `peer` may set the forwarding headers (unix-socket peers may).
     pub fn trusts(&self, peer: Option<IpAddr>) -> bool {
-        match peer {
-            None => true,
-            Some(ip) => self.allow_all || self.networks.iter().any(|n| n.contains(ip)),
-        }
+        self.trusted.allows(peer)
     }
 
     /// The URL scheme a trusted peer's headers announce, if any; contradicting headers are an
@@ -104,7 +140,11 @@ impl ForwardedPolicy {
         for (name, value) in headers {
             for (secure_name, secure_value) in &self.secure_scheme_headers {
                 if name.eq_ignore_ascii_case(secure_name) {
-                    let this = if value == secure_value.as_bytes() { "https" } else { "http" };
+                    let this = if value == secure_value.as_bytes() {
+                        "https"
+                    } else {
+                        "http"
+                    };
                     match scheme {
                         Some(prev) if prev != this => return Err(HttpError::contradictory_scheme()),
                         _ => scheme = Some(this),
@@ -117,7 +157,9 @@ impl ForwardedPolicy {
 
     /// Whether a trusted forwarder may send the header `name` that contains `_`.
     pub fn forwards(&self, name: &str) -> bool {
-        self.forwarder_headers.iter().any(|h| h == "*" || h.eq_ignore_ascii_case(name))
+        self.forwarder_headers
+            .iter()
+            .any(|h| h == "*" || h.eq_ignore_ascii_case(name))
     }
 }
 
@@ -157,7 +199,10 @@ mod tests {
         let p = policy(&["*"]);
         let h = [("X-Forwarded-Proto", &b"https"[..])];
         assert_eq!(p.scheme(h.iter().copied()).unwrap(), Some("https"));
-        let h = [("X-Forwarded-Proto", &b"https"[..]), ("X-Forwarded-Ssl", &b"off"[..])];
+        let h = [
+            ("X-Forwarded-Proto", &b"https"[..]),
+            ("X-Forwarded-Ssl", &b"off"[..]),
+        ];
         assert!(p.scheme(h.iter().copied()).is_err());
         let h = [("Host", &b"x"[..])];
         assert_eq!(p.scheme(h.iter().copied()).unwrap(), None);

@@ -24,7 +24,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { request_line: 4094, fields: 100, field_size: 8190 }
+        Limits {
+            request_line: 4094,
+            fields: 100,
+            field_size: 8190,
+        }
     }
 }
 

@@ -10,6 +10,7 @@ pub mod date;
 pub mod error;
 pub mod forwarded;
 pub mod head;
+pub mod proxy;
 
 pub use body::BodyDecoder;
 pub use error::HttpError;

@@ -11,9 +11,9 @@ use tokio::io::unix::AsyncFd;
 use tokio::time::{timeout_at, Instant};
 
 use super::Worker;
-use crate::http::{self, BodyDecoder, HttpError};
+use crate::http::{self, proxy, BodyDecoder, HttpError};
 use crate::wsgi::call::{Outcome, Request};
-use crate::wsgi::environ::Peer;
+use crate::wsgi::environ::{ConnInfo, Peer};
 use crate::wsgi::input::BodyState;
 use crate::wsgi::output::{OutQueue, Progress};
 
@@ -31,10 +31,11 @@ const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 pub struct Conn {
     sock: AsyncFd<OwnedFd>,
-    peer: Peer,
-    listener: usize,
+    info: ConnInfo,
     worker: Rc<Worker>,
     buf: Vec<u8>,
+    /// A PROXY protocol header may still arrive (only before the first request).
+    awaiting_proxy: bool,
 }
 
 enum Next {
@@ -44,7 +45,18 @@ enum Next {
 
 impl Conn {
     pub fn new(sock: AsyncFd<OwnedFd>, peer: Peer, listener: usize, worker: Rc<Worker>) -> Conn {
-        Conn { sock, peer, listener, worker, buf: Vec::with_capacity(READ_CHUNK) }
+        let awaiting_proxy = worker.proxy_mode != proxy::Mode::Off;
+        Conn {
+            sock,
+            info: ConnInfo {
+                peer,
+                listener,
+                proxy: None,
+            },
+            worker,
+            buf: Vec::with_capacity(READ_CHUNK),
+            awaiting_proxy,
+        }
     }
 
     fn fd(&self) -> i32 {
@@ -62,7 +74,9 @@ impl Conn {
     }
 
     async fn serve_one(&mut self, first: bool) -> io::Result<Next> {
-        let Some(head) = self.read_head(first).await? else { return Ok(Next::Close) };
+        let Some(head) = self.read_head(first).await? else {
+            return Ok(Next::Close);
+        };
         let body = match self.read_body(&head).await? {
             Ok(body) => body,
             Err(err) => {
@@ -74,20 +88,29 @@ impl Conn {
         let request = Request {
             head,
             body,
-            peer: self.peer,
-            listener: self.listener,
+            conn: self.info.clone(),
             fd: self.fd(),
             closing: worker.is_closing(),
         };
         let outcome = worker.dispatch(request).await;
         worker.request_done();
-        let Some(Outcome { mut out, keep_alive, body, .. }) = outcome else { return Ok(Next::Close) };
+        let Some(Outcome {
+            mut out,
+            keep_alive,
+            body,
+            ..
+        }) = outcome
+        else {
+            return Ok(Next::Close);
+        };
         self.write_out(&mut out).await?;
         if !keep_alive {
             self.linger_close().await;
             return Ok(Next::Close);
         }
-        let Some(body) = body else { return Ok(Next::Close) };
+        let Some(body) = body else {
+            return Ok(Next::Close);
+        };
         if !self.finish_body(body).await? {
             return Ok(Next::Close);
         }
@@ -98,9 +121,28 @@ impl Conn {
     async fn read_head(&mut self, first: bool) -> io::Result<Option<http::RequestHead>> {
         let worker = Rc::clone(&self.worker);
         let idle_deadline = Instant::now()
-            + if first { worker.options.head_timeout } else { worker.options.keepalive };
+            + if first {
+                worker.options.head_timeout
+            } else {
+                worker.options.keepalive
+            };
         let mut head_deadline: Option<Instant> = None;
         loop {
+            if self.awaiting_proxy && !self.buf.is_empty() {
+                match self.take_proxy_header() {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        if self.read_more().await? == 0 {
+                            return Ok(None);
+                        }
+                        continue;
+                    }
+                    Err(err) => {
+                        self.refuse(&err).await;
+                        return Ok(None);
+                    }
+                }
+            }
             if !self.buf.is_empty() {
                 match http::head::parse(&self.buf, &worker.limits) {
                     Ok(Some((head, used))) => {
@@ -143,10 +185,39 @@ impl Conn {
         }
     }
 
+    /// Consumes a PROXY protocol header if the connection starts with one. Returns false when
+    /// more bytes are needed to tell.
+    fn take_proxy_header(&mut self) -> Result<bool, HttpError> {
+        let Some((info, used)) = proxy::parse(&self.buf, self.worker.proxy_mode)? else {
+            return Ok(false);
+        };
+        self.awaiting_proxy = false;
+        if let Some(info) = info {
+            if !self.worker.proxy_allow.allows(self.info.peer.ip()) {
+                return Err(HttpError {
+                    status: 403,
+                    reason: "Forbidden",
+                    message: "Request forbidden".into(),
+                });
+            }
+            self.buf.drain(..used);
+            self.info.proxy = Some(info);
+        }
+        Ok(true)
+    }
+
     /// Buffers the body up to [`BODY_BUFFER`]; a longer body streams from the socket later.
-    async fn read_body(&mut self, head: &http::RequestHead) -> io::Result<Result<BodyState, HttpError>> {
+    async fn read_body(
+        &mut self,
+        head: &http::RequestHead,
+    ) -> io::Result<Result<BodyState, HttpError>> {
         let raw = std::mem::take(&mut self.buf);
-        let mut body = BodyState::new(BodyDecoder::new(head.framing), raw, self.fd(), self.worker.options.body_timeout);
+        let mut body = BodyState::new(
+            BodyDecoder::new(head.framing),
+            raw,
+            self.fd(),
+            self.worker.options.body_timeout,
+        );
         if body.is_complete() {
             return Ok(Ok(body));
         }

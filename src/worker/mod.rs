@@ -26,13 +26,15 @@ use tokio::sync::{watch, Notify};
 use crate::arbiter::heartbeat::HeartbeatSlot;
 use crate::arbiter::listeners::Listener;
 use crate::config::Settings;
-use crate::http::forwarded::ForwardedPolicy;
+use crate::config::Value;
+use crate::exit_code;
+use crate::http::forwarded::{AllowList, ForwardedPolicy};
+use crate::http::proxy;
 use crate::http::Limits;
 use crate::log;
 use crate::wsgi::app::{load_app, LoadError};
 use crate::wsgi::call::{self, log_exception, AppContext, Outcome, Request};
 use crate::wsgi::environ::{EnvironBuilder, ListenerInfo, Peer};
-use crate::exit_code;
 
 /// What the master hands a freshly forked worker.
 pub struct WorkerContext<'a> {
@@ -71,6 +73,8 @@ enum Mode {
 pub struct Worker {
     pub options: Options,
     pub limits: Limits,
+    pub proxy_mode: proxy::Mode,
+    pub proxy_allow: AllowList,
     app: Arc<AppContext>,
     mode: Mode,
     heartbeat: HeartbeatSlot,
@@ -115,7 +119,10 @@ impl Worker {
         self.heartbeat.beat();
         let handled = self.handled.get() + 1;
         self.handled.set(handled);
-        if self.options.max_requests > 0 && handled >= self.options.max_requests && !self.is_closing() {
+        if self.options.max_requests > 0
+            && handled >= self.options.max_requests
+            && !self.is_closing()
+        {
             log::info(format_args!("Autorestarting worker after current request."));
             self.begin_close();
         }
@@ -153,7 +160,9 @@ pub fn run(py: Python<'_>, ctx: WorkerContext<'_>) -> i32 {
     let listeners: Vec<RawFd> = ctx.listeners.iter().map(|l| l.as_raw_fd()).collect();
     let graceful = worker.options.graceful_timeout;
     let result = py.detach(move || -> io::Result<()> {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         let local = tokio::task::LocalSet::new();
         let worker = Rc::new(worker);
         let outcome = local.block_on(&runtime, serve(Rc::clone(&worker), listeners, wake_fd));
@@ -210,7 +219,11 @@ fn build_worker(
         .iter()
         .map(|l| {
             let (server_name, server_port) = l.server_name_port();
-            ListenerInfo { server_name, server_port, is_unix: matches!(l, Listener::Unix(..)) }
+            ListenerInfo {
+                server_name,
+                server_port,
+                is_unix: matches!(l, Listener::Unix(..)),
+            }
         })
         .collect();
     let environ = EnvironBuilder::new(py, threaded, settings.uint("workers") > 1, forwarded, infos)
@@ -228,15 +241,32 @@ fn build_worker(
         max_connections: (settings.uint("worker_connections") as usize).max(1),
     };
     let mode = if threaded {
-        Mode::Threads(pool::Pool::new(settings.uint("threads").max(1) as usize).map_err(|e| e.to_string())?)
+        Mode::Threads(
+            pool::Pool::new(settings.uint("threads").max(1) as usize).map_err(|e| e.to_string())?,
+        )
     } else {
         Mode::Sync
     };
+    let proxy_setting = match settings.get("proxy_protocol") {
+        Value::Bool(true) => "auto".to_string(),
+        Value::Str(s) => s.clone(),
+        _ => "off".to_string(),
+    };
+    let proxy_mode = proxy::Mode::parse(&proxy_setting)
+        .ok_or_else(|| format!("invalid proxy_protocol {proxy_setting:?}"))?;
+    let proxy_allow = AllowList::new(settings.list("proxy_allow_ips"))
+        .map_err(|e| format!("proxy_allow_ips: {e}"))?;
     let (closing, _) = watch::channel(false);
     Ok(Worker {
         options,
         limits: crate::http::head::limits_from_settings(settings),
-        app: Arc::new(AppContext { app, environ, write_timeout: io_timeout }),
+        proxy_mode,
+        proxy_allow,
+        app: Arc::new(AppContext {
+            app,
+            environ,
+            write_timeout: io_timeout,
+        }),
         mode,
         heartbeat,
         closing,
@@ -351,7 +381,9 @@ async fn accept_loop(worker: Rc<Worker>, listener: AsyncFd<RawFd>, index: usize)
                 worker.connections.set(worker.connections.get() + 1);
                 let w = Rc::clone(&worker);
                 tokio::task::spawn_local(async move {
-                    conn::Conn::new(sock, peer, index, Rc::clone(&w)).serve().await;
+                    conn::Conn::new(sock, peer, index, Rc::clone(&w))
+                        .serve()
+                        .await;
                     w.connections.set(w.connections.get() - 1);
                     w.connection_closed.notify_waiters();
                 });
@@ -419,13 +451,19 @@ fn socket_addr(storage: &libc::sockaddr_storage) -> Option<std::net::SocketAddr>
     match storage.ss_family as libc::c_int {
         libc::AF_INET => {
             // SAFETY: the family says the storage holds a sockaddr_in.
-            let sin = unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let sin =
+                unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
             let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
-            Some(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(sin.sin_port))))
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                ip,
+                u16::from_be(sin.sin_port),
+            )))
         }
         libc::AF_INET6 => {
             // SAFETY: the family says the storage holds a sockaddr_in6.
-            let sin6 = unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            let sin6 = unsafe {
+                &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+            };
             let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
             Some(SocketAddr::V6(SocketAddrV6::new(
                 ip,

@@ -28,7 +28,10 @@ impl Pool {
                 .spawn(move || run_thread(&receiver))?;
             threads.push(thread);
         }
-        Ok(Pool { sender: Some(sender), threads })
+        Ok(Pool {
+            sender: Some(sender),
+            threads,
+        })
     }
 
     /// Runs the request cycle on a pool thread.

@@ -46,11 +46,24 @@ pub fn install() -> std::io::Result<RawFd> {
     }
     WAKE_FD.store(fds[1], Ordering::SeqCst);
     // The master's handlers are inherited through fork: a worker starts from the defaults.
-    for sig in [libc::SIGHUP, libc::SIGCHLD, libc::SIGTTIN, libc::SIGTTOU, libc::SIGUSR2, libc::SIGWINCH] {
+    for sig in [
+        libc::SIGHUP,
+        libc::SIGCHLD,
+        libc::SIGTTIN,
+        libc::SIGTTOU,
+        libc::SIGUSR2,
+        libc::SIGWINCH,
+    ] {
         set_handler(sig, libc::SIG_DFL);
     }
     set_handler(libc::SIGPIPE, libc::SIG_IGN);
-    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGQUIT, libc::SIGUSR1, libc::SIGABRT] {
+    for sig in [
+        libc::SIGTERM,
+        libc::SIGINT,
+        libc::SIGQUIT,
+        libc::SIGUSR1,
+        libc::SIGABRT,
+    ] {
         set_handler(sig, on_signal as *const () as usize);
     }
     Ok(fds[0])

@@ -9,7 +9,7 @@ use std::time::Duration;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 
-use super::environ::{EnvironBuilder, Peer};
+use super::environ::{ConnInfo, EnvironBuilder};
 use super::file_wrapper::FileWrapper;
 use super::input::{BodyState, InputStream};
 use super::output::OutQueue;
@@ -29,8 +29,7 @@ pub struct AppContext {
 pub struct Request {
     pub head: RequestHead,
     pub body: BodyState,
-    pub peer: Peer,
-    pub listener: usize,
+    pub conn: ConnInfo,
     pub fd: RawFd,
     /// The worker is stopping: the response announces `Connection: close`.
     pub closing: bool,
@@ -52,12 +51,23 @@ impl Outcome {
     pub fn refuse(err: &HttpError, body: Option<BodyState>) -> Outcome {
         let mut out = OutQueue::new();
         out.push_slice(&err.to_response());
-        Outcome { out, keep_alive: false, body, status: err.status }
+        Outcome {
+            out,
+            keep_alive: false,
+            body,
+            status: err.status,
+        }
     }
 }
 
 pub fn handle(py: Python<'_>, ctx: &AppContext, req: Request) -> Outcome {
-    let Request { head, body, peer, listener, fd, closing } = req;
+    let Request {
+        head,
+        body,
+        conn,
+        fd,
+        closing,
+    } = req;
     let facts = RequestFacts {
         version_minor: head.version_minor,
         is_head: &*head.method == "HEAD",
@@ -71,16 +81,28 @@ pub fn handle(py: Python<'_>, ctx: &AppContext, req: Request) -> Outcome {
             return Outcome::refuse(&HttpError::internal(String::new()), None);
         }
     };
-    let environ = match ctx.environ.build(py, &head, peer, listener, input.clone().into_any()) {
+    let environ = match ctx
+        .environ
+        .build(py, &head, &conn, input.clone().into_any())
+    {
         Ok(environ) => environ,
         Err(err) => {
             if err.status >= 500 {
-                log::error(format_args!("Error handling request {}: {}", uri(&head), err.message));
+                log::error(format_args!(
+                    "Error handling request {}: {}",
+                    uri(&head),
+                    err.message
+                ));
             }
             return Outcome::refuse(&err, take_body(&input));
         }
     };
-    let responder = match Bound::new(py, StartResponse { state: ResponseState::new(facts, fd, ctx.write_timeout) }) {
+    let responder = match Bound::new(
+        py,
+        StartResponse {
+            state: ResponseState::new(facts, fd, ctx.write_timeout),
+        },
+    ) {
         Ok(r) => r,
         Err(e) => {
             log_exception(py, "Cannot create start_response", &e);
@@ -104,7 +126,12 @@ pub fn handle(py: Python<'_>, ctx: &AppContext, req: Request) -> Outcome {
     if let Some(err) = failure {
         if state.broken.is_some() {
             // The client went away; nothing left to answer.
-            return Outcome { out: OutQueue::new(), keep_alive: false, body, status: state.status_code };
+            return Outcome {
+                out: OutQueue::new(),
+                keep_alive: false,
+                body,
+                status: state.status_code,
+            };
         }
         let body_error = body.as_ref().and_then(|b| b.error.clone());
         if !state.headers_sent {
@@ -119,7 +146,12 @@ pub fn handle(py: Python<'_>, ctx: &AppContext, req: Request) -> Outcome {
         log_exception(py, &format!("Error handling request {}", uri(&head)), &err);
         // The head is out: all that is left is to end the connection where it stands.
         let out = std::mem::take(&mut state.out);
-        return Outcome { out, keep_alive: false, body, status: state.status_code };
+        return Outcome {
+            out,
+            keep_alive: false,
+            body,
+            status: state.status_code,
+        };
     }
     if state.status.is_none() {
         log::error(format_args!(
@@ -131,7 +163,9 @@ pub fn handle(py: Python<'_>, ctx: &AppContext, req: Request) -> Outcome {
     if let Some(complaint) = state.finish() {
         log::warning(format_args!("{complaint} (request {})", uri(&head)));
     }
-    let body_ok = body.as_ref().is_some_and(|b| b.error.is_none() && !b.truncated);
+    let body_ok = body
+        .as_ref()
+        .is_some_and(|b| b.error.is_none() && !b.truncated);
     Outcome {
         keep_alive: !state.will_close() && state.broken.is_none() && body_ok,
         out: std::mem::take(&mut state.out),
@@ -145,7 +179,11 @@ fn take_body(input: &Bound<'_, InputStream>) -> Option<BodyState> {
 }
 
 /// Writes what the application returned, by the cheapest route its type allows.
-fn send_body(py: Python<'_>, responder: &Bound<'_, StartResponse>, iterable: &Bound<'_, PyAny>) -> PyResult<()> {
+fn send_body(
+    py: Python<'_>,
+    responder: &Bound<'_, StartResponse>,
+    iterable: &Bound<'_, PyAny>,
+) -> PyResult<()> {
     let mut guard = responder.borrow_mut();
     let state = &mut guard.state;
     if let Ok(list) = iterable.cast::<PyList>() {
@@ -185,11 +223,18 @@ fn send_body(py: Python<'_>, responder: &Bound<'_, StartResponse>, iterable: &Bo
     Ok(())
 }
 
-fn write_item(py: Python<'_>, responder: &Bound<'_, StartResponse>, item: &Bound<'_, PyAny>) -> PyResult<()> {
+fn write_item(
+    py: Python<'_>,
+    responder: &Bound<'_, StartResponse>,
+    item: &Bound<'_, PyAny>,
+) -> PyResult<()> {
     let data = item.cast::<PyBytes>().map_err(|_| {
         pyo3::exceptions::PyTypeError::new_err(format!(
             "the response body must yield bytes, not {}",
-            item.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+            item.get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default()
         ))
     })?;
     let mut guard = responder.borrow_mut();
@@ -209,7 +254,13 @@ fn write_item(py: Python<'_>, responder: &Bound<'_, StartResponse>, item: &Bound
 /// in which case the caller iterates it.
 fn send_file(state: &mut ResponseState, wrapper: &FileWrapper) -> PyResult<bool> {
     let py_fd = Python::attach(|py| -> Option<RawFd> {
-        wrapper.filelike.bind(py).call_method0("fileno").ok()?.extract::<RawFd>().ok()
+        wrapper
+            .filelike
+            .bind(py)
+            .call_method0("fileno")
+            .ok()?
+            .extract::<RawFd>()
+            .ok()
     });
     let Some(fd) = py_fd else { return Ok(false) };
     // SAFETY: fstat/lseek on a descriptor the file object owns; we only read its metadata.
@@ -272,7 +323,12 @@ pub fn log_exception(py: Python<'_>, message: &str, err: &PyErr) {
     log::error(format_args!("{message}"));
     let formatted = py
         .import("traceback")
-        .and_then(|tb| tb.call_method1("format_exception", (err.get_type(py), err.value(py), err.traceback(py))))
+        .and_then(|tb| {
+            tb.call_method1(
+                "format_exception",
+                (err.get_type(py), err.value(py), err.traceback(py)),
+            )
+        })
         .and_then(|lines| lines.extract::<Vec<String>>());
     match formatted {
         Ok(lines) => log::write_raw(&lines.concat()),

@@ -11,6 +11,7 @@ use pyo3::types::{PyDict, PyString, PyTuple};
 use super::errors::ErrorStream;
 use super::file_wrapper::FileWrapper;
 use crate::http::forwarded::ForwardedPolicy;
+use crate::http::proxy::ProxyInfo;
 use crate::http::{HttpError, RequestHead};
 
 /// Header-name keys cached per worker (`HTTP_USER_AGENT`, ...), bounded so a client sending
@@ -148,7 +149,13 @@ impl EnvironBuilder {
         }
         let mut key = String::with_capacity(5 + name.len());
         key.push_str("HTTP_");
-        key.extend(name.chars().map(|c| if c == '-' { '_' } else { c.to_ascii_uppercase() }));
+        key.extend(name.chars().map(|c| {
+            if c == '-' {
+                '_'
+            } else {
+                c.to_ascii_uppercase()
+            }
+        }));
         let key = PyString::intern(py, &key);
         if cache.len() < HEADER_KEY_CACHE {
             cache.insert(name.as_bytes().into(), key.clone().unbind());
@@ -161,11 +168,10 @@ impl EnvironBuilder {
         &self,
         py: Python<'py>,
         head: &RequestHead,
-        peer: Peer,
-        listener: usize,
+        conn: &ConnInfo,
         input: Bound<'py, PyAny>,
     ) -> Result<Bound<'py, PyDict>, HttpError> {
-        self.fill(py, head, peer, listener, input).map_err(|e| match e {
+        self.fill(py, head, conn, input).map_err(|e| match e {
             Fill::Http(e) => e,
             Fill::Py(e) => HttpError::internal(format!("cannot build the environ: {e}")),
         })
@@ -175,19 +181,27 @@ impl EnvironBuilder {
         &self,
         py: Python<'py>,
         head: &RequestHead,
-        peer: Peer,
-        listener: usize,
+        conn: &ConnInfo,
         input: Bound<'py, PyAny>,
     ) -> Result<Bound<'py, PyDict>, Fill> {
+        let (peer, listener) = (conn.peer, conn.listener);
         let k = &self.keys;
         let env = self.template.bind(py).copy()?;
-        let method = if &*head.method == "GET" { k.get.bind(py).clone() } else { PyString::new(py, &head.method) };
+        let method = if &*head.method == "GET" {
+            k.get.bind(py).clone()
+        } else {
+            PyString::new(py, &head.method)
+        };
         env.set_item(&k.request_method, method)?;
         env.set_item(&k.query_string, latin1(py, &head.query))?;
         env.set_item(&k.raw_uri, latin1(py, &head.target))?;
         env.set_item(
             &k.server_protocol,
-            if head.version_minor == 0 { &k.http_1_0 } else { &k.http_1_1 },
+            if head.version_minor == 0 {
+                &k.http_1_0
+            } else {
+                &k.http_1_1
+            },
         )?;
         env.set_item(&k.wsgi_input, input)?;
 
@@ -214,7 +228,10 @@ impl EnvironBuilder {
             }
             let key = self.header_key(py, name);
             if env.contains(&key)? {
-                match repeated.iter_mut().find(|(k, _)| k.as_any().eq(&key).unwrap_or(false)) {
+                match repeated
+                    .iter_mut()
+                    .find(|(k, _)| k.as_any().eq(&key).unwrap_or(false))
+                {
                     Some((_, values)) => values.push(value),
                     None => repeated.push((key, vec![value])),
                 }
@@ -223,7 +240,11 @@ impl EnvironBuilder {
             }
         }
         for (key, values) in repeated {
-            let first: String = env.get_item(&key)?.map(|v| v.extract::<String>()).transpose()?.unwrap_or_default();
+            let first: String = env
+                .get_item(&key)?
+                .map(|v| v.extract::<String>())
+                .transpose()?
+                .unwrap_or_default();
             let mut joined: Vec<u8> = first.chars().map(|c| c as u32 as u8).collect();
             for v in values {
                 joined.push(b',');
@@ -259,12 +280,20 @@ impl EnvironBuilder {
             _ => match host {
                 Some(host) => {
                     let host = String::from_utf8_lossy(host).into_owned();
-                    match host.rsplit_once(':').filter(|(h, _)| !h.ends_with(']') || h.starts_with('[')) {
-                        Some((name, port)) if !name.is_empty() => (name.to_owned(), port.to_owned()),
+                    match host
+                        .rsplit_once(':')
+                        .filter(|(h, _)| !h.ends_with(']') || h.starts_with('['))
+                    {
+                        Some((name, port)) if !name.is_empty() => {
+                            (name.to_owned(), port.to_owned())
+                        }
                         _ => (host, if https { "443".into() } else { "80".into() }),
                     }
                 }
-                None => (info.map(|i| i.server_name.clone()).unwrap_or_default(), String::new()),
+                None => (
+                    info.map(|i| i.server_name.clone()).unwrap_or_default(),
+                    String::new(),
+                ),
             },
         };
         env.set_item(&k.server_name, server_name)?;
@@ -293,8 +322,29 @@ impl EnvironBuilder {
         } else {
             env.set_item(&k.script_name, script)?;
         }
+        if let Some(proxy) = &conn.proxy {
+            env.set_item("PROXY_PROTOCOL", proxy.protocol)?;
+            if let Some((ip, port)) = proxy.client {
+                env.set_item(&k.remote_addr, ip.to_string())?;
+                env.set_item(&k.remote_port, port.to_string())?;
+            }
+            if let Some((ip, port)) = proxy.proxy {
+                env.set_item("PROXY_ADDR", ip.to_string())?;
+                env.set_item("PROXY_PORT", port.to_string())?;
+            }
+        }
         Ok(env)
     }
+}
+
+/// What the environ needs to know about the connection a request came on.
+#[derive(Clone, Debug)]
+pub struct ConnInfo {
+    pub peer: Peer,
+    /// Index of the listener that accepted the connection.
+    pub listener: usize,
+    /// What a PROXY protocol header said about the client.
+    pub proxy: Option<ProxyInfo>,
 }
 
 enum Fill {

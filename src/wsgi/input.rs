@@ -72,7 +72,9 @@ impl BodyState {
             self.body_pos = 0;
         }
         let before = self.body.len();
-        let decoded = self.decoder.decode(&self.raw[self.raw_pos..], &mut self.body, max_out)?;
+        let decoded = self
+            .decoder
+            .decode(&self.raw[self.raw_pos..], &mut self.body, max_out)?;
         self.raw_pos += decoded.consumed;
         if self.raw_pos == self.raw.len() {
             self.raw.clear();
@@ -146,15 +148,24 @@ impl InputStream {
     fn fill(py: Python<'_>, state: &mut BodyState) -> PyResult<bool> {
         let more = py.detach(|| state.fill_blocking());
         if let Some(err) = &state.error {
-            return Err(PyValueError::new_err(format!("invalid request body: {}", err.message)));
+            return Err(PyValueError::new_err(format!(
+                "invalid request body: {}",
+                err.message
+            )));
         }
         if state.truncated && !state.is_complete() && !more {
-            return Err(PyOSError::new_err("client closed the connection before the request body ended"));
+            return Err(PyOSError::new_err(
+                "client closed the connection before the request body ended",
+            ));
         }
         Ok(more)
     }
 
-    fn read_impl<'py>(&mut self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
+    fn read_impl<'py>(
+        &mut self,
+        py: Python<'py>,
+        size: Option<isize>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
         let Some(state) = self.state.as_mut() else {
             return Ok(PyBytes::new(py, b""));
         };
@@ -166,7 +177,11 @@ impl InputStream {
         Ok(PyBytes::new(py, state.take(want)))
     }
 
-    fn readline_impl<'py>(&mut self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
+    fn readline_impl<'py>(
+        &mut self,
+        py: Python<'py>,
+        size: Option<isize>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
         let Some(state) = self.state.as_mut() else {
             return Ok(PyBytes::new(py, b""));
         };
@@ -199,12 +214,20 @@ impl InputStream {
     }
 
     #[pyo3(signature = (size = None))]
-    fn readline<'py>(&mut self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
+    fn readline<'py>(
+        &mut self,
+        py: Python<'py>,
+        size: Option<isize>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
         self.readline_impl(py, size)
     }
 
     #[pyo3(signature = (hint = None))]
-    fn readlines<'py>(&mut self, py: Python<'py>, hint: Option<isize>) -> PyResult<Bound<'py, PyList>> {
+    fn readlines<'py>(
+        &mut self,
+        py: Python<'py>,
+        hint: Option<isize>,
+    ) -> PyResult<Bound<'py, PyList>> {
         let lines = PyList::empty(py);
         let mut total = 0usize;
         loop {
@@ -228,6 +251,10 @@ impl InputStream {
 
     fn __next__<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
         let line = self.readline_impl(py, None)?;
-        Ok(if line.as_bytes().is_empty() { None } else { Some(line) })
+        Ok(if line.as_bytes().is_empty() {
+            None
+        } else {
+            Some(line)
+        })
     }
 }

@@ -21,10 +21,22 @@ use super::sockio;
 const COPY_LIMIT: usize = 16 * 1024;
 
 pub enum Segment {
-    Owned { data: Vec<u8>, pos: usize },
+    Owned {
+        data: Vec<u8>,
+        pos: usize,
+    },
     /// A Python `bytes` object; its buffer is immutable and outlives the reference.
-    Bytes { obj: Py<PyBytes>, ptr: *const u8, len: usize, pos: usize },
-    File { fd: OwnedFd, offset: u64, remaining: u64 },
+    Bytes {
+        obj: Py<PyBytes>,
+        ptr: *const u8,
+        len: usize,
+        pos: usize,
+    },
+    File {
+        fd: OwnedFd,
+        offset: u64,
+        remaining: u64,
+    },
 }
 
 // SAFETY: `ptr` points into the immutable buffer of the `bytes` object `obj` keeps alive; it is
@@ -73,7 +85,10 @@ impl OutQueue {
     /// The buffer to append small writes to.
     pub fn tail_buf(&mut self) -> &mut Vec<u8> {
         if !matches!(self.segments.back(), Some(Segment::Owned { .. })) {
-            self.segments.push_back(Segment::Owned { data: Vec::with_capacity(512), pos: 0 });
+            self.segments.push_back(Segment::Owned {
+                data: Vec::with_capacity(512),
+                pos: 0,
+            });
         }
         match self.segments.back_mut() {
             Some(Segment::Owned { data, .. }) => data,
@@ -114,15 +129,25 @@ impl OutQueue {
         if count == 0 {
             return;
         }
-        self.segments.push_back(Segment::File { fd, offset, remaining: count });
+        self.segments.push_back(Segment::File {
+            fd,
+            offset,
+            remaining: count,
+        });
         self.pending += count;
     }
 
     /// Writes without blocking until the queue is empty or the socket is full.
     pub fn write_to(&mut self, sock: RawFd) -> io::Result<Progress> {
         while let Some(front) = self.segments.front_mut() {
-            if let Segment::File { fd, offset, remaining } = front {
-                let Some(n) = sockio::try_sendfile(sock, fd.as_raw_fd(), offset, *remaining)? else {
+            if let Segment::File {
+                fd,
+                offset,
+                remaining,
+            } = front
+            {
+                let Some(n) = sockio::try_sendfile(sock, fd.as_raw_fd(), offset, *remaining)?
+                else {
                     return Ok(Progress::Blocked);
                 };
                 if n == 0 {
@@ -146,7 +171,10 @@ impl OutQueue {
                     Segment::Bytes { ptr, len, pos, .. } => (unsafe { ptr.add(*pos) }, len - pos),
                     Segment::File { .. } => break,
                 };
-                iov.push(libc::iovec { iov_base: ptr as *mut libc::c_void, iov_len: len });
+                iov.push(libc::iovec {
+                    iov_base: ptr as *mut libc::c_void,
+                    iov_len: len,
+                });
             }
             let n = sockio::try_writev(sock, &iov)?;
             if n == 0 {
@@ -160,7 +188,9 @@ impl OutQueue {
     fn consume(&mut self, mut n: usize) {
         self.pending -= n as u64;
         while n > 0 {
-            let Some(front) = self.segments.front_mut() else { return };
+            let Some(front) = self.segments.front_mut() else {
+                return;
+            };
             let left = front.remaining() as usize;
             if n >= left {
                 n -= left;

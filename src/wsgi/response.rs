@@ -110,7 +110,12 @@ impl ResponseState {
         }
         let status = status
             .cast::<PyString>()
-            .map_err(|_| PyTypeError::new_err(format!("status {} is not a string", status.repr().map(|r| r.to_string()).unwrap_or_default())))?
+            .map_err(|_| {
+                PyTypeError::new_err(format!(
+                    "status {} is not a string",
+                    status.repr().map(|r| r.to_string()).unwrap_or_default()
+                ))
+            })?
             .to_str()?
             .to_owned();
         let code = parse_status(&status)
@@ -120,11 +125,13 @@ impl ResponseState {
         let mut length = None;
         for item in headers.try_iter()? {
             let item = item?;
-            let pair = item
-                .cast::<PyTuple>()
-                .map_err(|_| PyTypeError::new_err(format!("header {item} is not a (name, value) tuple")))?;
+            let pair = item.cast::<PyTuple>().map_err(|_| {
+                PyTypeError::new_err(format!("header {item} is not a (name, value) tuple"))
+            })?;
             if pair.len() != 2 {
-                return Err(PyTypeError::new_err(format!("header {item} is not a (name, value) tuple")));
+                return Err(PyTypeError::new_err(format!(
+                    "header {item} is not a (name, value) tuple"
+                )));
             }
             let name = pair.get_item(0)?;
             let value = pair.get_item(1)?;
@@ -136,18 +143,31 @@ impl ResponseState {
             let value = value
                 .cast::<PyString>()
                 .map_err(|_| {
-                    PyTypeError::new_err(format!("value of header {name:?} is not a string: {value}"))
+                    PyTypeError::new_err(format!(
+                        "value of header {name:?} is not a string: {value}"
+                    ))
                 })?
                 .to_str()?;
             if name.is_empty() || !name.bytes().all(is_token_byte) {
-                return Err(PyValueError::new_err(format!("invalid header name {name:?}")));
+                return Err(PyValueError::new_err(format!(
+                    "invalid header name {name:?}"
+                )));
             }
-            if !value.chars().all(|c| c == ' ' || c == '\t' || ('\x21'..='\x7e').contains(&c) || ('\u{80}'..='\u{ff}').contains(&c)) {
-                return Err(PyValueError::new_err(format!("invalid value for header {name:?}")));
+            if !value.chars().all(|c| {
+                c == ' '
+                    || c == '\t'
+                    || ('\x21'..='\x7e').contains(&c)
+                    || ('\u{80}'..='\u{ff}').contains(&c)
+            }) {
+                return Err(PyValueError::new_err(format!(
+                    "invalid value for header {name:?}"
+                )));
             }
             let lname = name.to_ascii_lowercase();
             if HOP_BY_HOP.contains(&lname.as_str()) {
-                return Err(PyAssertionError::new_err(format!("{name} is a \"hop-by-hop\" header")));
+                return Err(PyAssertionError::new_err(format!(
+                    "{name} is a \"hop-by-hop\" header"
+                )));
             }
             let value = value.trim_matches([' ', '\t']);
             match lname.as_str() {
@@ -165,7 +185,8 @@ impl ResponseState {
 
         self.status_code = code;
         self.status = Some(status);
-        self.omits_body = self.facts.is_head || code == 204 || code == 304 || (100..200).contains(&code);
+        self.omits_body =
+            self.facts.is_head || code == 204 || code == 304 || (100..200).contains(&code);
         if code == 204 || (100..200).contains(&code) {
             parsed.retain(|(n, _)| !n.eq_ignore_ascii_case("content-length"));
             length = None;
@@ -183,7 +204,8 @@ impl ResponseState {
         }
         self.length = Some(total);
         self.chunked = false;
-        self.headers.push(("Content-Length".to_owned(), total.to_string()));
+        self.headers
+            .push(("Content-Length".to_owned(), total.to_string()));
     }
 
     /// Queues the status line and headers, once.
@@ -193,7 +215,10 @@ impl ResponseState {
         }
         self.headers_sent = true;
         let close = self.will_close();
-        let status = self.status.as_deref().unwrap_or("500 Internal Server Error");
+        let status = self
+            .status
+            .as_deref()
+            .unwrap_or("500 Internal Server Error");
         let minor = self.facts.version_minor.min(1);
         let mut size = 96 + status.len();
         for (n, v) in &self.headers {
@@ -202,11 +227,19 @@ impl ResponseState {
         let buf = self.out.tail_buf();
         let start = buf.len();
         buf.reserve(size);
-        buf.extend_from_slice(if minor == 1 { b"HTTP/1.1 " } else { b"HTTP/1.0 " });
+        buf.extend_from_slice(if minor == 1 {
+            b"HTTP/1.1 "
+        } else {
+            b"HTTP/1.0 "
+        });
         buf.extend_from_slice(status.as_bytes());
         buf.extend_from_slice(b"\r\nServer: ferrocorn\r\nDate: ");
         buf.extend_from_slice(&date::now());
-        buf.extend_from_slice(if close { b"\r\nConnection: close\r\n" } else { b"\r\nConnection: keep-alive\r\n" });
+        buf.extend_from_slice(if close {
+            b"\r\nConnection: close\r\n"
+        } else {
+            b"\r\nConnection: keep-alive\r\n"
+        });
         if self.chunked {
             buf.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
         }
@@ -309,9 +342,12 @@ fn parse_status(status: &str) -> Option<u16> {
         if bytes[3] != b' ' {
             return None;
         }
-        let reason_ok = status[4..]
-            .chars()
-            .all(|c| c == ' ' || c == '\t' || ('\x21'..='\x7e').contains(&c) || ('\u{80}'..='\u{ff}').contains(&c));
+        let reason_ok = status[4..].chars().all(|c| {
+            c == ' '
+                || c == '\t'
+                || ('\x21'..='\x7e').contains(&c)
+                || ('\u{80}'..='\u{ff}').contains(&c)
+        });
         if !reason_ok {
             return None;
         }
@@ -351,11 +387,19 @@ impl StartResponse {
     /// PEP 3333's `write(data)` callable.
     fn write(&mut self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
         if self.state.status.is_none() {
-            return Err(PyAssertionError::new_err("write() called before start_response()"));
+            return Err(PyAssertionError::new_err(
+                "write() called before start_response()",
+            ));
         }
-        let data = data
-            .cast::<PyBytes>()
-            .map_err(|_| PyTypeError::new_err(format!("write() argument must be bytes, not {}", data.get_type().name().map(|n| n.to_string()).unwrap_or_default())))?;
+        let data = data.cast::<PyBytes>().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "write() argument must be bytes, not {}",
+                data.get_type()
+                    .name()
+                    .map(|n| n.to_string())
+                    .unwrap_or_default()
+            ))
+        })?;
         self.state.write_body(py, data)?;
         if self.state.broken.is_some() {
             return Err(PyOSError::new_err("client disconnected"));

@@ -15,7 +15,11 @@ fn wait(fd: RawFd, events: libc::c_short, deadline: Instant) -> io::Result<()> {
         if left.is_zero() {
             return Err(io::Error::new(io::ErrorKind::TimedOut, "socket timed out"));
         }
-        let mut pfd = libc::pollfd { fd, events, revents: 0 };
+        let mut pfd = libc::pollfd {
+            fd,
+            events,
+            revents: 0,
+        };
         let millis = left.as_millis().min(i32::MAX as u128) as i32;
         // SAFETY: one valid pollfd.
         let n = unsafe { libc::poll(&mut pfd, 1, millis.max(1)) };
@@ -80,7 +84,12 @@ pub fn wait_writable(fd: RawFd, deadline: Instant) -> io::Result<()> {
 
 /// `sendfile(2)` of up to `count` bytes from `file` at `offset` without blocking.
 /// `None`: the socket is full; `Some(0)`: the file ended.
-pub fn try_sendfile(sock: RawFd, file: RawFd, offset: &mut u64, count: u64) -> io::Result<Option<usize>> {
+pub fn try_sendfile(
+    sock: RawFd,
+    file: RawFd,
+    offset: &mut u64,
+    count: u64,
+) -> io::Result<Option<usize>> {
     loop {
         let mut off = *offset as libc::off_t;
         let chunk = count.min(1 << 30) as usize;
