@@ -96,6 +96,7 @@ impl Worker {
     }
 
     fn begin_close(&self) {
+        signals::GRACEFUL.store(true, Ordering::SeqCst);
         self.closing.send_replace(true);
     }
 

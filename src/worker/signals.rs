@@ -5,6 +5,8 @@
 use std::os::unix::io::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
+/// A graceful stop began (TERM, max-requests, parent gone): responses from now on announce
+/// `Connection: close`.
 pub static GRACEFUL: AtomicBool = AtomicBool::new(false);
 pub static FAST: AtomicBool = AtomicBool::new(false);
 pub static REOPEN: AtomicBool = AtomicBool::new(false);
@@ -35,6 +37,11 @@ extern "C" fn on_signal(sig: libc::c_int) {
         // SAFETY: write(2) is async-signal-safe; a full pipe already holds a wake-up.
         unsafe { libc::write(fd, [1u8].as_ptr().cast(), 1) };
     }
+}
+
+/// Whether the worker is stopping; read by the request cycle on any thread.
+pub fn stopping() -> bool {
+    GRACEFUL.load(Ordering::Relaxed)
 }
 
 /// Installs the worker's handlers and returns the read end of the wake-up pipe.

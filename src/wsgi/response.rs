@@ -52,6 +52,8 @@ pub struct ResponseState {
     pub omits_body: bool,
     /// Body bytes accepted so far (without chunk framing).
     pub sent: u64,
+    /// Body bytes dropped because they went past the application's Content-Length.
+    pub excess: u64,
     /// The connection ends after this response.
     pub must_close: bool,
     pub out: OutQueue,
@@ -73,6 +75,7 @@ impl ResponseState {
             chunked: false,
             omits_body: false,
             sent: 0,
+            excess: 0,
             must_close: false,
             out: OutQueue::new(),
             fd,
@@ -86,6 +89,7 @@ impl ResponseState {
         self.must_close
             || !self.facts.keep_alive
             || self.facts.closing
+            || crate::worker::signals::stopping()
             || (self.length.is_none() && !self.chunked && !self.omits_body)
     }
 
@@ -269,6 +273,7 @@ impl ResponseState {
         if let Some(limit) = self.length {
             take = take.min(limit.saturating_sub(self.sent));
             if take < len {
+                self.excess += len - take;
                 self.must_close = true;
                 if take == 0 {
                     return Ok(());
@@ -314,13 +319,17 @@ impl ResponseState {
     }
 
     /// Ends the response: head if nothing was sent, the last chunk, length bookkeeping.
-    /// Returns a complaint to log when the body was shorter than its Content-Length.
+    /// Returns a complaint to log when the body did not match its Content-Length.
     pub fn finish(&mut self) -> Option<String> {
         self.send_headers();
         if self.chunked && self.broken.is_none() {
             self.out.push_slice(b"0\r\n\r\n");
         }
         match self.length {
+            Some(limit) if self.excess > 0 => Some(format!(
+                "response body longer than its Content-Length of {limit} bytes ({} bytes not sent); closing the connection",
+                self.excess
+            )),
             Some(limit) if !self.omits_body && self.sent < limit => {
                 self.must_close = true;
                 Some(format!(
