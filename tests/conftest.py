@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+from signal import SIGKILL, SIGTERM
 import socket
 import subprocess
 import sys
@@ -129,7 +130,7 @@ class Server:
         self._reader.join(timeout=5)
         return code
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+    def stop(self, sig: int = SIGTERM, timeout: float = 30.0) -> int:
         """Stops the server and returns its exit status; kills the whole group if it hangs."""
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
@@ -142,7 +143,7 @@ class Server:
 
     def kill(self) -> None:
         try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
+            os.killpg(self.proc.pid, SIGKILL)
         except ProcessLookupError:
             pass
         self.proc.wait(timeout=10)
