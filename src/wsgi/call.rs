@@ -187,18 +187,6 @@ fn send_body(
     let mut guard = responder.borrow_mut();
     let state = &mut guard.state;
     if let Ok(list) = iterable.cast::<PyList>() {
-        // All bytes known up front: the head can carry Content-Length and go out with them.
-        let mut total = 0u64;
-        let mut all_bytes = true;
-        for item in list.iter() {
-            match item.cast::<PyBytes>() {
-                Ok(b) => total += b.as_bytes().len() as u64,
-                Err(_) => all_bytes = false,
-            }
-        }
-        if all_bytes && state.status.is_some() {
-            state.announce_length(total);
-        }
         drop(guard);
         for item in list.iter() {
             write_item(py, responder, &item)?;
@@ -285,9 +273,6 @@ fn send_file(state: &mut ResponseState, wrapper: &FileWrapper) -> PyResult<bool>
         return Ok(false);
     }
     let dup = unsafe { OwnedFd::from_raw_fd(dup) };
-    if state.length.is_none() && !state.headers_sent {
-        state.announce_length(count);
-    }
     state.send_headers();
     if state.omits_body || count == 0 {
         return Ok(true);

@@ -168,12 +168,16 @@ impl ResponseState {
                 )));
             }
             let lname = name.to_ascii_lowercase();
-            if HOP_BY_HOP.contains(&lname.as_str()) {
-                return Err(PyAssertionError::new_err(format!(
-                    "{name} is a \"hop-by-hop\" header"
-                )));
-            }
             let value = value.trim_matches([' ', '\t']);
+            if HOP_BY_HOP.contains(&lname.as_str()) {
+                // PEP 3333 forbids them; the connection's framing is the server's. Like
+                // Gunicorn, the header is not forwarded; the operator is told once.
+                warn_hop_by_hop(&lname);
+                if lname == "connection" && value.eq_ignore_ascii_case("close") {
+                    self.must_close = true;
+                }
+                continue;
+            }
             match lname.as_str() {
                 // The server sets these itself.
                 "server" | "date" => continue,
@@ -199,17 +203,6 @@ impl ResponseState {
         self.length = length;
         self.chunked = length.is_none() && self.facts.version_minor >= 1 && !self.omits_body;
         Ok(())
-    }
-
-    /// Sets Content-Length when the whole body is known before anything is sent.
-    pub fn announce_length(&mut self, total: u64) {
-        if self.headers_sent || self.length.is_some() || self.omits_body {
-            return;
-        }
-        self.length = Some(total);
-        self.chunked = false;
-        self.headers
-            .push(("Content-Length".to_owned(), total.to_string()));
     }
 
     /// Queues the status line and headers, once.
@@ -340,6 +333,19 @@ impl ResponseState {
             _ => None,
         }
     }
+}
+
+/// Logs, once per worker and header name, that the application set a hop-by-hop header.
+fn warn_hop_by_hop(name: &str) {
+    static WARNED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut warned = WARNED.lock().unwrap_or_else(|e| e.into_inner());
+    if warned.iter().any(|n| n == name) || warned.len() >= HOP_BY_HOP.len() {
+        return;
+    }
+    warned.push(name.to_owned());
+    crate::log::warning(format_args!(
+        "the application set the hop-by-hop header {name:?}; it is not forwarded (PEP 3333)"
+    ));
 }
 
 fn parse_status(status: &str) -> Option<u16> {
