@@ -7,7 +7,7 @@ use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::parser::ValueSource;
 use clap::{Arg, ArgAction, Command};
 
-use super::table::{default_doc, py_repr_str, Action, CliType, SECTIONS, SETTINGS};
+use super::table::{default_doc, py_repr_str, Action, CliType, DefaultValue, SECTIONS, SETTINGS};
 use super::validate::{parse_auto_int, parse_int_base10, Raw};
 use super::ConfigError;
 
@@ -88,8 +88,15 @@ pub fn command() -> Command {
             .iter()
             .filter(|s| s.section == *section && !s.flags.is_empty())
         {
-            let mut arg =
-                Arg::new(s.name).help(format!("{} [{}]", short_help(s.doc), default_doc(s)));
+            let mut arg = Arg::new(s.name).help(format!(
+                "{} [{}]",
+                short_help(s.doc).replace('`', ""),
+                match s.default {
+                    // argparse shows a string default without quotes.
+                    DefaultValue::Str(v) => v.to_owned(),
+                    _ => default_doc(s).replace('`', ""),
+                }
+            ));
             let mut has_long = false;
             for flag in s.flags {
                 if let Some(long) = flag.strip_prefix("--") {
@@ -392,6 +399,9 @@ mod tests {
     fn help_and_version() {
         match parse(&argv("-h")) {
             Ok(Parsed::Help(text)) => {
+                if std::env::var_os("FERROCORN_SHOW_HELP").is_some() {
+                    println!("{text}");
+                }
                 assert!(text.starts_with("usage: ferrocorn [OPTIONS] [APP_MODULE]"));
                 assert!(text.contains("Worker Processes:"));
                 assert!(text.contains("--limit-request-field_size <INT>"));

@@ -1074,14 +1074,14 @@ pub fn default_doc(s: &Setting) -> String {
         DefaultValue::Dict(d) => py_repr_dict(d.iter().map(|(k, v)| (*k, *v))),
         DefaultValue::Hook => "no-op hook".into(),
         DefaultValue::BindPort => {
-            "['127.0.0.1:8000'], or ['0.0.0.0:$PORT'] when PORT is set".into()
+            "`['127.0.0.1:8000']`, or `['0.0.0.0:$PORT']` when `PORT` is set".into()
         }
-        DefaultValue::WebConcurrency => "1, or $WEB_CONCURRENCY when set".into(),
+        DefaultValue::WebConcurrency => "`1`, or `$WEB_CONCURRENCY` when set".into(),
         DefaultValue::Cwd => "the current directory".into(),
         DefaultValue::Euid => "the effective user id".into(),
         DefaultValue::Egid => "the effective group id".into(),
         DefaultValue::ControlSocket => {
-            "$XDG_RUNTIME_DIR/gunicorn.ctl or ~/.gunicorn/gunicorn.ctl".into()
+            "`$XDG_RUNTIME_DIR/gunicorn.ctl`, else `~/.gunicorn/gunicorn.ctl`".into()
         }
     }
 }
@@ -1170,7 +1170,20 @@ pub fn render_markdown() -> String {
                 }
                 out.push('\n');
             }
-            out.push_str(&format!("- Default: `{}`\n", default_doc(s)));
+            let literal = matches!(
+                s.default,
+                DefaultValue::None
+                    | DefaultValue::Bool(_)
+                    | DefaultValue::Int(_)
+                    | DefaultValue::Str(_)
+                    | DefaultValue::List(_)
+                    | DefaultValue::Dict(_)
+            );
+            if literal {
+                out.push_str(&format!("- Default: `{}`\n", default_doc(s)));
+            } else {
+                out.push_str(&format!("- Default: {}\n", default_doc(s)));
+            }
             if !s.effective {
                 out.push_str("- *Not applied yet.*\n");
             }
