@@ -39,5 +39,6 @@ fn _ferrocorn(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", VERSION)?;
     m.add_function(wrap_pyfunction!(run, m)?)?;
     wsgi::register(m)?;
+    config::register(m)?;
     Ok(())
 }

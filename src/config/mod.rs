@@ -4,19 +4,38 @@
 //! Sources, lowest precedence first: defaults < config file < `GUNICORN_CMD_ARGS` /
 //! `FERROCORN_CMD_ARGS` < command line.
 
+pub mod cli;
 pub mod table;
+pub mod validate;
 pub mod value;
 
+pub use table::ineffective_set;
 pub use value::Value;
+
+use std::path::Path;
 
 use pyo3::prelude::*;
 
+use cli::{Parsed, Source};
+use table::{DefaultValue, Setting, SETTINGS};
+use validate::{validate, Raw};
+
 /// Why the server cannot start with the given settings. `message` names the setting and the
-/// value; the caller prints it and exits with `exit_code`.
+/// value and is complete (`Error: ...`, or argparse's usage + error lines): the caller prints
+/// it as is to stderr and exits with `exit_code` (1 for bad values, 2 for a bad command line).
 #[derive(Debug)]
 pub struct ConfigError {
     pub message: String,
     pub exit_code: i32,
+}
+
+impl ConfigError {
+    fn new(message: impl Into<String>) -> Self {
+        ConfigError {
+            message: format!("Error: {}", message.into()),
+            exit_code: 1,
+        }
+    }
 }
 
 /// What the command line asked for.
@@ -34,45 +53,479 @@ pub struct Settings {
     explicit: Vec<bool>,
     /// APP_MODULE from the command line, or `wsgi_app` from the config file.
     pub app_uri: Option<String>,
+    /// `sync` or `gthread`, from `worker_class` before the `threads` rule.
+    worker_base: &'static str,
+}
+
+/// Request-head limits after Gunicorn's clamping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestLimits {
+    /// Longest request line; `limit_request_line` above 8190 gives 8190, 0 ("no limit")
+    /// gives 1 MiB, the bound Gunicorn's fast parser uses.
+    pub line: usize,
+    /// Most header fields; 0 or above 32768 gives 32768.
+    pub fields: usize,
+    /// Longest header field line; 0 gives 8190.
+    pub field_size: usize,
 }
 
 /// Parses every source for `argv` (as `sys.argv`). Runs the config file in the interpreter.
 pub fn load(py: Python<'_>, argv: &[String]) -> Result<Loaded, ConfigError> {
-    let _ = (py, argv);
-    todo!("config::load")
+    let env = |name: &str| std::env::var(name).ok();
+    let Some(cli) = parse_or_answer(argv.get(1..).unwrap_or(&[]))? else {
+        return Ok(Loaded::Exit(crate::exit_code::OK));
+    };
+    let mut env_sources = Vec::new();
+    for var in ["GUNICORN_CMD_ARGS", "FERROCORN_CMD_ARGS"] {
+        if let Some(text) = env(var) {
+            let words = cli::shlex_split(&text)
+                .map_err(|e| ConfigError::new(format!("cannot split {var}: {e}")))?;
+            match parse_or_answer(&words)? {
+                Some(src) => env_sources.push(src),
+                None => return Ok(Loaded::Exit(crate::exit_code::OK)),
+            }
+        }
+    }
+
+    let mut b = Builder::with_defaults(&env)?;
+    b.app_specific(&cli)?;
+
+    // The config file: -c on the command line, else in the env args, else the default files.
+    let location = std::iter::once(&cli)
+        .chain(env_sources.iter().rev())
+        .find_map(|s| match s.get("config") {
+            Some(Raw::Str(c)) => Some(c.trim().to_owned()),
+            _ => None,
+        })
+        .or_else(|| default_config_file().map(|p| p.to_string_lossy().into_owned()));
+    if let Some(location) = location {
+        for (name, obj) in run_config_file(py, &location)? {
+            if let Some(i) = table::index_of(&name) {
+                b.set(i, Raw::from_py(obj.bind(py)))?;
+            }
+        }
+    }
+    for src in env_sources.into_iter().chain([cli]) {
+        b.apply(src)?;
+    }
+    let settings = b.finish()?;
+
+    if settings.bool("print_config") {
+        println!("{}", print_config(py, &settings));
+        return Ok(Loaded::Exit(crate::exit_code::OK));
+    }
+    // Gunicorn's last step of loading: into `chdir`, which goes first on sys.path.
+    if let Some(dir) = settings.str("chdir") {
+        validate::helpers(py)
+            .and_then(|h| h.getattr("enter_dir")?.call1((dir,)).map(drop))
+            .map_err(|e| ConfigError::new(format!("can't chdir to {dir:?}: {e}")))?;
+    }
+    Ok(Loaded::Run(settings))
+}
+
+/// Parses a command line; `None` when it was `-h` or `-v` and the answer has been printed.
+fn parse_or_answer(args: &[String]) -> Result<Option<Source>, ConfigError> {
+    match cli::parse(args)? {
+        Parsed::Run(src) => Ok(Some(src)),
+        Parsed::Help(text) => {
+            print!("{text}");
+            Ok(None)
+        }
+        Parsed::Version => {
+            println!("{} (version {})", crate::SERVER_NAME, crate::VERSION);
+            Ok(None)
+        }
+    }
+}
+
+/// `./ferrocorn.conf.py` if it exists, else `./gunicorn.conf.py` if it exists.
+fn default_config_file() -> Option<std::path::PathBuf> {
+    let cwd = std::env::current_dir().ok()?;
+    ["ferrocorn.conf.py", "gunicorn.conf.py"]
+        .iter()
+        .map(|f| cwd.join(f))
+        .find(|p| p.exists())
+}
+
+/// Runs the config file (`PATH`, `file:PATH` or `python:MODULE`) and returns its namespace.
+fn run_config_file(
+    py: Python<'_>,
+    location: &str,
+) -> Result<Vec<(String, Py<PyAny>)>, ConfigError> {
+    let h = validate::helpers(py).map_err(|e| ConfigError::new(e.to_string()))?;
+    let (func, arg) = if let Some(module) = location.strip_prefix("python:") {
+        ("load_module", module)
+    } else {
+        let path = location.strip_prefix("file:").unwrap_or(location);
+        if !Path::new(path).exists() {
+            return Err(ConfigError::new(format!(
+                "config file {path:?} doesn't exist"
+            )));
+        }
+        ("load_file", path)
+    };
+    let result = h
+        .getattr(func)
+        .and_then(|f| f.call1((arg,)))
+        .and_then(|r| r.extract::<(Option<Bound<'_, pyo3::types::PyDict>>, Option<String>)>())
+        .map_err(|e| ConfigError::new(validate::exception_text(py, &e)))?;
+    match result {
+        (Some(ns), _) => Ok(ns
+            .iter()
+            .filter_map(|(k, v)| Some((k.extract::<String>().ok()?, v.unbind())))
+            .collect()),
+        (None, failure) => Err(ConfigError::new(format!(
+            "failed to read config file {location}\n{}",
+            failure.unwrap_or_default()
+        ))),
+    }
+}
+
+/// Merges sources over the defaults, validating each value as it is set.
+struct Builder {
+    values: Vec<Value>,
+    explicit: Vec<bool>,
+    app_uri: Option<String>,
+}
+
+impl Builder {
+    fn with_defaults(env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut values = Vec::with_capacity(SETTINGS.len());
+        for s in SETTINGS {
+            let raw = match s.default {
+                DefaultValue::None => Raw::None,
+                DefaultValue::Bool(b) => Raw::Bool(b),
+                DefaultValue::Int(i) => Raw::Int(i),
+                DefaultValue::Str(v) => Raw::Str(v.into()),
+                DefaultValue::List(l) => Raw::List(l.iter().map(|v| (*v).to_owned()).collect()),
+                DefaultValue::Dict(d) => Raw::Dict(
+                    d.iter()
+                        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                        .collect(),
+                ),
+                DefaultValue::Hook => {
+                    values.push(Value::None);
+                    continue;
+                }
+                DefaultValue::BindPort => Raw::Str(match env("PORT") {
+                    Some(port) => format!("0.0.0.0:{port}"),
+                    None => "127.0.0.1:8000".into(),
+                }),
+                DefaultValue::WebConcurrency => match env("WEB_CONCURRENCY") {
+                    Some(n) => Raw::Int(validate::parse_int_base10(&n).ok_or_else(|| {
+                        ConfigError::new(format!(
+                            "invalid value for workers: WEB_CONCURRENCY={} (expected a positive \
+                             integer)",
+                            table::py_repr_str(&n)
+                        ))
+                    })?),
+                    None => Raw::Int(1),
+                },
+                DefaultValue::Cwd => Raw::Str(".".into()),
+                DefaultValue::Euid | DefaultValue::Egid => Raw::None,
+                DefaultValue::ControlSocket => Raw::Str(control_socket_default(env)),
+            };
+            values.push(validate(s, raw).map_err(|why| {
+                ConfigError::new(format!("invalid default for {}: {why}", s.name))
+            })?);
+        }
+        Ok(Builder {
+            values,
+            explicit: vec![false; SETTINGS.len()],
+            app_uri: None,
+        })
+    }
+
+    /// Gunicorn's application-specific step: the APP_MODULE names the default process title.
+    fn app_specific(&mut self, cli: &Source) -> Result<(), ConfigError> {
+        let paste = match cli.get("paste") {
+            Some(Raw::Str(p)) => Some(p.trim().to_owned()),
+            _ => None,
+        };
+        if let Some(paste) = paste {
+            let abs = std::env::current_dir()
+                .map(|d| d.join(&paste))
+                .unwrap_or_else(|_| paste.clone().into());
+            let abs = abs.to_string_lossy().into_owned();
+            let file = abs.split('#').next().unwrap_or(&abs).to_owned();
+            if !Path::new(&file).exists() {
+                return Err(ConfigError::new(format!(
+                    "{} not found",
+                    table::py_repr_str(&file)
+                )));
+            }
+            self.set_default("default_proc_name", Value::Str(file));
+            self.app_uri = Some(abs);
+        } else if let Some(app) = cli.args.first() {
+            self.set_default("default_proc_name", Value::Str(app.clone()));
+            self.app_uri = Some(app.clone());
+        }
+        Ok(())
+    }
+
+    fn set_default(&mut self, name: &str, value: Value) {
+        if let Some(i) = table::index_of(name) {
+            self.values[i] = value;
+        }
+    }
+
+    /// Sets setting `i` from a source, naming the setting and the value when it is invalid.
+    fn set(&mut self, i: usize, raw: Raw) -> Result<(), ConfigError> {
+        let s: &Setting = &SETTINGS[i];
+        let shown = raw.repr();
+        let value = validate(s, raw).map_err(|why| {
+            ConfigError::new(format!("invalid value for {}: {shown} ({why})", s.name))
+        })?;
+        self.values[i] = value;
+        self.explicit[i] = true;
+        Ok(())
+    }
+
+    fn apply(&mut self, src: Source) -> Result<(), ConfigError> {
+        for (i, raw) in src.values {
+            self.set(i, raw)?;
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Result<Settings, ConfigError> {
+        let mut settings = Settings {
+            values: self.values,
+            explicit: self.explicit,
+            app_uri: self.app_uri,
+            worker_base: "sync",
+        };
+        if settings.app_uri.is_none() {
+            settings.app_uri = settings.str("wsgi_app").map(str::to_owned);
+        }
+        if settings.app_uri.is_none() {
+            return Err(ConfigError::new("No application module specified."));
+        }
+        settings.worker_base =
+            normalize_worker_class(settings.get("worker_class")).map_err(ConfigError::new)?;
+        for entry in settings.list("raw_env") {
+            if !entry.contains('=') {
+                return Err(ConfigError::new(format!(
+                    "invalid value for raw_env: {} (expected KEY=VALUE)",
+                    table::py_repr_str(entry)
+                )));
+            }
+        }
+        // sendfile: `--no-sendfile` (or an explicit value) decides, else $SENDFILE, else on.
+        let sendfile = match settings.get("sendfile") {
+            Value::Bool(b) => *b,
+            _ => std::env::var("SENDFILE")
+                .map(|v| matches!(v.to_ascii_lowercase().as_str(), "y" | "1" | "yes" | "true"))
+                .unwrap_or(true),
+        };
+        if let Some(i) = table::index_of("sendfile") {
+            settings.values[i] = Value::Bool(sendfile);
+        }
+        Ok(settings)
+    }
+}
+
+fn control_socket_default(env: &dyn Fn(&str) -> Option<String>) -> String {
+    if let Some(dir) = env("XDG_RUNTIME_DIR").filter(|d| !d.is_empty() && Path::new(d).is_dir()) {
+        return format!("{}/gunicorn.ctl", dir.trim_end_matches('/'));
+    }
+    let home = env("HOME").unwrap_or_else(|| "~".into());
+    format!("{}/.gunicorn/gunicorn.ctl", home.trim_end_matches('/'))
+}
+
+/// Maps a `worker_class` value to `sync` or `gthread`; any other worker class is refused
+/// with a message naming the value and what to use instead.
+pub fn normalize_worker_class(value: &Value) -> Result<&'static str, String> {
+    let name = match value {
+        Value::Str(s) => s.as_str(),
+        Value::Py(obj) => {
+            let shown = Python::attach(|py| {
+                obj.bind(py)
+                    .repr()
+                    .map(|r| r.to_string())
+                    .unwrap_or_else(|_| "<class>".into())
+            });
+            return Err(format!(
+                "worker class {shown} is not supported: ferrocorn runs its own workers in Rust; \
+                 use -k sync or -k gthread"
+            ));
+        }
+        _ => "sync",
+    };
+    match name {
+        "sync" | "gunicorn.workers.sync.SyncWorker" | "egg:gunicorn#sync" => return Ok("sync"),
+        "gthread" | "gunicorn.workers.gthread.ThreadWorker" | "egg:gunicorn#gthread" => {
+            return Ok("gthread")
+        }
+        _ => {}
+    }
+    let lower = name.to_ascii_lowercase();
+    let shown = table::py_repr_str(name);
+    if ["gevent", "eventlet", "tornado"]
+        .iter()
+        .any(|k| lower.contains(k))
+    {
+        Err(format!(
+            "worker class {shown} is not supported: ferrocorn's gthread worker (--threads N) \
+             keeps thousands of idle connections cheaply in Rust; use -k gthread"
+        ))
+    } else if lower.contains("asgi") || lower.contains("uvicorn") {
+        Err(format!(
+            "worker class {shown} is not supported: ferrocorn serves WSGI applications only \
+             for now; run an ASGI app with an ASGI server, or serve a WSGI app with -k sync or \
+             -k gthread"
+        ))
+    } else {
+        Err(format!(
+            "worker class {shown} is not supported: ferrocorn runs only its built-in workers; \
+             use -k sync or -k gthread"
+        ))
+    }
+}
+
+/// What `--print-config` prints: `name = value` for every setting, sorted by name.
+pub fn print_config(py: Python<'_>, settings: &Settings) -> String {
+    let width = SETTINGS.iter().map(|s| s.name.len()).max().unwrap_or(0);
+    let mut lines: Vec<(&str, String)> = SETTINGS
+        .iter()
+        .zip(&settings.values)
+        .map(|(s, v)| (s.name, display(py, v)))
+        .collect();
+    lines.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    lines
+        .iter()
+        .map(|(name, v)| format!("{name:width$} = {v}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A value as Python's `str()` shows it.
+fn display(py: Python<'_>, v: &Value) -> String {
+    match v {
+        Value::None => "None".into(),
+        Value::Bool(b) => if *b { "True" } else { "False" }.into(),
+        Value::Int(i) => i.to_string(),
+        Value::Str(s) => s.clone(),
+        Value::List(l) => table::py_repr_list(l.iter().map(String::as_str)),
+        Value::Dict(d) => table::py_repr_dict(d.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+        Value::Py(obj) => validate::helpers(py)
+            .and_then(|h| {
+                h.getattr("describe")?
+                    .call1((obj.bind(py),))?
+                    .extract::<String>()
+            })
+            .unwrap_or_else(|_| "<object>".into()),
+    }
 }
 
 impl Settings {
+    fn index(name: &str) -> usize {
+        match table::index_of(name) {
+            Some(i) => i,
+            None => panic!("unknown setting {name:?}: not in config::table::SETTINGS"),
+        }
+    }
+
     /// The value of setting `name`. Names are the table's; an unknown name is a programming error.
     pub fn get(&self, name: &str) -> &Value {
-        let _ = (&self.values, &self.explicit);
-        todo!("Settings::get {name}")
+        &self.values[Self::index(name)]
     }
+    /// An integer setting (validated non-negative); 0 when it holds no integer.
     pub fn uint(&self, name: &str) -> u64 {
-        todo!("Settings::uint {name}")
+        match self.get(name) {
+            Value::Int(i) => u64::try_from(*i).unwrap_or(0),
+            Value::Bool(b) => u64::from(*b),
+            _ => 0,
+        }
     }
+    /// A boolean setting; `false` when unset.
     pub fn bool(&self, name: &str) -> bool {
-        todo!("Settings::bool {name}")
+        matches!(self.get(name), Value::Bool(true))
     }
     pub fn str(&self, name: &str) -> Option<&str> {
-        todo!("Settings::str {name}")
+        match self.get(name) {
+            Value::Str(s) => Some(s),
+            _ => None,
+        }
     }
     pub fn list(&self, name: &str) -> &[String] {
-        todo!("Settings::list {name}")
+        match self.get(name) {
+            Value::List(l) => l,
+            _ => &[],
+        }
     }
     pub fn dict(&self, name: &str) -> &[(String, String)] {
-        todo!("Settings::dict {name}")
+        match self.get(name) {
+            Value::Dict(d) => d,
+            _ => &[],
+        }
     }
     /// A Python object setting (hooks, callables); `None` when unset.
     pub fn py(&self, name: &str) -> Option<&Py<PyAny>> {
-        todo!("Settings::py {name}")
+        match self.get(name) {
+            Value::Py(obj) => Some(obj),
+            _ => None,
+        }
     }
     /// Whether a source set `name` explicitly.
     pub fn is_set(&self, name: &str) -> bool {
-        todo!("Settings::is_set {name}")
+        self.explicit[Self::index(name)]
     }
     /// `sync` or `gthread`, after Gunicorn's rule that `--threads` > 1 turns `sync` into `gthread`.
     pub fn worker_class(&self) -> &str {
-        todo!("Settings::worker_class")
+        if self.worker_base == "sync" && self.uint("threads") > 1 {
+            "gthread"
+        } else {
+            self.worker_base
+        }
+    }
+    /// `raw_env` as `(KEY, VALUE)` pairs (every entry was checked to hold `=`).
+    pub fn env(&self) -> Vec<(String, String)> {
+        self.list("raw_env")
+            .iter()
+            .filter_map(|e| e.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
+            .collect()
+    }
+    /// `proc_name`, else `default_proc_name`.
+    pub fn proc_name(&self) -> &str {
+        self.str("proc_name")
+            .or_else(|| self.str("default_proc_name"))
+            .unwrap_or(crate::SERVER_NAME)
+    }
+    /// The request-head limits, clamped as Gunicorn clamps them.
+    pub fn request_limits(&self) -> RequestLimits {
+        let get = |n| usize::try_from(self.uint(n)).unwrap_or(usize::MAX);
+        let line = match get("limit_request_line") {
+            0 => 1024 * 1024,
+            n => n.min(8190),
+        };
+        let fields = match get("limit_request_fields") {
+            0 => 32768,
+            n => n.min(32768),
+        };
+        let field_size = match get("limit_request_field_size") {
+            0 => 8190,
+            n => n,
+        };
+        RequestLimits {
+            line,
+            fields,
+            field_size,
+        }
     }
 }
+
+/// The settings reference as Markdown (docs/settings.md).
+#[pyfunction]
+fn settings_markdown() -> String {
+    table::render_markdown()
+}
+
+/// Adds the settings functions to the `_ferrocorn` module.
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(settings_markdown, m)?)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,106 @@
+"""Python side of ferrocorn's settings loading: running the config file, importing hooks.
+
+Compiled by src/config/validate.rs into a private module; not part of the public package.
+"""
+
+import importlib
+import inspect
+import os
+import sys
+import traceback
+import types
+
+_POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+
+
+def _failure(exc):
+    """The last traceback line of `exc` with its file and line, and the exception itself."""
+    if isinstance(exc, SyntaxError) and exc.filename:
+        where = '  File "%s", line %s\n' % (exc.filename, exc.lineno)
+    else:
+        frames = traceback.extract_tb(exc.__traceback__)
+        if frames:
+            last = frames[-1]
+            where = '  File "%s", line %s, in %s\n' % (last.filename, last.lineno, last.name)
+        else:
+            where = ""
+    what = "".join(traceback.format_exception_only(type(exc), exc)).rstrip("\n")
+    return where + what
+
+
+def load_file(path):
+    """Runs the config file at `path` as module `__config__`: (namespace, None) or (None, error)."""
+    try:
+        with open(path, "rb") as f:
+            source = f.read()
+        code = compile(source, path, "exec")
+        mod = types.ModuleType("__config__")
+        mod.__file__ = path
+        sys.modules["__config__"] = mod
+        exec(code, mod.__dict__)
+        return dict(vars(mod)), None
+    except BaseException as exc:  # noqa: BLE001 - SystemExit in a config file is an error too
+        return None, _failure(exc)
+
+
+def load_module(name):
+    """Imports module `name` for `-c python:NAME`: (namespace, None) or (None, error)."""
+    try:
+        return dict(vars(importlib.import_module(name))), None
+    except BaseException as exc:  # noqa: BLE001
+        return None, _failure(exc)
+
+
+def import_object(spec):
+    """`package.module.name` -> the object."""
+    if "." not in spec:
+        raise TypeError("%r is not an import string of the form module.object" % spec)
+    mod_name, obj_name = spec.rsplit(".", 1)
+    try:
+        mod = importlib.import_module(mod_name)
+    except ImportError as exc:
+        raise TypeError(str(exc)) from None
+    try:
+        return getattr(mod, obj_name)
+    except AttributeError:
+        raise TypeError("cannot load %r from %r" % (obj_name, mod_name)) from None
+
+
+def arity(f):
+    """How many positional parameters `f` declares."""
+    return sum(1 for p in inspect.signature(f).parameters.values() if p.kind in _POSITIONAL)
+
+
+def wrap_post_request(f):
+    """`post_request` taking 2, 3 or 4 arguments, as a function of 4; None for other arities."""
+    n = arity(f)
+    if n == 4:
+        return f
+    if n == 3:
+        return lambda worker, req, environ, _resp: f(worker, req, environ)
+    if n == 2:
+        return lambda worker, req, _environ, _resp: f(worker, req)
+    return None
+
+
+def resolve_class(obj):
+    """A class stays; a function is called for its class; a string passes; else None."""
+    if inspect.isfunction(obj) or inspect.ismethod(obj):
+        obj = obj()
+    if inspect.isclass(obj) or isinstance(obj, str):
+        return obj
+    return None
+
+
+def describe(obj):
+    """How --print-config shows a Python object."""
+    if callable(obj):
+        return "<%s()>" % getattr(obj, "__qualname__", type(obj).__qualname__)
+    return str(obj)
+
+
+def enter_dir(path):
+    """Gunicorn's chdir: change directory and put it first on sys.path."""
+    os.chdir(path)
+    if path not in sys.path:
+        sys.path.insert(0, path)
