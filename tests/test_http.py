@@ -19,8 +19,6 @@ from conftest import SocketReader
 
 pytestmark = pytest.mark.timeout(60)
 
-SYNC_CLOSES = "Gunicorn's sync worker closes after each response; ferrocorn keeps the connection"
-
 
 # ---------------------------------------------------------------------------- helpers
 

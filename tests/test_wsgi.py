@@ -21,8 +21,6 @@ from conftest import SocketReader
 
 pytestmark = pytest.mark.timeout(90)
 
-SYNC_CLOSES = "Gunicorn's sync worker closes after each response; ferrocorn keeps the connection"
-
 PEP3333_REQUIRED = ["REQUEST_METHOD", "SCRIPT_NAME", "PATH_INFO", "QUERY_STRING", "SERVER_NAME",
                     "SERVER_PORT", "SERVER_PROTOCOL", "wsgi.version", "wsgi.url_scheme", "wsgi.input",
                     "wsgi.errors", "wsgi.multithread", "wsgi.multiprocess", "wsgi.run_once"]
@@ -89,11 +87,6 @@ def wait_for_file_line(path: Path, line: str, timeout: float = 15.0) -> bool:
             return True
         time.sleep(0.05)
     return False
-
-
-def log_since(srv, start: int) -> str:
-    with srv._cond:
-        return "\n".join(srv.lines[start:])
 
 
 def wait_log(srv, pattern: str, start: int, timeout: float = 10.0) -> None:
@@ -251,11 +244,12 @@ def test_url_scheme_header_from_untrusted_peer_ignored(run_server, worker_args):
     assert env["wsgi.url_scheme"] == ["str", "http"]
 
 
-def test_conflicting_scheme_headers_refused(run_server, worker_args, marker):
-    srv = run_server(*worker_args, "-e", f"MARKER={marker}", "w_apps:echo_environ")
+def test_conflicting_scheme_headers_refused(run_server, worker_args):
+    srv = run_server(*worker_args, "w_apps:echo_environ")
     # Gunicorn: InvalidSchemeHeaders -> 400 "Contradictory scheme headers".
     status, _, body = fetch(srv, "/", {"X-Forwarded-Proto": "https", "X-Forwarded-Ssl": "off"})
     assert status == 400
+    assert b"wsgi.url_scheme" not in body
 
 
 # ---------------------------------------------------------------------------- wsgi.input
@@ -389,6 +383,17 @@ def test_exc_info_before_body_replaces_status(responses_server):
     status, headers, body = fetch(responses_server, "/exc-info-before-body")
     assert status == 503
     assert body == b"replaced"
+    assert headers["content-length"] == "8"
+
+
+def test_exc_info_before_body_replaces_headers(responses_server):
+    # PEP 3333: start_response with exc_info before any output "should replace the
+    # currently-stored HTTP response headers". Gunicorn 27 appends the new list to the old one
+    # (both Content-Types and X-First-Attempt are sent); ferrocorn follows the PEP.
+    status, headers, body = fetch(responses_server, "/exc-info-before-body")
+    assert status == 503 and body == b"replaced"
+    assert "x-first-attempt" not in headers
+    assert headers["content-type"] == "text/plain"
 
 
 def test_write_callable(responses_server):

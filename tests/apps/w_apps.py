@@ -173,7 +173,7 @@ def responses(environ, start_response):
         return gen()
 
     if path == "/exc-info-before-body":
-        start_response("200 OK", [("Content-Type", "text/plain")])
+        start_response("200 OK", [("Content-Type", "text/html"), ("X-First-Attempt", "yes")])
         try:
             raise ValueError("failure before the body")
         except ValueError:
