@@ -97,14 +97,16 @@ def test_http11_keepalive_by_default(echo_server):
         assert status == 200 and body.startswith(b"GET /two ")
 
 
-def test_connection_close_is_honoured(echo_server):
+def test_connection_close_is_honoured(echo_server, marker):
     with echo_server.connect() as s:
         r = SocketReader(s)
-        s.sendall(req("GET", "/bye", {"Connection": "close"}))
+        # The request pipelined after `Connection: close` must not be served.
+        s.sendall(req("GET", "/bye", {"Connection": "close"}) + req("GET", "/ignored"))
         status, headers, body, _ = r.response()
         assert status == 200 and body.startswith(b"GET /bye ")
         assert headers.get("connection", "").lower() == "close"
         assert closed_by_peer(r), "server kept the connection open after Connection: close"
+    assert marker_lines(marker) == ["GET /bye"]
 
 
 def test_http10_without_keepalive_closes(echo_server):
@@ -164,6 +166,26 @@ def test_pipelined_requests_answered_in_order(echo_server):
                       b"POST /p4 len=22\nGET /fake HTTP/1.1\r\n\r\n", b"GET /p5 len=0\n"]
 
 
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+def test_unread_request_body_is_skipped(run_server, worker_args, marker, framing):
+    """A body the app did not read is discarded, never parsed as the next request."""
+    # Gunicorn's sync worker closes after each response; ferrocorn keeps the connection.
+    srv = run_server(*worker_args, "-e", f"MARKER={marker}", "h_apps:ignore_body")
+    smuggled = req("GET", "/smuggled")
+    if framing == "chunked":
+        first = req("POST", "/first", {"Transfer-Encoding": "chunked"}) + \
+            b"%x\r\n%s\r\n0\r\n\r\n" % (len(smuggled), smuggled)
+    else:
+        first = req("POST", "/first", body=smuggled)
+    with srv.connect() as s:
+        s.sendall(first + req("GET", "/second", {"Connection": "close"}))
+        data = read_all(s)
+    assert status_lines(data) == [b"HTTP/1.1 200 OK\r\n"] * 2, data
+    assert data.count(b"POST /first") == 1 and data.count(b"GET /second") == 1
+    assert b"smuggled" not in data
+    assert marker_lines(marker) == ["POST /first", "GET /second"]
+
+
 # ---------------------------------------------------------------------------- request bodies
 
 def test_chunked_request_body(echo_server):
@@ -204,6 +226,20 @@ def test_expect_100_continue(echo_server):
         status, _, body, _ = r.response()
     assert status == 200
     assert body == b"POST /expect len=6\nabcdef"
+
+
+def test_expect_100_continue_ignored_for_http10(echo_server):
+    # RFC 9110 10.1.1: a 100-continue expectation in an HTTP/1.0 request MUST be ignored.
+    with echo_server.connect() as s:
+        s.sendall(req("POST", "/expect10", {"Expect": "100-continue"}, body=b"abc", version="HTTP/1.0"))
+        data = read_all(s)
+    assert b" 100 " not in data.split(b"\r\n", 1)[0]
+    assert len(status_lines(data)) == 1 and data.endswith(b"POST /expect10 len=3\nabc")
+
+
+def test_unknown_expectation_is_417(echo_server, marker):
+    # Gunicorn answers an Expect other than 100-continue with 417 Expectation Failed.
+    _refused(echo_server, req("POST", "/", {"Expect": "something-else"}, body=b"abc"), marker, 417)
 
 
 # ---------------------------------------------------------------------------- HEAD, HTTP/1.0
@@ -358,6 +394,7 @@ MALFORMED = {
     "unknown-http-version-2.0": b"GET / HTTP/2.0\r\nHost: x\r\n\r\n",
     "unknown-http-version-0.9": b"GET / HTTP/0.9\r\nHost: x\r\n\r\n",
     "http-version-garbage": b"GET / HTTP/x.y\r\nHost: x\r\n\r\n",
+    "duplicate-host": b"GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n",
     "obsolete-line-folding": b"GET / HTTP/1.1\r\nHost: x\r\nX-Fold: a\r\n  b\r\n\r\n",
 }
 

@@ -49,3 +49,11 @@ def streaming(environ, start_response):
         for i in range(5):
             yield b"part-%d;" % i
     return gen()
+
+
+def ignore_body(environ, start_response):
+    """Answers `METHOD PATH` without reading the request body (the server must skip it)."""
+    _mark(f"{environ['REQUEST_METHOD']} {environ.get('PATH_INFO', '')}")
+    out = f"{environ['REQUEST_METHOD']} {environ.get('PATH_INFO', '')}".encode("latin-1")
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(out)))])
+    return [out]
