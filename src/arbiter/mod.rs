@@ -130,39 +130,22 @@ fn setup_logging(settings: &Settings) -> Result<(), String> {
     Ok(())
 }
 
-/// `--env`, `--chdir` and `--pythonpath`, applied in the master so workers inherit them.
+/// `--env` and `--pythonpath`, applied in the master so workers inherit them. (`--chdir` was
+/// applied while loading the settings, as Gunicorn does.)
 fn prepare_environment(py: Python<'_>, settings: &Settings) -> Result<(), String> {
-    let os = py.import("os").map_err(|e| e.to_string())?;
-    let environ = os.getattr("environ").map_err(|e| e.to_string())?;
-    for entry in settings.list("raw_env") {
-        let (key, value) = entry
-            .split_once('=')
-            .ok_or_else(|| format!("invalid value for raw_env: {entry:?} (expected KEY=VALUE)"))?;
+    let environ = py
+        .import("os")
+        .and_then(|os| os.getattr("environ"))
+        .map_err(|e| e.to_string())?;
+    for (key, value) in settings.env() {
         environ
-            .set_item(key, value)
+            .set_item(&key, &value)
             .map_err(|e| format!("cannot set {key}: {e}"))?;
     }
     let sys_path = py
         .import("sys")
         .and_then(|sys| sys.getattr("path"))
         .map_err(|e| e.to_string())?;
-    let insert = |dir: &str| -> Result<(), String> {
-        let present = sys_path.contains(dir).map_err(|e| e.to_string())?;
-        if !present {
-            sys_path
-                .call_method1("insert", (0, dir))
-                .map_err(|e| e.to_string())?;
-        }
-        Ok(())
-    };
-    if let Some(dir) = settings.str("chdir") {
-        std::env::set_current_dir(dir)
-            .map_err(|e| format!("cannot change directory to {dir:?}: {e}"))?;
-        let cwd = std::env::current_dir().map_err(|e| e.to_string())?;
-        insert(&cwd.to_string_lossy())?;
-    } else if let Ok(cwd) = std::env::current_dir() {
-        insert(&cwd.to_string_lossy())?;
-    }
     if let Some(paths) = settings.str("pythonpath") {
         for path in paths.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             sys_path
