@@ -67,8 +67,9 @@ impl BodyState {
     /// Decodes buffered connection bytes, adding at most `max_out` body bytes.
     /// Returns how many body bytes were added.
     pub fn decode_buffered(&mut self, max_out: usize) -> Result<usize, HttpError> {
-        if self.body_pos > 0 && self.body_pos == self.body.len() {
-            self.body.clear();
+        // Drop what the application already read, so a streamed body never accumulates.
+        if self.body_pos > 0 && (self.body_pos == self.body.len() || self.body_pos >= READ_CHUNK) {
+            self.body.drain(..self.body_pos);
             self.body_pos = 0;
         }
         let before = self.body.len();
