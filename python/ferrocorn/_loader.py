@@ -63,8 +63,8 @@ def import_app(uri: str) -> Callable[..., Any]:
         if not callable(app):
             raise AppImportError(f"{name!r} in {module!r} is not callable, so it cannot be called.")
         app = app(*args, **kwargs)
-        if app is None:
-            raise AppImportError(f"The factory {target!r} in {module!r} returned None.")
+    if app is None:
+        raise AppImportError(f"Failed to find application object: {target!r}")
     if not callable(app):
-        raise AppImportError(f"Application object {target!r} in {module!r} must be callable.")
+        raise AppImportError("Application object must be callable.")
     return app
