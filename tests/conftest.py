@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-from signal import SIGKILL, SIGTERM
 import socket
 import subprocess
 import sys
@@ -130,8 +129,10 @@ class Server:
         self._reader.join(timeout=5)
         return code
 
-    def stop(self, sig: int = SIGTERM, timeout: float = 30.0) -> int:
-        """Stops the server and returns its exit status; kills the whole group if it hangs."""
+    def stop(self, sig: Optional[int] = None, timeout: float = 30.0) -> int:
+        """Stops the server (SIGTERM unless `sig`) and returns its exit status; kills the group if it hangs."""
+        # (`signal` in this class body is the method above, hence no `signal.SIGTERM` default.)
+        sig = signal.SIGTERM if sig is None else sig
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:
@@ -143,7 +144,7 @@ class Server:
 
     def kill(self) -> None:
         try:
-            os.killpg(self.proc.pid, SIGKILL)
+            os.killpg(self.proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
         self.proc.wait(timeout=10)
@@ -299,3 +300,86 @@ def get(server: Server, path: str = "/", headers: Optional[dict[str, str]] = Non
         s.sendall(raw.encode("latin-1"))
         status, h, body, _ = SocketReader(s).response()
     return status, h, body
+
+
+# --- Helpers for the CLI, master, framework and proxy tests -------------------------------------
+
+
+class FdPassingServer(Server):
+    """A Server whose process inherits the given file descriptors (for `--bind fd://N`)."""
+
+    def __init__(self, args: list[str], cwd: Path, env: dict[str, str], pass_fds: tuple[int, ...]) -> None:
+        self.args = args
+        self.proc = subprocess.Popen(
+            SERVER_COMMAND + args,
+            cwd=str(cwd),
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            pass_fds=pass_fds,
+        )
+        self.lines = []
+        self._cond = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self.addresses = []
+
+
+def run_command(args: list[str], cwd: Optional[Path] = None, env: Optional[dict[str, str]] = None,
+                timeout: float = STARTUP_DEADLINE) -> subprocess.CompletedProcess:
+    """Runs the server command to completion (for commands that exit by themselves)."""
+    return subprocess.run(
+        SERVER_COMMAND + args,
+        cwd=str(cwd) if cwd else None,
+        env=server_env(env),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        timeout=timeout,
+        text=True,
+    )
+
+
+def booted_worker_pids(server: Server, start: int = 0) -> list[int]:
+    """Pids from the `Booting worker with pid: N` lines logged so far (from line `start` on)."""
+    with server._cond:
+        lines = list(server.lines[start:])
+    return [int(m.group(1)) for line in lines for m in [re.search(r"Booting worker with pid: (\d+)", line)] if m]
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.05, message: str = "condition"):
+    """Polls `predicate` until it returns a truthy value or `timeout` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{message} not met within {timeout}s")
+        time.sleep(interval)
+
+
+def listener_addresses(server: Server, count: int, timeout: float = STARTUP_DEADLINE) -> list[str]:
+    """Every listener address logged, whether one `Listening at:` line names several
+    (Gunicorn joins them with commas) or each has its own line."""
+
+    def found() -> list[str]:
+        with server._cond:
+            lines = list(server.lines)
+        return [a for line in lines for m in [LISTENING.search(line)] if m for a in m.group(1).split(",")]
+
+    return wait_until(lambda: len(found()) >= count and found(), timeout, message=f"{count} listeners")
+
+
+def connect_to(address: str, timeout: float = 10.0) -> socket.socket:
+    """A connection to a logged listener address (`http://HOST:PORT`, `http://[V6]:PORT`, `unix:PATH`)."""
+    if address.startswith("unix:"):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(timeout)
+        s.connect(address[len("unix:"):])
+        return s
+    m = re.match(r"http://\[?([^\]]+?)\]?:(\d+)$", address)
+    assert m, f"not a listener address: {address}"
+    return socket.create_connection((m.group(1), int(m.group(2))), timeout=timeout)

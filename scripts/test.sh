@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Installs everything the tests need and runs every test:
+#   1. system packages the integration tests use (nginx), via apt-get when missing and root;
+#   2. a virtualenv .venv (reused when present) with ferrocorn built from this checkout
+#      (release build of the Rust extension) and tests/requirements.txt;
+#   3. the Rust unit tests (cargo test);
+#   4. the integration suite (pytest tests), with .venv/bin first on PATH.
+# Exits non-zero if either test run fails; both always run.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+root=$(pwd)
+
+log() { printf '\n==> %s\n' "$*"; }
+
+have_nginx() { PATH="$PATH:/usr/sbin:/sbin" command -v nginx >/dev/null 2>&1; }
+
+missing=()
+have_nginx || missing+=(nginx)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+if ((${#missing[@]})); then
+    if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+        log "installing ${missing[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    else
+        echo "missing system packages: ${missing[*]} (install them, or run this as root on Debian/Ubuntu)" >&2
+        exit 1
+    fi
+fi
+
+venv="$root/.venv"
+if [[ ! -x $venv/bin/python ]]; then
+    log "creating $venv"
+    python3 -m venv "$venv"
+fi
+export PATH="$venv/bin:$PATH:/usr/sbin:/sbin"
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+
+log "installing ferrocorn (release build) and the test requirements"
+python -m pip install -q -r tests/requirements.txt
+python -m pip install -q --force-reinstall --no-deps .
+
+status=0
+
+log "cargo test"
+PYO3_PYTHON="$venv/bin/python" cargo test || status=1
+
+log "pytest"
+python -m pytest -v tests || status=1
+
+exit "$status"
