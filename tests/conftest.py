@@ -83,7 +83,9 @@ class Server:
         deadline = time.monotonic() + STARTUP_DEADLINE
         while len(self.addresses) < listeners:
             with self._cond:
-                found = [m.group(1) for line in self.lines for m in [LISTENING.search(line)] if m]
+                # One line lists every listener, comma-separated, as Gunicorn prints it.
+                found = [addr for line in self.lines for m in [LISTENING.search(line)] if m
+                         for addr in m.group(1).split(",")]
             self.addresses = found
             if len(found) >= listeners:
                 break

@@ -184,9 +184,8 @@ fn run(py: Python<'_>, settings: &Settings, preloaded: Option<Py<PyAny>>) -> Exi
         }
         let _: &BindAddr = &addr;
     }
-    for listener in &bound {
-        log::info(format_args!("Listening at: {} ({pid})", listener.display()));
-    }
+    let shown: Vec<String> = bound.iter().map(Listener::display).collect();
+    log::info(format_args!("Listening at: {} ({pid})", shown.join(",")));
     log::info(format_args!("Using worker: {}", settings.worker_class()));
     let heartbeat = match Heartbeat::new(HEARTBEAT_SLOTS) {
         Ok(hb) => hb,
