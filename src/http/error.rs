@@ -1,22 +1,122 @@
-//! Error answers for requests that cannot be served.
+//! Error answers for requests that cannot be served, with Gunicorn's statuses and messages.
 
-/// A request the server refuses, with the answer Gunicorn gives for it.
+/// A request the server refuses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpError {
     pub status: u16,
     pub reason: &'static str,
+    /// The explanation shown in the answer's body and the log.
     pub message: String,
 }
 
-impl HttpError {
-    /// The complete response, ending with the connection closed.
-    pub fn to_response(&self) -> Vec<u8> {
-        todo!("HttpError::to_response")
+/// Python-`repr`-like quoting of client bytes, so messages read like Gunicorn's.
+pub fn quoted(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() + 2);
+    out.push('\'');
+    for &b in bytes {
+        match b {
+            b'\\' => out.push_str("\\\\"),
+            b'\'' => out.push_str("\\'"),
+            b'\r' => out.push_str("\\r"),
+            b'\n' => out.push_str("\\n"),
+            b'\t' => out.push_str("\\t"),
+            0x20..=0x7e => out.push(b as char),
+            _ => out.push_str(&format!("\\x{b:02x}")),
+        }
     }
+    out.push('\'');
+    out
 }
 
-// Constructors used by the WSGI layer.
 impl HttpError {
+    fn bad_request(message: String) -> HttpError {
+        HttpError {
+            status: 400,
+            reason: "Bad Request",
+            message,
+        }
+    }
+
+    pub fn invalid_request_line(line: &[u8]) -> HttpError {
+        Self::bad_request(format!(
+            "Invalid Request Line 'Invalid HTTP request line: {}'",
+            quoted(line)
+        ))
+    }
+    pub fn invalid_method(method: &[u8]) -> HttpError {
+        Self::bad_request(format!(
+            "Invalid Method 'Invalid HTTP method: {}'",
+            quoted(method)
+        ))
+    }
+    pub fn invalid_version(version: &[u8]) -> HttpError {
+        Self::bad_request(format!(
+            "Invalid HTTP Version 'Invalid HTTP Version: {}'",
+            quoted(version)
+        ))
+    }
+    pub fn invalid_header(name: &[u8]) -> HttpError {
+        Self::bad_request(format!("Invalid HTTP Header: {}", quoted(name)))
+    }
+    pub fn invalid_header_name(name: &[u8]) -> HttpError {
+        Self::bad_request(format!("Invalid HTTP header name: {}", quoted(name)))
+    }
+    pub fn obsolete_folding(name: &[u8]) -> HttpError {
+        Self::bad_request(format!(
+            "Obsolete line folding is unacceptable: {}",
+            quoted(name)
+        ))
+    }
+    pub fn line_too_long(size: usize, limit: usize) -> HttpError {
+        HttpError {
+            status: 414,
+            reason: "URI Too Long",
+            message: format!("Request Line is too large ({size} > {limit})"),
+        }
+    }
+    pub fn headers_too_large(what: &str) -> HttpError {
+        HttpError {
+            status: 431,
+            reason: "Request Header Fields Too Large",
+            message: format!("Error parsing headers: '{what}'"),
+        }
+    }
+    pub fn unsupported_coding(value: &[u8]) -> HttpError {
+        HttpError {
+            status: 501,
+            reason: "Not Implemented",
+            message: format!("Unsupported transfer coding: {}", quoted(value)),
+        }
+    }
+    pub fn expectation_failed(value: &[u8]) -> HttpError {
+        HttpError {
+            status: 417,
+            reason: "Expectation Failed",
+            message: format!("Unable to comply with expectation: {}", quoted(value)),
+        }
+    }
+    pub fn invalid_chunk_size(data: &[u8]) -> HttpError {
+        Self::bad_request(format!("Invalid chunk size: {}", quoted(data)))
+    }
+    pub fn chunk_terminator(data: &[u8]) -> HttpError {
+        Self::bad_request(format!(
+            "Invalid chunk terminator is not '\\r\\n': {}",
+            quoted(data)
+        ))
+    }
+    pub fn invalid_chunk_extension(reason: &str) -> HttpError {
+        Self::bad_request(format!("Invalid chunk extension: {reason}"))
+    }
+    pub fn contradictory_scheme() -> HttpError {
+        Self::bad_request("Contradictory scheme headers".into())
+    }
+    pub fn forbidden_proxy() -> HttpError {
+        HttpError {
+            status: 403,
+            reason: "Forbidden",
+            message: "Request forbidden".into(),
+        }
+    }
     pub fn internal(message: String) -> HttpError {
         HttpError {
             status: 500,
@@ -24,18 +124,63 @@ impl HttpError {
             message,
         }
     }
-    pub fn contradictory_scheme() -> HttpError {
-        HttpError {
-            status: 400,
-            reason: "Bad Request",
-            message: "Contradictory scheme headers".into(),
-        }
-    }
     pub fn request_timeout() -> HttpError {
         HttpError {
             status: 408,
             reason: "Request Timeout",
-            message: String::new(),
+            message: "Request head not received in time".into(),
         }
+    }
+
+    /// The complete answer, ending with the connection closed, in Gunicorn's format.
+    pub fn to_response(&self) -> Vec<u8> {
+        let page = format!(
+            "<html>\n  <head>\n    <title>{reason}</title>\n  </head>\n  <body>\n    <h1><p>{reason}</p></h1>\n    {message}\n  </body>\n</html>\n",
+            reason = self.reason,
+            message = html_escape(&self.message),
+        );
+        format!(
+            "HTTP/1.1 {} {}\r\nConnection: close\r\nContent-Type: text/html\r\nContent-Length: {}\r\n\r\n{}",
+            self.status,
+            self.reason,
+            page.len(),
+            page
+        )
+        .into_bytes()
+    }
+}
+
+fn html_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#x27;"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answer_is_complete_and_escaped() {
+        let resp = HttpError::invalid_header_name(b"X<y>").to_response();
+        let text = String::from_utf8(resp).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 400 Bad Request\r\nConnection: close\r\n"));
+        assert!(head.contains(&format!("Content-Length: {}", body.len())));
+        assert!(body.contains("X&lt;y&gt;"));
+    }
+
+    #[test]
+    fn quoting_like_repr() {
+        assert_eq!(quoted(b"a'b\r\n\x00"), "'a\\'b\\r\\n\\x00'");
     }
 }

@@ -95,8 +95,33 @@ impl AllowList {
     }
 }
 
+/// `--header-map`: what happens to a header whose name contains `_`, which maps to the same
+/// environ key as its `-` spelling.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum HeaderMap {
+    /// Drop it (default).
+    #[default]
+    Drop,
+    /// Answer 400.
+    Refuse,
+    /// Pass it on as it is.
+    Dangerous,
+}
+
+impl HeaderMap {
+    pub fn parse(value: &str) -> Option<HeaderMap> {
+        match value {
+            "drop" => Some(HeaderMap::Drop),
+            "refuse" => Some(HeaderMap::Refuse),
+            "dangerous" => Some(HeaderMap::Dangerous),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct ForwardedPolicy {
+    pub header_map: HeaderMap,
     trusted: AllowList,
     /// Upper-case header name and the value that means https.
     secure_scheme_headers: Vec<(String, String)>,
@@ -113,6 +138,7 @@ impl ForwardedPolicy {
         forwarder_headers: &[String],
     ) -> Result<ForwardedPolicy, String> {
         Ok(ForwardedPolicy {
+            header_map: HeaderMap::Drop,
             trusted: AllowList::new(allow)?,
             secure_scheme_headers: secure_scheme_headers
                 .iter()

@@ -1,4 +1,13 @@
-//! Request head parsing: request line and header fields.
+//! Request head parsing: request line and header fields, with Gunicorn's limits and strictness.
+//!
+//! A complete, well-formed head (the common case) is split by `httparse`. Anything `httparse`
+//! refuses goes through a line-by-line parser that gives the exact error Gunicorn gives, or
+//! accepts what Gunicorn's settings permit (obsolete folding, spaces before the colon,
+//! HTTP/1.2, unconventional methods). Both paths end in the same checks ([`finish`]).
+
+use std::borrow::Cow;
+
+use memchr::memmem;
 
 use super::error::HttpError;
 
@@ -14,21 +23,62 @@ pub enum Framing {
 /// Parsing limits and strictness, from the `limit_request_*` and security settings.
 #[derive(Clone, Debug)]
 pub struct Limits {
-    /// Longest request line in bytes; 0 = unlimited (Gunicorn default 4094).
+    /// Longest request line in bytes, CRLF excluded; 0 = unlimited (`--limit-request-line`,
+    /// default 4094).
     pub request_line: usize,
-    /// Most header fields (default 100).
+    /// Most header fields (`--limit-request-fields`, default 100).
     pub fields: usize,
-    /// Longest header field line in bytes (default 8190).
+    /// Longest header field line in bytes, CRLF included (`--limit-request-field_size`,
+    /// default 8190).
     pub field_size: usize,
+    /// Accept methods with lower-case letters or `#`, or outside 3..=20 characters (default off).
+    pub permit_unconventional_http_method: bool,
+    /// Accept HTTP versions other than 1.x (default off).
+    pub permit_unconventional_http_version: bool,
+    /// Upper-case the method (default off).
+    pub casefold_http_method: bool,
+    /// Join obsolete folded header lines instead of refusing them (default off).
+    pub permit_obsolete_folding: bool,
+    /// Drop whitespace between a header name and its colon instead of refusing (default off).
+    pub strip_header_spaces: bool,
 }
+
+/// Longest request line when `--limit-request-line 0` asks for no limit.
+const UNLIMITED_LINE: usize = 1024 * 1024;
 
 impl Default for Limits {
     fn default() -> Self {
+        Limits::new(4094, 100, 8190)
+    }
+}
+
+impl Limits {
+    /// Limits with Gunicorn's clamping: a request line of 0 means unlimited; fields outside
+    /// 1..=32768 mean 32768; a field size of 0 means 8190.
+    pub fn new(request_line: usize, fields: usize, field_size: usize) -> Limits {
         Limits {
-            request_line: 4094,
-            fields: 100,
-            field_size: 8190,
+            request_line: if request_line == 0 {
+                UNLIMITED_LINE
+            } else {
+                request_line
+            },
+            fields: if fields == 0 || fields > 32768 {
+                32768
+            } else {
+                fields
+            },
+            field_size: if field_size == 0 { 8190 } else { field_size },
+            permit_unconventional_http_method: false,
+            permit_unconventional_http_version: false,
+            casefold_http_method: false,
+            permit_obsolete_folding: false,
+            strip_header_spaces: false,
         }
+    }
+
+    /// The most bytes a head may take before it must be complete.
+    fn max_head(&self) -> usize {
+        self.request_line + 2 + (self.fields + 1).saturating_mul(self.field_size)
     }
 }
 
@@ -42,6 +92,8 @@ pub struct RequestHead {
     pub path: Box<[u8]>,
     /// Query without the `?`; empty when absent.
     pub query: Box<[u8]>,
+    /// Fragment without the `#`; empty when absent.
+    pub fragment: Box<[u8]>,
     /// Minor version of HTTP/1.x.
     pub version_minor: u8,
     /// Header fields in order: name as sent, value with surrounding whitespace removed.
@@ -49,8 +101,16 @@ pub struct RequestHead {
     pub framing: Framing,
     /// Whether the connection may stay open after this request (version default + Connection).
     pub keep_alive: bool,
-    /// `Expect: 100-continue` was sent.
+    /// `Expect: 100-continue` was sent on HTTP/1.1.
     pub expect_continue: bool,
+}
+
+/// A head split into its parts, before the checks shared by both parsers.
+struct RawHead<'a> {
+    method: &'a [u8],
+    target: &'a [u8],
+    version: &'a [u8],
+    headers: Vec<(&'a [u8], Cow<'a, [u8]>)>,
 }
 
 /// Parses a request head from the start of `buf`.
@@ -58,20 +118,662 @@ pub struct RequestHead {
 /// `Ok(None)`: the head is incomplete (and within the limits so far) — read more.
 /// `Ok(Some((head, n)))`: the head took the first `n` bytes of `buf`.
 pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<(RequestHead, usize)>, HttpError> {
-    let _ = (buf, limits);
-    todo!("http::head::parse")
+    // One empty line before a request is tolerated (RFC 9112 section 2.2).
+    let skip = if buf.starts_with(b"\r\n") {
+        2
+    } else if buf == b"\r" {
+        return Ok(None);
+    } else {
+        0
+    };
+    let data = &buf[skip..];
+    if matches!(data.first(), Some(b'\r' | b'\n')) {
+        // Only one empty line is tolerated before a request.
+        return Err(HttpError::invalid_request_line(&data[..data.len().min(16)]));
+    }
+    let Some(end) = memmem::find(data, b"\r\n\r\n").map(|i| i + 4) else {
+        check_incomplete(data, limits)?;
+        return Ok(None);
+    };
+    let head = &data[..end];
+    let line_len = memmem::find(head, b"\r\n").unwrap_or(0);
+    if line_len > limits.request_line {
+        return Err(HttpError::line_too_long(line_len, limits.request_line));
+    }
+    // httparse accepts a bare LF as a line end; Gunicorn and RFC 9112 section 2.2 do not.
+    for lf in memchr::memchr_iter(b'\n', head) {
+        if lf == 0 || head[lf - 1] != b'\r' {
+            let line_start = head[..lf]
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |i| i + 1);
+            return Err(if line_start == 0 {
+                HttpError::invalid_request_line(&head[..lf])
+            } else {
+                HttpError::invalid_header(&head[line_start..lf])
+            });
+        }
+    }
+    let raw = match fast_split(head, limits) {
+        Some(raw) => raw,
+        None => slow_split(head, limits)?,
+    };
+    Ok(Some((finish(raw, limits)?, skip + end)))
 }
 
-/// Percent-decodes a request path; invalid escapes stay as they are.
+/// Checks the limits on a head that has not ended yet, so a client cannot make the server
+/// buffer without bound, and refuses bare LF line ends early.
+fn check_incomplete(data: &[u8], limits: &Limits) -> Result<(), HttpError> {
+    let mut start = 0;
+    let mut line_no = 0usize;
+    loop {
+        let rest = &data[start..];
+        let Some(lf) = memchr::memchr(b'\n', rest) else {
+            let limit = if line_no == 0 {
+                limits.request_line
+            } else {
+                limits.field_size
+            };
+            if line_no == 0 && rest.len() > limit {
+                return Err(HttpError::line_too_long(rest.len(), limits.request_line));
+            }
+            if line_no > 0 && rest.len() > limit {
+                return Err(HttpError::headers_too_large(
+                    "limit request headers fields size",
+                ));
+            }
+            break;
+        };
+        if lf == 0 || rest[lf - 1] != b'\r' {
+            let line = &rest[..lf];
+            return Err(if line_no == 0 {
+                HttpError::invalid_request_line(line)
+            } else {
+                HttpError::invalid_header(line)
+            });
+        }
+        let len = lf - 1;
+        if line_no == 0 && len > limits.request_line {
+            return Err(HttpError::line_too_long(len, limits.request_line));
+        }
+        if line_no > 0 && len + 2 > limits.field_size {
+            return Err(HttpError::headers_too_large(
+                "limit request headers fields size",
+            ));
+        }
+        if line_no > limits.fields {
+            return Err(HttpError::headers_too_large("limit request headers fields"));
+        }
+        line_no += 1;
+        start += lf + 1;
+    }
+    if data.len() > limits.max_head() {
+        return Err(HttpError::headers_too_large("max buffer headers"));
+    }
+    Ok(())
+}
+
+/// The `httparse` path for ordinary heads; `None` sends the head to [`slow_split`].
+fn fast_split<'a>(head: &'a [u8], limits: &Limits) -> Option<RawHead<'a>> {
+    const STACK: usize = 64;
+    let mut stack = [httparse::EMPTY_HEADER; STACK];
+    let mut heap;
+    let slots: &mut [httparse::Header<'a>] = if limits.fields < STACK {
+        &mut stack[..limits.fields + 1]
+    } else {
+        heap = vec![httparse::EMPTY_HEADER; limits.fields + 1];
+        &mut heap
+    };
+    let mut req = httparse::Request::new(slots);
+    match req.parse(head) {
+        Ok(httparse::Status::Complete(n)) if n == head.len() => {}
+        _ => return None,
+    }
+    let (method, target, minor) = (req.method?, req.path?, req.version?);
+    if req.headers.len() > limits.fields {
+        return None;
+    }
+    let version: &'static [u8] = if minor == 0 { b"HTTP/1.0" } else { b"HTTP/1.1" };
+    let mut headers = Vec::with_capacity(req.headers.len());
+    for h in req.headers.iter() {
+        // Let the line parser report lines over the limit and odd values exactly.
+        if h.name.len() + 2 + h.value.len() + 2 > limits.field_size || !value_is_clean(h.value) {
+            return None;
+        }
+        headers.push((h.name.as_bytes(), Cow::Borrowed(trim(h.value))));
+    }
+    Some(RawHead {
+        method: method.as_bytes(),
+        target: target.as_bytes(),
+        version,
+        headers,
+    })
+}
+
+/// Line-by-line split with Gunicorn's exact errors and permissive modes.
+fn slow_split<'a>(head: &'a [u8], limits: &Limits) -> Result<RawHead<'a>, HttpError> {
+    let body = &head[..head.len() - 2];
+    let mut lines = body
+        .split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    let line = lines.next().unwrap_or_default();
+    if line.len() > limits.request_line {
+        return Err(HttpError::line_too_long(line.len(), limits.request_line));
+    }
+    let mut parts = line.splitn(3, |&b| b == b' ');
+    let (Some(method), Some(target), Some(version)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(HttpError::invalid_request_line(line));
+    };
+    let mut headers: Vec<(&[u8], Cow<'a, [u8]>)> = Vec::new();
+    let mut last_len = 0usize;
+    let mut lines = lines.filter(|l| !l.is_empty()).peekable();
+    while let Some(line) = lines.next() {
+        if headers.len() >= limits.fields {
+            return Err(HttpError::headers_too_large("limit request headers fields"));
+        }
+        if line.first().is_some_and(|&b| b == b' ' || b == b'\t') {
+            // A continuation without a field before it.
+            return Err(HttpError::invalid_header(line));
+        }
+        let colon = match memchr::memchr(b':', line) {
+            Some(i) if i > 0 => i,
+            _ => return Err(HttpError::invalid_header(line)),
+        };
+        let mut name = &line[..colon];
+        if limits.strip_header_spaces {
+            while let Some((&last, rest)) = name.split_last() {
+                if last == b' ' || last == b'\t' {
+                    name = rest;
+                } else {
+                    break;
+                }
+            }
+        }
+        if name.is_empty() || !name.iter().all(|&b| is_token(b)) {
+            return Err(HttpError::invalid_header_name(name));
+        }
+        let mut value: Cow<'a, [u8]> = Cow::Borrowed(trim(&line[colon + 1..]));
+        last_len = line.len() + 2;
+        while let Some(next) = lines.peek() {
+            if !next.first().is_some_and(|&b| b == b' ' || b == b'\t') {
+                break;
+            }
+            if !limits.permit_obsolete_folding {
+                return Err(HttpError::obsolete_folding(&name.to_ascii_uppercase()));
+            }
+            last_len += next.len() + 2;
+            if last_len > limits.field_size {
+                return Err(HttpError::headers_too_large(
+                    "limit request headers fields size",
+                ));
+            }
+            let mut joined = value.into_owned();
+            joined.push(b' ');
+            joined.extend_from_slice(trim(next));
+            value = Cow::Owned(joined);
+            lines.next();
+        }
+        if !value_is_clean(&value) {
+            return Err(HttpError::invalid_header(&name.to_ascii_uppercase()));
+        }
+        if last_len > limits.field_size {
+            return Err(HttpError::headers_too_large(
+                "limit request headers fields size",
+            ));
+        }
+        headers.push((name, value));
+    }
+    let _ = last_len;
+    Ok(RawHead {
+        method,
+        target,
+        version,
+        headers,
+    })
+}
+
+/// The checks every head goes through, and the framing decision.
+fn finish(raw: RawHead<'_>, limits: &Limits) -> Result<RequestHead, HttpError> {
+    let method = raw.method;
+    if !limits.permit_unconventional_http_method
+        && (method.iter().any(|&b| b.is_ascii_lowercase() || b == b'#')
+            || !(3..=20).contains(&method.len()))
+    {
+        return Err(HttpError::invalid_method(method));
+    }
+    if method.is_empty() || !method.iter().all(|&b| is_token(b)) {
+        return Err(HttpError::invalid_method(method));
+    }
+    let method = if limits.casefold_http_method {
+        method.to_ascii_uppercase()
+    } else {
+        method.to_vec()
+    };
+    // Tokens are ASCII.
+    let method: Box<str> = String::from_utf8(method)
+        .unwrap_or_default()
+        .into_boxed_str();
+
+    let target = raw.target;
+    if target.is_empty() || !target.iter().all(|&b| (0x21..=0x7e).contains(&b)) {
+        return Err(request_line_error(&raw));
+    }
+    let is_connect = &*method == "CONNECT";
+    if target == b"*" && &*method != "OPTIONS" {
+        return Err(request_line_error(&raw));
+    }
+    if !is_connect && target != b"*" && !target.starts_with(b"/") {
+        let Some(scheme_end) = memmem::find(target, b"://") else {
+            return Err(request_line_error(&raw));
+        };
+        // An absolute-form authority with an unbalanced IPv6 bracket cannot be split.
+        let after = &target[scheme_end + 3..];
+        let authority = &after[..after
+            .iter()
+            .position(|&b| matches!(b, b'/' | b'?' | b'#'))
+            .unwrap_or(after.len())];
+        if authority.contains(&b'[') != authority.contains(&b']') {
+            return Err(request_line_error(&raw));
+        }
+    }
+    let (path, query, fragment) = split_target(target, is_connect);
+
+    let version_minor = parse_version(raw.version, limits)?;
+
+    let mut framing = Framing::None;
+    let mut content_length: Option<&[u8]> = None;
+    let mut transfer_encoding = false;
+    let mut chunked = false;
+    let mut connection: Option<bool> = None;
+    let mut expect_continue = false;
+    let mut seen_host = false;
+    let mut seen_type = false;
+    let mut headers = Vec::with_capacity(raw.headers.len());
+    for (name, value) in raw.headers.iter() {
+        let name: &[u8] = name;
+        let value: &[u8] = value;
+        if name.eq_ignore_ascii_case(b"content-length") {
+            if content_length.is_some() {
+                return Err(HttpError::invalid_header(b"CONTENT-LENGTH"));
+            }
+            content_length = Some(value);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            transfer_encoding = true;
+            for coding in value.split(|&b| b == b',').map(trim) {
+                let lower = coding.to_ascii_lowercase();
+                match lower.as_slice() {
+                    b"chunked" => {
+                        if chunked {
+                            return Err(HttpError::invalid_header(b"TRANSFER-ENCODING"));
+                        }
+                        chunked = true;
+                    }
+                    b"identity" | b"compress" | b"deflate" | b"gzip" => {
+                        // Only chunked may come last; anything after it is ambiguous.
+                        if chunked {
+                            return Err(HttpError::invalid_header(b"TRANSFER-ENCODING"));
+                        }
+                    }
+                    _ => return Err(HttpError::unsupported_coding(value)),
+                }
+            }
+        } else if name.eq_ignore_ascii_case(b"host") {
+            if seen_host {
+                return Err(HttpError::invalid_header(b"HOST"));
+            }
+            seen_host = true;
+        } else if name.eq_ignore_ascii_case(b"content-type") {
+            if seen_type {
+                return Err(HttpError::invalid_header(b"CONTENT-TYPE"));
+            }
+            seen_type = true;
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for token in value.split(|&b| b == b',').map(trim) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    connection = Some(false);
+                } else if token.eq_ignore_ascii_case(b"keep-alive") && connection.is_none() {
+                    connection = Some(true);
+                }
+            }
+        } else if name.eq_ignore_ascii_case(b"expect") {
+            if value.eq_ignore_ascii_case(b"100-continue") {
+                // RFC 9110 section 10.1.1: ignored on HTTP/1.0.
+                expect_continue = version_minor >= 1;
+            } else {
+                return Err(HttpError::expectation_failed(value));
+            }
+        }
+        // Names are tokens: ASCII.
+        let name: Box<str> = String::from_utf8_lossy(name).into();
+        headers.push((name, Box::<[u8]>::from(value)));
+    }
+    if transfer_encoding && !chunked {
+        return Err(HttpError::invalid_header(b"TRANSFER-ENCODING"));
+    }
+    if chunked {
+        if version_minor == 0 {
+            return Err(HttpError::invalid_header(b"TRANSFER-ENCODING"));
+        }
+        if content_length.is_some() {
+            return Err(HttpError::invalid_header(b"CONTENT-LENGTH"));
+        }
+        framing = Framing::Chunked;
+    } else if let Some(length) = content_length {
+        if length.is_empty() || !length.iter().all(u8::is_ascii_digit) {
+            return Err(HttpError::invalid_header(b"CONTENT-LENGTH"));
+        }
+        let n = std::str::from_utf8(length)
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+            .ok_or_else(|| HttpError::invalid_header(b"CONTENT-LENGTH"))?;
+        framing = if n == 0 {
+            Framing::None
+        } else {
+            Framing::Length(n)
+        };
+    }
+    let keep_alive = !is_connect && connection.unwrap_or(version_minor >= 1);
+    Ok(RequestHead {
+        method,
+        target: target.into(),
+        path: path.into(),
+        query: query.into(),
+        fragment: fragment.into(),
+        version_minor,
+        headers,
+        framing,
+        keep_alive,
+        expect_continue,
+    })
+}
+
+fn request_line_error(raw: &RawHead<'_>) -> HttpError {
+    let mut line = Vec::with_capacity(raw.method.len() + raw.target.len() + raw.version.len() + 2);
+    line.extend_from_slice(raw.method);
+    line.push(b' ');
+    line.extend_from_slice(raw.target);
+    line.push(b' ');
+    line.extend_from_slice(raw.version);
+    HttpError::invalid_request_line(&line)
+}
+
+/// `HTTP/d.d`; 1.x unless unconventional versions are permitted.
+fn parse_version(version: &[u8], limits: &Limits) -> Result<u8, HttpError> {
+    let bad = || HttpError::invalid_version(version);
+    match version {
+        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+            if major.is_ascii_digit() && minor.is_ascii_digit() =>
+        {
+            if *major != b'1' && !limits.permit_unconventional_http_version {
+                return Err(bad());
+            }
+            Ok(minor - b'0')
+        }
+        _ => Err(bad()),
+    }
+}
+
+/// Splits a target into path, query and fragment. Absolute-form loses its scheme and host.
+fn split_target(target: &[u8], is_connect: bool) -> (&[u8], &[u8], &[u8]) {
+    if is_connect {
+        return (b"", b"", b"");
+    }
+    let mut rest = target;
+    if !rest.starts_with(b"/") {
+        if let Some(i) = memmem::find(rest, b"://") {
+            let after = &rest[i + 3..];
+            let authority_end = after
+                .iter()
+                .position(|&b| b == b'/' || b == b'?' || b == b'#')
+                .unwrap_or(after.len());
+            rest = &after[authority_end..];
+        }
+    }
+    let (rest, fragment) = match memchr::memchr(b'#', rest) {
+        Some(i) => (&rest[..i], &rest[i + 1..]),
+        None => (rest, &b""[..]),
+    };
+    let (path, query) = match memchr::memchr(b'?', rest) {
+        Some(i) => (&rest[..i], &rest[i + 1..]),
+        None => (rest, &b""[..]),
+    };
+    (path, query, fragment)
+}
+
+/// RFC 9110 section 5.5: a field value holds no control characters other than HTAB.
+fn value_is_clean(value: &[u8]) -> bool {
+    !value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f)
+}
+
+fn trim(mut bytes: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = bytes {
+        bytes = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = bytes {
+        bytes = rest;
+    }
+    bytes
+}
+
+/// RFC 9110 section 5.6.2 `tchar`.
+fn is_token(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Percent-decodes a request path like `urllib.parse.unquote_to_bytes`: invalid escapes stay.
 pub fn percent_decode(raw: &[u8]) -> Vec<u8> {
-    raw.to_vec()
+    if memchr::memchr(b'%', raw).is_none() {
+        return raw.to_vec();
+    }
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        if raw[i] == b'%' && i + 2 < raw.len() {
+            if let (Some(h), Some(l)) = (hex(raw[i + 1]), hex(raw[i + 2])) {
+                out.push(h << 4 | l);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(raw[i]);
+        i += 1;
+    }
+    out
 }
 
 /// Parsing limits from the settings.
 pub fn limits_from_settings(settings: &crate::config::Settings) -> Limits {
-    Limits {
-        request_line: settings.uint("limit_request_line") as usize,
-        fields: settings.uint("limit_request_fields") as usize,
-        field_size: settings.uint("limit_request_field_size") as usize,
+    let clamped = settings.request_limits();
+    let mut limits = Limits::new(clamped.line, clamped.fields, clamped.field_size);
+    limits.permit_unconventional_http_method = settings.bool("permit_unconventional_http_method");
+    limits.permit_unconventional_http_version = settings.bool("permit_unconventional_http_version");
+    limits.casefold_http_method = settings.bool("casefold_http_method");
+    limits.permit_obsolete_folding = settings.bool("permit_obsolete_folding");
+    limits.strip_header_spaces = settings.bool("strip_header_spaces");
+    limits
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(bytes: &[u8]) -> RequestHead {
+        let (head, n) = parse(bytes, &Limits::default())
+            .expect("valid")
+            .expect("complete");
+        assert_eq!(n, bytes.len());
+        head
+    }
+
+    fn err(bytes: &[u8], limits: &Limits) -> HttpError {
+        match parse(bytes, limits) {
+            Err(e) => e,
+            Ok(other) => panic!(
+                "accepted {:?}: {:?}",
+                String::from_utf8_lossy(bytes),
+                other.map(|h| h.0)
+            ),
+        }
+    }
+
+    #[test]
+    fn simple_get() {
+        let head = ok(b"GET /a/b?x=1#frag HTTP/1.1\r\nHost: example.com\r\nX-A:  v \r\n\r\n");
+        assert_eq!(&*head.method, "GET");
+        assert_eq!(&*head.path, b"/a/b");
+        assert_eq!(&*head.query, b"x=1");
+        assert_eq!(&*head.fragment, b"frag");
+        assert_eq!(head.version_minor, 1);
+        assert_eq!(head.headers[1].1.as_ref(), b"v");
+        assert!(head.keep_alive);
+        assert_eq!(head.framing, Framing::None);
+    }
+
+    #[test]
+    fn incomplete_heads_wait() {
+        let full = b"POST /x HTTP/1.1\r\nContent-Length: 3\r\n\r\n";
+        for cut in 0..full.len() {
+            assert!(
+                parse(&full[..cut], &Limits::default()).unwrap().is_none(),
+                "cut {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn keep_alive_rules() {
+        assert!(!ok(b"GET / HTTP/1.0\r\n\r\n").keep_alive);
+        assert!(ok(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").keep_alive);
+        assert!(!ok(b"GET / HTTP/1.1\r\nConnection: Close\r\n\r\n").keep_alive);
+        assert!(!ok(b"GET / HTTP/1.1\r\nConnection: keep-alive, close\r\n\r\n").keep_alive);
+    }
+
+    #[test]
+    fn framing() {
+        assert_eq!(
+            ok(b"POST / HTTP/1.1\r\nContent-Length: 12\r\n\r\n").framing,
+            Framing::Length(12)
+        );
+        assert_eq!(
+            ok(b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n").framing,
+            Framing::Chunked
+        );
+        let l = Limits::default();
+        for bad in [
+            &b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\nContent-Length: +1\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+            b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+        ] {
+            assert_eq!(err(bad, &l).status, 400, "{}", String::from_utf8_lossy(bad));
+        }
+        assert_eq!(
+            err(
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: xchunked\r\n\r\n",
+                &l
+            )
+            .status,
+            501
+        );
+    }
+
+    #[test]
+    fn limits_give_gunicorns_answers() {
+        let l = Limits::new(10, 2, 20);
+        assert_eq!(err(b"GET /0123456789 HTTP/1.1\r\n\r\n", &l).status, 414);
+        assert_eq!(err(b"GET /0123456789abcdef", &l).status, 414);
+        assert_eq!(
+            err(
+                b"GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n",
+                &Limits::new(0, 2, 0)
+            )
+            .status,
+            431
+        );
+        assert_eq!(
+            err(
+                b"GET / HTTP/1.1\r\nA: 0123456789012345678\r\n\r\n",
+                &Limits::new(0, 0, 20)
+            )
+            .status,
+            431
+        );
+        // Exactly at the limits is fine.
+        assert!(parse(
+            b"GET /23456789 HTTP/1.1\r\n\r\n",
+            &Limits::new(23, 100, 8190)
+        )
+        .unwrap()
+        .is_some());
+    }
+
+    #[test]
+    fn strictness() {
+        let l = Limits::default();
+        for bad in [
+            &b"get / HTTP/1.1\r\n\r\n"[..],
+            b"GET / HTTP/2.0\r\n\r\n",
+            b"GET / http/1.1\r\n\r\n",
+            b"GET /\x01 HTTP/1.1\r\n\r\n",
+            b"GET * HTTP/1.1\r\n\r\n",
+            b"GET x HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n",
+            b"GET / HTTP/1.1\r\nName : x\r\n\r\n",
+            b"GET / HTTP/1.1\r\nName: a\x00b\r\n\r\n",
+            b"GET / HTTP/1.1\r\nName: a\rb\r\n\r\n",
+            b"GET / HTTP/1.1\r\nName: a\r\n b\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            b"GET / HTTP/1.1\nHost: a\n\n",
+            b"GET / HTTP/1.1\r\nHost: a\nX: 1\r\n\r\n",
+            b"\r\n\r\nGET / HTTP/1.1\r\n\r\n",
+            b"PUT s://]ufd/: HTTP/1.1\r\n\r\n",
+        ] {
+            assert!(
+                err(bad, &l).status >= 400,
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert_eq!(
+            err(b"GET / HTTP/1.1\r\nExpect: 200-ok\r\n\r\n", &l).status,
+            417
+        );
+    }
+
+    #[test]
+    fn permissive_settings() {
+        let mut l = Limits::default();
+        l.permit_obsolete_folding = true;
+        l.strip_header_spaces = true;
+        l.permit_unconventional_http_method = true;
+        l.casefold_http_method = true;
+        let (head, _) = parse(b"get / HTTP/1.2\r\nName : a\r\n  b\r\n\r\n", &l)
+            .unwrap()
+            .unwrap();
+        assert_eq!(&*head.method, "GET");
+        assert_eq!(head.version_minor, 2);
+        assert_eq!(&*head.headers[0].0, "Name");
+        assert_eq!(head.headers[0].1.as_ref(), b"a b");
+    }
+
+    #[test]
+    fn absolute_form_and_asterisk() {
+        let head = ok(b"GET http://example.com:80/p/q?x HTTP/1.1\r\n\r\n");
+        assert_eq!(&*head.path, b"/p/q");
+        assert_eq!(&*head.query, b"x");
+        assert_eq!(&*ok(b"OPTIONS * HTTP/1.1\r\n\r\n").path, b"*");
+    }
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(
+            percent_decode(b"/caf%C3%A9/%2f%zz%4"),
+            b"/caf\xc3\xa9//%zz%4"
+        );
     }
 }

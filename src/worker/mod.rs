@@ -28,7 +28,7 @@ use crate::arbiter::listeners::Listener;
 use crate::config::Settings;
 use crate::config::Value;
 use crate::exit_code;
-use crate::http::forwarded::{AllowList, ForwardedPolicy};
+use crate::http::forwarded::{AllowList, ForwardedPolicy, HeaderMap};
 use crate::http::proxy;
 use crate::http::Limits;
 use crate::log;
@@ -210,12 +210,15 @@ fn build_worker(
     heartbeat: HeartbeatSlot,
 ) -> Result<Worker, String> {
     let threaded = settings.worker_class() == "gthread";
-    let forwarded = ForwardedPolicy::new(
+    let mut forwarded = ForwardedPolicy::new(
         settings.list("forwarded_allow_ips"),
         settings.dict("secure_scheme_headers"),
         settings.list("forwarder_headers"),
     )
     .map_err(|e| format!("forwarded_allow_ips: {e}"))?;
+    let header_map = settings.str("header_map").unwrap_or("drop");
+    forwarded.header_map =
+        HeaderMap::parse(header_map).ok_or_else(|| format!("invalid header_map {header_map:?}"))?;
     let infos = listeners
         .iter()
         .map(|l| {

@@ -10,7 +10,7 @@ use pyo3::types::{PyDict, PyString, PyTuple};
 
 use super::errors::ErrorStream;
 use super::file_wrapper::FileWrapper;
-use crate::http::forwarded::ForwardedPolicy;
+use crate::http::forwarded::{ForwardedPolicy, HeaderMap};
 use crate::http::proxy::ProxyInfo;
 use crate::http::{HttpError, RequestHead};
 
@@ -195,14 +195,11 @@ impl EnvironBuilder {
         env.set_item(&k.request_method, method)?;
         env.set_item(&k.query_string, latin1(py, &head.query))?;
         env.set_item(&k.raw_uri, latin1(py, &head.target))?;
-        env.set_item(
-            &k.server_protocol,
-            if head.version_minor == 0 {
-                &k.http_1_0
-            } else {
-                &k.http_1_1
-            },
-        )?;
+        match head.version_minor {
+            0 => env.set_item(&k.server_protocol, &k.http_1_0)?,
+            1 => env.set_item(&k.server_protocol, &k.http_1_1)?,
+            minor => env.set_item(&k.server_protocol, format!("HTTP/1.{minor}"))?,
+        }
         env.set_item(&k.wsgi_input, input)?;
 
         let trusted = self.forwarded.trusts(peer.ip());
@@ -212,8 +209,14 @@ impl EnvironBuilder {
         for (name, value) in &head.headers {
             let name: &str = name;
             if name.contains('_') && !(trusted && self.forwarded.forwards(name)) {
-                // Ambiguous with the `-` spelling once mapped to the environ: dropped.
-                continue;
+                // Ambiguous with the `-` spelling once mapped to the environ.
+                match self.forwarded.header_map {
+                    HeaderMap::Drop => continue,
+                    HeaderMap::Refuse => {
+                        return Err(Fill::Http(HttpError::invalid_header_name(name.as_bytes())))
+                    }
+                    HeaderMap::Dangerous => {}
+                }
             }
             if name.eq_ignore_ascii_case("host") {
                 host = Some(value);
