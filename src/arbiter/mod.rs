@@ -272,8 +272,10 @@ impl Arbiter<'_> {
             }
             libc::SIGUSR1 => {
                 log::info(format_args!("Handling signal: usr1"));
-                if let Err(e) = log::reopen() {
-                    log::error(format_args!("{e}"));
+                for reopened in [log::reopen(), log::access::reopen()] {
+                    if let Err(e) = reopened {
+                        log::error(format_args!("{e}"));
+                    }
                 }
                 self.kill_workers(libc::SIGUSR1);
                 None

@@ -1,7 +1,11 @@
 //! The error log: Gunicorn's line format, `[YYYY-MM-DD HH:MM:SS +ZZZZ] [pid] [LEVEL] message`.
 //!
+//! The access log lives in [`access`].
+//!
 //! One `write(2)` per line on an `O_APPEND` descriptor, so lines from the master and its workers
 //! never interleave.
+
+pub mod access;
 
 use std::fmt;
 use std::fs::{File, OpenOptions};

@@ -12,7 +12,8 @@ use tokio::time::{timeout_at, Instant};
 
 use super::Worker;
 use crate::http::{self, proxy, BodyDecoder, HttpError};
-use crate::wsgi::call::{Outcome, Request};
+use crate::log::access::{AccessFormat, AccessRecord};
+use crate::wsgi::call::{AccessData, Outcome, Request};
 use crate::wsgi::environ::{ConnInfo, Peer};
 use crate::wsgi::input::BodyState;
 use crate::wsgi::output::{OutQueue, Progress};
@@ -77,6 +78,7 @@ impl Conn {
         let Some(head) = self.read_head(first).await? else {
             return Ok(Next::Close);
         };
+        let started = Instant::now();
         let body = match self.read_body(&head).await? {
             Ok(body) => body,
             Err(err) => {
@@ -98,12 +100,17 @@ impl Conn {
             mut out,
             keep_alive,
             body,
+            access,
             ..
         }) = outcome
         else {
             return Ok(Next::Close);
         };
-        self.write_out(&mut out).await?;
+        let written = self.write_out(&mut out).await;
+        if let (Some(data), Some(format)) = (access, worker.access_format()) {
+            write_access_line(format, &data, started.elapsed());
+        }
+        written?;
         if !keep_alive {
             self.linger_close().await;
             return Ok(Next::Close);
@@ -348,4 +355,18 @@ pub async fn read_into(sock: &AsyncFd<OwnedFd>, buf: &mut Vec<u8>) -> io::Result
             Err(_would_block) => continue,
         }
     }
+}
+
+/// Renders and writes one access log line (no GIL: everything needed was captured).
+fn write_access_line(format: &AccessFormat, data: &AccessData, duration: std::time::Duration) {
+    let record = AccessRecord {
+        head: &data.head,
+        remote_addr: &data.remote_addr,
+        status: data.status,
+        sent: data.sent,
+        response_headers: &data.response_headers,
+        environ: &data.environ,
+        duration,
+    };
+    crate::log::access::write(&format.render(&record));
 }

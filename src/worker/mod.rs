@@ -32,6 +32,7 @@ use crate::http::forwarded::{AllowList, ForwardedPolicy, HeaderMap};
 use crate::http::proxy;
 use crate::http::Limits;
 use crate::log;
+use crate::log::access::AccessFormat;
 use crate::wsgi::app::{load_app, LoadError};
 use crate::wsgi::call::{self, log_exception, AppContext, Outcome, Request};
 use crate::wsgi::environ::{EnvironBuilder, ListenerInfo, Peer};
@@ -114,6 +115,10 @@ impl Worker {
             }
             Mode::Threads(pool) => pool.run(Arc::clone(&self.app), request).await,
         }
+    }
+
+    fn access_format(&self) -> Option<&AccessFormat> {
+        self.app.access.as_ref()
     }
 
     fn request_done(&self) {
@@ -267,6 +272,7 @@ fn build_worker(
         proxy_mode,
         proxy_allow,
         app: Arc::new(AppContext {
+            access: access_format(settings)?,
             app,
             environ,
             write_timeout: io_timeout,
@@ -278,6 +284,16 @@ fn build_worker(
         connections: Cell::new(0),
         connection_closed: Notify::new(),
     })
+}
+
+/// The access log format when `--access-logfile` is set; opens the log.
+fn access_format(settings: &Settings) -> Result<Option<AccessFormat>, String> {
+    let Some(path) = settings.str("accesslog") else {
+        return Ok(None);
+    };
+    crate::log::access::set_logfile(path)?;
+    let format = settings.str("access_log_format").unwrap_or_default();
+    Ok(Some(AccessFormat::parse(format)))
 }
 
 /// `--max-requests` plus this worker's share of `--max-requests-jitter`.
@@ -318,8 +334,10 @@ async fn serve(worker: Rc<Worker>, listeners: Vec<RawFd>, wake_fd: RawFd) -> io:
                     std::process::exit(0);
                 }
                 if signals::REOPEN.swap(false, Ordering::SeqCst) {
-                    if let Err(e) = log::reopen() {
-                        log::error(format_args!("{e}"));
+                    for reopened in [log::reopen(), log::access::reopen()] {
+                        if let Err(e) = reopened {
+                            log::error(format_args!("{e}"));
+                        }
                     }
                 }
                 if signals::GRACEFUL.load(Ordering::SeqCst) {

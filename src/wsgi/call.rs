@@ -16,11 +16,14 @@ use super::output::OutQueue;
 use super::response::{RequestFacts, ResponseState, StartResponse};
 use crate::http::{HttpError, RequestHead};
 use crate::log;
+use crate::log::access::AccessFormat;
 
 /// What every request of a worker shares.
 pub struct AppContext {
     pub app: Py<PyAny>,
     pub environ: EnvironBuilder,
+    /// The compiled access log format, when `--access-logfile` is set.
+    pub access: Option<AccessFormat>,
     /// Longest stall while writing to a client before it counts as gone.
     pub write_timeout: Duration,
 }
@@ -44,6 +47,20 @@ pub struct Outcome {
     /// kept hold of `wsgi.input`.
     pub body: Option<BodyState>,
     pub status: u16,
+    /// What the access log needs, when it is on.
+    pub access: Option<Box<AccessData>>,
+}
+
+/// A served request, kept for its access log line.
+pub struct AccessData {
+    pub head: RequestHead,
+    pub remote_addr: String,
+    pub status: u16,
+    /// Body bytes sent.
+    pub sent: u64,
+    pub response_headers: Vec<(String, String)>,
+    /// `{key}e` values the format asks for, read from the environ while the GIL was held.
+    pub environ: Vec<(String, String)>,
 }
 
 impl Outcome {
@@ -56,8 +73,27 @@ impl Outcome {
             keep_alive: false,
             body,
             status: err.status,
+            access: None,
         }
     }
+
+    fn ended(out: OutQueue, body: Option<BodyState>, status: u16) -> Outcome {
+        Outcome {
+            out,
+            keep_alive: false,
+            body,
+            status,
+            access: None,
+        }
+    }
+}
+
+/// What the cycle learned that only the access log needs.
+#[derive(Default)]
+struct Served {
+    sent: u64,
+    response_headers: Vec<(String, String)>,
+    environ: Vec<(String, String)>,
 }
 
 pub fn handle(py: Python<'_>, ctx: &AppContext, req: Request) -> Outcome {
@@ -68,6 +104,40 @@ pub fn handle(py: Python<'_>, ctx: &AppContext, req: Request) -> Outcome {
         fd,
         closing,
     } = req;
+    let mut served = Served::default();
+    let mut outcome = run_cycle(py, ctx, &head, body, &conn, fd, closing, &mut served);
+    if ctx.access.is_some() {
+        let remote_addr = match (&conn.proxy, conn.peer.ip()) {
+            (Some(proxy), _) if proxy.client.is_some() => proxy
+                .client
+                .map(|(ip, _)| ip.to_string())
+                .unwrap_or_default(),
+            (_, Some(ip)) => ip.to_string(),
+            (_, None) => String::new(),
+        };
+        outcome.access = Some(Box::new(AccessData {
+            head,
+            remote_addr,
+            status: outcome.status,
+            sent: served.sent,
+            response_headers: served.response_headers,
+            environ: served.environ,
+        }));
+    }
+    outcome
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_cycle(
+    py: Python<'_>,
+    ctx: &AppContext,
+    head: &RequestHead,
+    body: BodyState,
+    conn: &ConnInfo,
+    fd: RawFd,
+    closing: bool,
+    served: &mut Served,
+) -> Outcome {
     let facts = RequestFacts {
         version_minor: head.version_minor,
         is_head: &*head.method == "HEAD",
@@ -81,28 +151,33 @@ pub fn handle(py: Python<'_>, ctx: &AppContext, req: Request) -> Outcome {
             return Outcome::refuse(&HttpError::internal(String::new()), None);
         }
     };
-    let environ = match ctx
-        .environ
-        .build(py, &head, &conn, input.clone().into_any())
-    {
+    let environ = match ctx.environ.build(py, head, conn, input.clone().into_any()) {
         Ok(environ) => environ,
         Err(err) => {
             if err.status >= 500 {
                 log::error(format_args!(
                     "Error handling request {}: {}",
-                    uri(&head),
+                    uri(head),
                     err.message
                 ));
             }
             return Outcome::refuse(&err, take_body(&input));
         }
     };
-    let responder = match Bound::new(
-        py,
-        StartResponse {
-            state: ResponseState::new(facts, fd, ctx.write_timeout),
-        },
-    ) {
+    if let Some(format) = &ctx.access {
+        for key in format.environ_keys() {
+            if let Ok(Some(value)) = environ
+                .get_item(key.to_ascii_uppercase())
+                .or_else(|_| environ.get_item(&key))
+            {
+                served
+                    .environ
+                    .push((key, value.str().map(|s| s.to_string()).unwrap_or_default()));
+            }
+        }
+    }
+    let state = ResponseState::new(facts, fd, ctx.write_timeout);
+    let responder = match Bound::new(py, StartResponse { state }) {
         Ok(r) => r,
         Err(e) => {
             log_exception(py, "Cannot create start_response", &e);
@@ -123,45 +198,40 @@ pub fn handle(py: Python<'_>, ctx: &AppContext, req: Request) -> Outcome {
     let body = take_body(&input);
     let mut guard = responder.borrow_mut();
     let state = &mut guard.state;
+    served.sent = state.sent;
     if let Some(err) = failure {
         if state.broken.is_some() {
             // The client went away; nothing left to answer.
-            return Outcome {
-                out: OutQueue::new(),
-                keep_alive: false,
-                body,
-                status: state.status_code,
-            };
+            return Outcome::ended(OutQueue::new(), body, state.status_code);
         }
         let body_error = body.as_ref().and_then(|b| b.error.clone());
         if !state.headers_sent {
-            match body_error {
-                Some(http_err) => return Outcome::refuse(&http_err, body),
+            return match body_error {
+                Some(http_err) => Outcome::refuse(&http_err, body),
                 None => {
-                    log_exception(py, &format!("Error handling request {}", uri(&head)), &err);
-                    return Outcome::refuse(&HttpError::internal(String::new()), body);
+                    log_exception(py, &format!("Error handling request {}", uri(head)), &err);
+                    Outcome::refuse(&HttpError::internal(String::new()), body)
                 }
-            }
+            };
         }
-        log_exception(py, &format!("Error handling request {}", uri(&head)), &err);
+        log_exception(py, &format!("Error handling request {}", uri(head)), &err);
         // The head is out: all that is left is to end the connection where it stands.
-        let out = std::mem::take(&mut state.out);
-        return Outcome {
-            out,
-            keep_alive: false,
-            body,
-            status: state.status_code,
-        };
+        return Outcome::ended(std::mem::take(&mut state.out), body, state.status_code);
     }
     if state.status.is_none() {
         log::error(format_args!(
             "Error handling request {}: the application returned without calling start_response",
-            uri(&head)
+            uri(head)
         ));
         return Outcome::refuse(&HttpError::internal(String::new()), body);
     }
     if let Some(complaint) = state.finish() {
-        log::warning(format_args!("{complaint} (request {})", uri(&head)));
+        log::warning(format_args!("{complaint} (request {})", uri(head)));
+    }
+    served.sent = state.sent;
+    if ctx.access.is_some() {
+        // The head is queued by now; the headers are only needed for the log line.
+        served.response_headers = std::mem::take(&mut state.headers);
     }
     let body_ok = body
         .as_ref()
@@ -171,6 +241,7 @@ pub fn handle(py: Python<'_>, ctx: &AppContext, req: Request) -> Outcome {
         out: std::mem::take(&mut state.out),
         body,
         status: state.status_code,
+        access: None,
     }
 }
 

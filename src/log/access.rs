@@ -1,0 +1,463 @@
+//! The access log: Gunicorn's `--access-logformat` atoms, compiled once per worker and
+//! rendered by the event loop after a response is written, without the GIL. One `write(2)`
+//! per line on an `O_APPEND` descriptor, so lines from several workers never interleave.
+
+use std::fmt::Write as _;
+use std::fs::{File, OpenOptions};
+use std::io::Write as _;
+use std::os::unix::io::AsRawFd;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::http::RequestHead;
+
+/// One piece of a compiled format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Text(String),
+    Atom(Atom),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Atom {
+    RemoteAddr,
+    Dash,
+    User,
+    Time,
+    RequestLine,
+    Status,
+    Method,
+    Path,
+    Query,
+    Protocol,
+    BytesNumber,
+    BytesOrDash,
+    Referer,
+    UserAgent,
+    Seconds,
+    Micros,
+    Millis,
+    DecimalSeconds,
+    Pid,
+    RequestHeader(String),
+    ResponseHeader(String),
+    Environ(String),
+    Unknown,
+}
+
+/// A compiled `--access-logformat`.
+#[derive(Debug, Clone)]
+pub struct AccessFormat {
+    parts: Vec<Part>,
+}
+
+/// What the access log needs to know about one request and its response.
+pub struct AccessRecord<'a> {
+    pub head: &'a RequestHead,
+    pub remote_addr: &'a str,
+    pub status: u16,
+    pub sent: u64,
+    pub response_headers: &'a [(String, String)],
+    /// Values of the environ keys the format asks for (`{key}e`), lower-cased keys.
+    pub environ: &'a [(String, String)],
+    pub duration: Duration,
+}
+
+impl AccessFormat {
+    /// Compiles a Python `%`-style format such as `%(h)s "%(r)s" %({user-agent}i)s`.
+    pub fn parse(format: &str) -> AccessFormat {
+        let mut parts = Vec::new();
+        let mut text = String::new();
+        let mut rest = format;
+        while let Some(i) = rest.find('%') {
+            text.push_str(&rest[..i]);
+            rest = &rest[i + 1..];
+            if let Some(after) = rest.strip_prefix('%') {
+                text.push('%');
+                rest = after;
+                continue;
+            }
+            let Some(inner) = rest.strip_prefix('(') else {
+                text.push('%');
+                continue;
+            };
+            let Some(close) = inner.find(')') else {
+                text.push('%');
+                continue;
+            };
+            let name = &inner[..close];
+            // Skip the conversion flags and type (`s`, `d`, `-10s`, ...).
+            let after = &inner[close + 1..];
+            let conv_len = after
+                .char_indices()
+                .find(|(_, c)| c.is_ascii_alphabetic())
+                .map(|(i, c)| i + c.len_utf8())
+                .unwrap_or(0);
+            if !text.is_empty() {
+                parts.push(Part::Text(std::mem::take(&mut text)));
+            }
+            parts.push(Part::Atom(atom(name)));
+            rest = &after[conv_len..];
+        }
+        text.push_str(rest);
+        if !text.is_empty() {
+            parts.push(Part::Text(text));
+        }
+        AccessFormat { parts }
+    }
+
+    /// Whether rendering needs the response headers.
+    pub fn needs_response_headers(&self) -> bool {
+        self.parts
+            .iter()
+            .any(|p| matches!(p, Part::Atom(Atom::ResponseHeader(_))))
+    }
+
+    /// The environ keys (as WSGI spells them) the format reads, to capture with the GIL.
+    pub fn environ_keys(&self) -> Vec<String> {
+        self.parts
+            .iter()
+            .filter_map(|p| match p {
+                Part::Atom(Atom::Environ(key)) => Some(key.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Renders one line, newline included.
+    pub fn render(&self, rec: &AccessRecord<'_>) -> String {
+        let mut out = String::with_capacity(256);
+        for part in &self.parts {
+            match part {
+                Part::Text(t) => out.push_str(t),
+                Part::Atom(a) => render_atom(&mut out, a, rec),
+            }
+        }
+        out.push('\n');
+        out
+    }
+}
+
+fn atom(name: &str) -> Atom {
+    if let Some(inner) = name.strip_prefix('{') {
+        if let Some((key, kind)) = inner.rsplit_once('}') {
+            let key = key.to_ascii_lowercase();
+            return match kind {
+                "i" => Atom::RequestHeader(key),
+                "o" => Atom::ResponseHeader(key),
+                "e" => Atom::Environ(key),
+                _ => Atom::Unknown,
+            };
+        }
+    }
+    match name {
+        "h" => Atom::RemoteAddr,
+        "l" => Atom::Dash,
+        "u" => Atom::User,
+        "t" => Atom::Time,
+        "r" => Atom::RequestLine,
+        "s" => Atom::Status,
+        "m" => Atom::Method,
+        "U" => Atom::Path,
+        "q" => Atom::Query,
+        "H" => Atom::Protocol,
+        "B" => Atom::BytesNumber,
+        "b" => Atom::BytesOrDash,
+        "f" => Atom::Referer,
+        "a" => Atom::UserAgent,
+        "T" => Atom::Seconds,
+        "D" => Atom::Micros,
+        "M" => Atom::Millis,
+        "L" => Atom::DecimalSeconds,
+        "p" => Atom::Pid,
+        _ => Atom::Unknown,
+    }
+}
+
+/// Appends `value` with `"` escaped, as Gunicorn's atoms are.
+fn push_escaped(out: &mut String, value: &str) {
+    for c in value.chars() {
+        if c == '"' {
+            out.push_str("\\\"");
+        } else {
+            out.push(c);
+        }
+    }
+}
+
+fn push_bytes(out: &mut String, value: &[u8]) {
+    let text: String = value.iter().map(|&b| b as char).collect();
+    push_escaped(out, &text);
+}
+
+fn request_header<'a>(head: &'a RequestHead, name: &str) -> Option<&'a [u8]> {
+    // Like a dict built from the headers: the last occurrence wins.
+    head.headers
+        .iter()
+        .rev()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| &**v)
+}
+
+fn protocol(head: &RequestHead) -> String {
+    format!("HTTP/1.{}", head.version_minor)
+}
+
+fn render_atom(out: &mut String, atom: &Atom, rec: &AccessRecord<'_>) {
+    let head = rec.head;
+    let d = rec.duration;
+    match atom {
+        Atom::RemoteAddr => push_escaped(
+            out,
+            if rec.remote_addr.is_empty() {
+                "-"
+            } else {
+                rec.remote_addr
+            },
+        ),
+        Atom::Dash | Atom::Unknown => out.push('-'),
+        Atom::User => match basic_auth_user(head) {
+            Some(user) => push_escaped(out, &user),
+            None => out.push('-'),
+        },
+        Atom::Time => out.push_str(&clf_time()),
+        Atom::RequestLine => {
+            push_escaped(out, &head.method);
+            out.push(' ');
+            push_bytes(out, &head.target);
+            out.push(' ');
+            out.push_str(&protocol(head));
+        }
+        Atom::Status => {
+            let _ = write!(out, "{}", rec.status);
+        }
+        Atom::Method => push_escaped(out, &head.method),
+        Atom::Path => push_bytes(out, &crate::http::head::percent_decode(&head.path)),
+        Atom::Query => push_bytes(out, &head.query),
+        Atom::Protocol => out.push_str(&protocol(head)),
+        Atom::BytesNumber | Atom::BytesOrDash => {
+            let _ = write!(out, "{}", rec.sent);
+        }
+        Atom::Referer => match request_header(head, "referer") {
+            Some(v) => push_bytes(out, v),
+            None => out.push('-'),
+        },
+        Atom::UserAgent => match request_header(head, "user-agent") {
+            Some(v) => push_bytes(out, v),
+            None => out.push('-'),
+        },
+        Atom::Seconds => {
+            let _ = write!(out, "{}", d.as_secs());
+        }
+        Atom::Micros => {
+            let _ = write!(out, "{}", d.as_micros());
+        }
+        Atom::Millis => {
+            let _ = write!(out, "{}", d.as_millis());
+        }
+        Atom::DecimalSeconds => {
+            let _ = write!(out, "{}.{:06}", d.as_secs(), d.subsec_micros());
+        }
+        Atom::Pid => {
+            let _ = write!(out, "<{}>", std::process::id());
+        }
+        Atom::RequestHeader(name) => match request_header(head, name) {
+            Some(v) => push_bytes(out, v),
+            None => out.push('-'),
+        },
+        Atom::ResponseHeader(name) => {
+            match rec
+                .response_headers
+                .iter()
+                .rev()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            {
+                Some((_, v)) => push_escaped(out, v),
+                None => out.push('-'),
+            }
+        }
+        Atom::Environ(key) => match rec
+            .environ
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+        {
+            Some((_, v)) => push_escaped(out, v),
+            None => out.push('-'),
+        },
+    }
+}
+
+/// `[23/Nov/2026:03:20:00 +0000]` in local time, Apache's common log format.
+fn clf_time() -> String {
+    let mut now: libc::time_t = 0;
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    let mut buf = [0u8; 64];
+    // SAFETY: time/localtime_r/strftime only write into the buffers we pass.
+    let len = unsafe {
+        libc::time(&mut now);
+        libc::localtime_r(&now, &mut tm);
+        libc::strftime(
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            c"[%d/%b/%Y:%H:%M:%S %z]".as_ptr(),
+            &tm,
+        )
+    };
+    String::from_utf8_lossy(&buf[..len]).into_owned()
+}
+
+/// The user name of `Authorization: Basic ...`.
+fn basic_auth_user(head: &RequestHead) -> Option<String> {
+    let value = request_header(head, "authorization")?;
+    let text = std::str::from_utf8(value).ok()?;
+    let (scheme, credentials) = text.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64_decode(credentials.trim())?;
+    let user = decoded.split(|&b| b == b':').next()?;
+    String::from_utf8(user.to_vec()).ok()
+}
+
+fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let value = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let bytes: Vec<u8> = text.bytes().filter(|&b| b != b'=').collect();
+    let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
+    for chunk in bytes.chunks(4) {
+        let mut acc = 0u32;
+        for (i, &c) in chunk.iter().enumerate() {
+            acc |= value(c)? << (18 - 6 * i);
+        }
+        let n = match chunk.len() {
+            4 => 3,
+            3 => 2,
+            2 => 1,
+            _ => return None,
+        };
+        for i in 0..n {
+            out.push((acc >> (16 - 8 * i)) as u8);
+        }
+    }
+    Some(out)
+}
+
+/// Where access lines go: `None` = stdout.
+static SINK: Mutex<Option<(String, File)>> = Mutex::new(None);
+
+/// Sends the access log to `path` (`-` = stdout).
+pub fn set_logfile(path: &str) -> Result<(), String> {
+    let mut sink = SINK.lock().unwrap_or_else(|e| e.into_inner());
+    *sink = if path == "-" {
+        None
+    } else {
+        Some((path.to_string(), open(path)?))
+    };
+    Ok(())
+}
+
+/// Reopens the access log file (USR1, after a logrotate-style rename).
+pub fn reopen() -> Result<(), String> {
+    let mut sink = SINK.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((path, file)) = sink.as_mut() {
+        *file = open(path)?;
+    }
+    Ok(())
+}
+
+fn open(path: &str) -> Result<File, String> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| format!("cannot open access log file {path:?}: {e}"))
+}
+
+/// Writes one rendered line.
+pub fn write(line: &str) {
+    let sink = SINK.lock().unwrap_or_else(|e| e.into_inner());
+    let result = match sink.as_ref() {
+        Some((_, file)) => {
+            let mut f: &File = file;
+            f.write_all(line.as_bytes())
+        }
+        None => {
+            let stdout = std::io::stdout();
+            let fd = stdout.as_raw_fd();
+            // SAFETY: one write(2) of a complete line to stdout, which outlives this call.
+            let n = unsafe { libc::write(fd, line.as_ptr().cast(), line.len()) };
+            if n < 0 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                Ok(())
+            }
+        }
+    };
+    // A line that cannot be written has nowhere else to go.
+    let _ = result;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::head::{parse, Limits};
+
+    fn head(raw: &[u8]) -> RequestHead {
+        parse(raw, &Limits::default()).unwrap().unwrap().0
+    }
+
+    const DEFAULT: &str = r#"%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s""#;
+
+    #[test]
+    fn default_format_like_gunicorn() {
+        let h = head(b"GET /a?b=1 HTTP/1.1\r\nUser-Agent: curl/8 \"x\"\r\nAuthorization: Basic dXNlcjpwYXNz\r\n\r\n");
+        let rec = AccessRecord {
+            head: &h,
+            remote_addr: "127.0.0.1",
+            status: 200,
+            sent: 13,
+            response_headers: &[],
+            environ: &[],
+            duration: Duration::from_micros(1_500_000),
+        };
+        let line = AccessFormat::parse(DEFAULT).render(&rec);
+        let re_time = line
+            .split('[')
+            .nth(1)
+            .and_then(|s| s.split(']').next())
+            .unwrap();
+        assert_eq!(
+            line.replace(re_time, "T"),
+            "127.0.0.1 - user [T] \"GET /a?b=1 HTTP/1.1\" 200 13 \"-\" \"curl/8 \\\"x\\\"\"\n"
+        );
+    }
+
+    #[test]
+    fn every_atom() {
+        let h = head(b"POST /p%20q?x=1 HTTP/1.0\r\nX-Req: in\r\nReferer: r\r\n\r\n");
+        let rec = AccessRecord {
+            head: &h,
+            remote_addr: "10.0.0.1",
+            status: 404,
+            sent: 0,
+            response_headers: &[("X-Out".into(), "out".into())],
+            environ: &[("server_name".into(), "srv".into())],
+            duration: Duration::from_micros(2_345_678),
+        };
+        let fmt = "%(m)s|%(U)s|%(q)s|%(H)s|%(B)s|%(b)s|%(f)s|%(T)s|%(D)s|%(M)s|%(L)s|%({x-req}i)s|%({x-out}o)s|%({SERVER_NAME}e)s|%({nope}i)s|%%";
+        let line = AccessFormat::parse(fmt).render(&rec);
+        assert_eq!(
+            line,
+            "POST|/p q|x=1|HTTP/1.0|0|0|r|2|2345678|2345|2.345678|in|out|srv|-|%\n"
+        );
+        assert!(AccessFormat::parse("%(p)s").render(&rec).starts_with('<'));
+    }
+}

@@ -1,0 +1,124 @@
+"""The access log: off by default, Gunicorn's default format, every atom, file and stdout, and
+reopening on USR1."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+from pathlib import Path
+
+from conftest import SocketReader, get
+
+# Gunicorn's default line: %(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"
+DEFAULT_LINE = re.compile(
+    r'^(?P<h>\S+) - (?P<u>\S+) \[\d{2}/[A-Z][a-z]{2}/\d{4}:\d{2}:\d{2}:\d{2} [+-]\d{4}\] '
+    r'"(?P<r>(?:[^"\\]|\\.)*)" (?P<s>\d{3}) (?P<b>\d+|-) "(?P<f>(?:[^"\\]|\\.)*)" '
+    r'"(?P<a>(?:[^"\\]|\\.)*)"$'
+)
+# The error log: [YYYY-MM-DD HH:MM:SS +ZZZZ] [pid] [LEVEL] message
+ERROR_LINE = re.compile(r"^\[\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} [+-]\d{4}\] \[\d+\] \[(DEBUG|INFO|WARNING|ERROR|CRITICAL)\] .+$")
+
+
+def wait_lines(path: Path, count: int, timeout: float = 10.0) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists():
+            lines = path.read_text().splitlines()
+            if len(lines) >= count:
+                return lines
+        time.sleep(0.05)
+    raise AssertionError(f"{path} has fewer than {count} lines: {path.read_text() if path.exists() else None!r}")
+
+
+def test_no_access_log_by_default(run_server, worker_args):
+    server = run_server(*worker_args, "l_apps:hello")
+    assert get(server, "/quiet")[0] == 200
+    server.stop()
+    assert "/quiet" not in server.log
+
+
+def test_default_format_matches_gunicorn(run_server, worker_args, tmp_path):
+    log = tmp_path / "access.log"
+    server = run_server(*worker_args, "--access-logfile", str(log), "l_apps:hello")
+    headers = {"Referer": "http://ref.example/", "User-Agent": 'agent "quoted"',
+               "Authorization": "Basic dXNlcjpzZWNyZXQ="}
+    assert get(server, "/path?x=1", headers)[0] == 200
+    line = wait_lines(log, 1)[0]
+    m = DEFAULT_LINE.match(line)
+    assert m, line
+    assert m["h"] == "127.0.0.1" and m["u"] == "user"
+    assert m["r"] == "GET /path?x=1 HTTP/1.1" and m["s"] == "200" and m["b"] == "6"
+    assert m["f"] == "http://ref.example/"
+    assert 'agent \\"quoted\\"' in line
+
+
+def test_every_atom(run_server, tmp_path):
+    log = tmp_path / "access.log"
+    fmt = ("h=%(h)s l=%(l)s u=%(u)s m=%(m)s U=%(U)s q=%(q)s H=%(H)s s=%(s)s B=%(B)s b=%(b)s "
+           "f=%(f)s a=%(a)s T=%(T)s M=%(M)s D=%(D)s L=%(L)s p=%(p)s "
+           "i=%({x-in}i)s o=%({x-out}o)s e=%({server_name}e)s none=%({absent}i)s t=%(t)s")
+    server = run_server("--access-logfile", str(log), "--access-logformat", fmt, "l_apps:hello")
+    assert get(server, "/a%20b?k=v", {"X-In": "in-value", "User-Agent": "ua"})[0] == 200
+    line = wait_lines(log, 1)[0]
+    pid = re.search(r"p=<(\d+)>", line)
+    assert pid and int(pid.group(1)) != server.proc.pid, line  # written by the worker
+    expect = ("h=127.0.0.1 l=- u=- m=GET U=/a b q=k=v H=HTTP/1.1 s=200 B=6 b=6 f=- a=ua ")
+    assert line.startswith(expect), line
+    assert re.search(r" T=\d+ M=\d+ D=\d+ L=\d+\.\d{6} ", line), line
+    assert " i=in-value o=out-value e=127.0.0.1 none=- " in line, line
+    assert re.search(r"t=\[\d{2}/\w{3}/\d{4}:\d{2}:\d{2}:\d{2} [+-]\d{4}\]$", line), line
+
+
+def test_access_log_to_stdout(run_server, worker_args):
+    server = run_server(*worker_args, "--access-logfile", "-", "l_apps:hello")
+    assert get(server, "/to-stdout")[0] == 200
+    server.wait_for_line(r'"GET /to-stdout HTTP/1.1" 200 6')
+
+
+def test_one_line_per_request_on_keep_alive(run_server, worker_args, tmp_path):
+    log = tmp_path / "access.log"
+    server = run_server(*worker_args, "-w", "2", "--access-logfile", str(log), "l_apps:hello")
+    with server.connect() as sock:
+        reader = SocketReader(sock)
+        for i in range(20):
+            sock.sendall(f"GET /ka{i} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+            assert reader.response()[0] == 200
+    lines = wait_lines(log, 20)
+    assert len(lines) == 20
+    assert all(DEFAULT_LINE.match(line) for line in lines), lines
+    assert [re.search(r"/ka(\d+)", l).group(1) for l in lines] == [str(i) for i in range(20)]
+
+
+def test_usr1_reopens_the_access_log(run_server, tmp_path):
+    log = tmp_path / "access.log"
+    rotated = tmp_path / "access.log.1"
+    server = run_server("--access-logfile", str(log), "l_apps:hello")
+    assert get(server, "/before")[0] == 200
+    wait_lines(log, 1)
+    os.rename(log, rotated)
+    server.signal(signal.SIGUSR1)
+    server.wait_for_line(r"Handling signal: usr1")
+    deadline = time.monotonic() + 10
+    # The worker reopens when its event loop sees the signal; poll until a request lands anew.
+    while time.monotonic() < deadline:
+        assert get(server, "/after")[0] == 200
+        if log.exists() and "/after" in log.read_text():
+            break
+        time.sleep(0.1)
+    assert "/after" in log.read_text()
+    assert "/before" in rotated.read_text()
+    assert "/before" not in log.read_text()
+
+
+def test_error_log_lines_have_gunicorns_format(run_server, worker_args):
+    server = run_server(*worker_args, "l_apps:hello")
+    server.stop()
+    lines = [l for l in server.log.splitlines() if l.startswith("[")]
+    assert lines and all(ERROR_LINE.match(l) for l in lines), lines
+    for kind in (r"\[INFO\] Starting ferrocorn ", r"\[INFO\] Listening at: http://127\.0\.0\.1:\d+ \(\d+\)$",
+                 r"\[INFO\] Using worker: (sync|gthread)$", r"\[INFO\] Booting worker with pid: \d+$",
+                 r"\[INFO\] Handling signal: term$", r"\[INFO\] Worker exiting \(pid: \d+\)$",
+                 r"\[INFO\] Shutting down: Master$"):
+        assert any(re.search(kind, l) for l in lines), (kind, lines)
