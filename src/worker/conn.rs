@@ -66,11 +66,8 @@ impl Conn {
 
     pub async fn serve(mut self) {
         let mut first = true;
-        loop {
-            match self.serve_one(first).await {
-                Ok(Next::Continue) => first = false,
-                Ok(Next::Close) | Err(_) => break,
-            }
+        while let Ok(Next::Continue) = self.serve_one(first).await {
+            first = false;
         }
     }
 
