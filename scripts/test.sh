@@ -4,7 +4,8 @@
 #   2. a virtualenv .venv (reused when present) with ferrocorn built from this checkout
 #      (release build of the Rust extension) and tests/requirements.txt;
 #   3. the Rust unit tests (cargo test);
-#   4. the integration suite (pytest tests), with .venv/bin first on PATH.
+#   4. the linters (rustfmt, clippy, ruff);
+#   5. the integration suite (pytest tests), with .venv/bin first on PATH.
 # Exits non-zero if either test run fails; both always run.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -44,6 +45,11 @@ status=0
 
 log "cargo test"
 PYO3_PYTHON="$venv/bin/python" cargo test || status=1
+
+log "lint (rustfmt, clippy, ruff)"
+cargo fmt --check || status=1
+PYO3_PYTHON="$venv/bin/python" cargo clippy --all-targets --quiet -- -D warnings || status=1
+ruff check python tests examples || status=1
 
 log "pytest"
 python -m pytest -v tests || status=1

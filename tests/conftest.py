@@ -12,11 +12,10 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, Optional
 
 import pytest
 
@@ -131,7 +130,7 @@ class Server:
         self._reader.join(timeout=5)
         return code
 
-    def stop(self, sig: Optional[int] = None, timeout: float = 30.0) -> int:
+    def stop(self, sig: int | None = None, timeout: float = 30.0) -> int:
         """Stops the server (SIGTERM unless `sig`) and returns its exit status; kills the group if it hangs."""
         # (`signal` in this class body is the method above, hence no `signal.SIGTERM` default.)
         sig = signal.SIGTERM if sig is None else sig
@@ -152,7 +151,7 @@ class Server:
         self.proc.wait(timeout=10)
 
 
-def server_env(extra: Optional[dict[str, str]] = None) -> dict[str, str]:
+def server_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env.pop("PORT", None)
     env.pop("WEB_CONCURRENCY", None)
@@ -173,7 +172,7 @@ def run_server(tmp_path: Path) -> Iterator:
     """
     started: list[Server] = []
 
-    def start(*args: str, cwd: Optional[Path] = None, env: Optional[dict[str, str]] = None,
+    def start(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
               ready: bool = True, listeners: int = 1) -> Server:
         argv = list(args)
         if not any(a in ("-b", "--bind") or a.startswith("--bind=") or a.startswith("-b") and len(a) > 2
@@ -293,7 +292,7 @@ class SocketReader:
         return status, headers, self.read_to_close(), raw
 
 
-def get(server: Server, path: str = "/", headers: Optional[dict[str, str]] = None) -> tuple[int, dict[str, str], bytes]:
+def get(server: Server, path: str = "/", headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
     """One GET on a fresh connection with `Connection: close`."""
     hdrs = {"Host": "localhost", "Connection": "close"}
     hdrs.update(headers or {})
@@ -329,10 +328,10 @@ class FdPassingServer(Server):
         self.addresses = []
 
 
-def run_command(args: list[str], cwd: Optional[Path] = None, env: Optional[dict[str, str]] = None,
+def run_command(args: list[str], cwd: Path | None = None, env: dict[str, str] | None = None,
                 timeout: float = STARTUP_DEADLINE) -> subprocess.CompletedProcess:
     """Runs the server command to completion (for commands that exit by themselves)."""
-    return subprocess.run(
+    return subprocess.run(  # noqa: PLW1510 - the exit status is checked by the caller
         SERVER_COMMAND + args,
         cwd=str(cwd) if cwd else None,
         env=server_env(env),

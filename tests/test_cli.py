@@ -7,7 +7,6 @@ over a real socket.
 from __future__ import annotations
 
 import json
-import os
 import re
 import socket
 import subprocess
@@ -15,7 +14,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import (
     SERVER_COMMAND,
     FdPassingServer,
@@ -49,7 +47,7 @@ def body_of(server, path: str = "/") -> bytes:
 def test_version():
     res = run_command(["--version"])
     assert res.returncode == 0, res.stdout
-    assert re.search(rf"^{PROGRAM} \(version \d+\.\d+[^)]*\)$", res.stdout.strip(), re.M), res.stdout
+    assert re.search(rf"^{PROGRAM} \(version \d+\.\d+[^)]*\)$", res.stdout.strip(), re.MULTILINE), res.stdout
 
 
 def test_help_lists_key_flags():
@@ -60,7 +58,7 @@ def test_help_lists_key_flags():
 
 
 def test_python_dash_m_version():
-    res = subprocess.run(
+    res = subprocess.run(  # noqa: PLW1510 - the exit status is checked by the caller
         [sys.executable, "-m", PROGRAM, "--version"],
         env=server_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True, timeout=30,
@@ -202,7 +200,7 @@ def print_config(*args: str, env: dict[str, str] | None = None) -> str:
 
 
 def config_value(output: str, name: str) -> str:
-    m = re.search(rf"^{name}\s*=\s*(.*)$", output, re.M)
+    m = re.search(rf"^{name}\s*=\s*(.*)$", output, re.MULTILINE)
     assert m, f"{name} not in --print-config output:\n{output}"
     return m.group(1).strip()
 

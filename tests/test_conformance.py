@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import SERVER_COMMAND, server_env
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -38,7 +37,7 @@ def test_conformance(worker_class, tmp_path, capsys):
     shutil.copytree(HARNESS_DIR, harness)
     server = " ".join(shlex.quote(part) for part in SERVER_COMMAND) + " " + COMMANDS[worker_class]
     results = tmp_path / "results.json"
-    proc = subprocess.run(
+    proc = subprocess.run(  # noqa: PLW1510 - the exit status is checked by the caller
         [sys.executable, "run.py", "--server", server, "--cases", "cases/gunicorn", "cases/extra",
          "--json", str(results), "--log", str(tmp_path / "server.log")],
         cwd=harness, env=server_env(), stdin=subprocess.DEVNULL,

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import requests
-
 from conftest import booted_worker_pids
 
 pytestmark = pytest.mark.timeout(90)

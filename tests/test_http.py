@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import SocketReader
 
 pytestmark = pytest.mark.timeout(60)
@@ -115,7 +114,7 @@ def test_http10_without_keepalive_closes(echo_server):
         s.sendall(req("GET", "/ten", version="HTTP/1.0"))
         status, headers, body, raw = r.response()
         assert status == 200 and body.startswith(b"GET /ten ")
-        assert raw.startswith(b"HTTP/1.0 200") or raw.startswith(b"HTTP/1.1 200")
+        assert raw.startswith((b"HTTP/1.0 200", b"HTTP/1.1 200"))
         assert headers.get("connection", "close").lower() == "close"
         assert closed_by_peer(r)
 
@@ -274,7 +273,7 @@ def test_http10_response_is_not_chunked(run_server, worker_args):
         s.sendall(req("GET", "/", version="HTTP/1.0"))
         data = read_all(s)
     head, _, body = data.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.0 200") or head.startswith(b"HTTP/1.1 200"), head
+    assert head.startswith((b"HTTP/1.0 200", b"HTTP/1.1 200")), head
     assert b"chunked" not in head.lower()
     assert body == b"part-0;part-1;part-2;part-3;part-4;"
     m = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", head)

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import threading
 import time
 
 import pytest
-
 from conftest import SocketReader, booted_worker_pids, get, wait_until
 
 pytestmark = pytest.mark.timeout(90)

@@ -17,7 +17,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from conftest import SocketReader, wait_until
 
 pytestmark = pytest.mark.timeout(90)

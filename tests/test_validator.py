@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-
 from conftest import APPS_DIR, SocketReader
 
 pytestmark = pytest.mark.timeout(60)

@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import SocketReader
 
 pytestmark = pytest.mark.timeout(90)
@@ -543,7 +542,7 @@ def big_file(tmp_path: Path) -> tuple[Path, bytes]:
 
 def test_file_wrapper_real_file(responses_server, big_file):
     path, data = big_file
-    status, headers, body = fetch(responses_server, f"/filewrap?path={path}")
+    status, _headers, body = fetch(responses_server, f"/filewrap?path={path}")
     assert status == 200
     assert len(body) == len(data) and body == data
 
@@ -560,7 +559,7 @@ def test_file_wrapper_from_offset(responses_server, big_file):
     path, data = big_file
     status, _, body = fetch(responses_server, f"/filewrap?path={path}&offset=12345")
     assert status == 200 and body == data[12345:]
-    status, headers, body = fetch(responses_server, f"/filewrap?path={path}&offset=4096&cl=5000")
+    status, _headers, body = fetch(responses_server, f"/filewrap?path={path}&offset=4096&cl=5000")
     assert status == 200 and body == data[4096:4096 + 5000]
 
 
@@ -585,7 +584,7 @@ def test_exception_before_response_is_500_and_logged(responses_server):
     pid = json.loads(fetch(responses_server, "/pid")[2])["pid"]
     token = f"token{time.monotonic_ns()}"
     start = len(responses_server.lines)
-    status, headers, _ = fetch(responses_server, f"/boom?token={token}")
+    status, _headers, _ = fetch(responses_server, f"/boom?token={token}")
     assert status == 500
     wait_log(responses_server, r"Traceback", start)
     wait_log(responses_server, "boom-before-response " + token, start)
