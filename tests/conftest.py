@@ -292,6 +292,24 @@ class SocketReader:
         return status, headers, self.read_to_close(), raw
 
 
+def read_all(sock: socket.socket, timeout: float = 10.0) -> bytes:
+    """Everything until the peer closes (a reset counts as a close); fails after `timeout`."""
+    sock.settimeout(timeout)
+    data = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            return data
+        except socket.timeout:
+            break
+        if not chunk:
+            return data
+        data += chunk
+    raise AssertionError(f"connection still open after {timeout}s; got {data[:300]!r}")
+
+
 def get(server: Server, path: str = "/", headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
     """One GET on a fresh connection with `Connection: close`."""
     hdrs = {"Host": "localhost", "Connection": "close"}

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import SocketReader
+from conftest import SocketReader, read_all
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -31,24 +31,6 @@ def req(method: str = "GET", path: str = "/", headers: dict | list | None = None
         pairs.append(("Content-Length", str(len(body))))
     head = f"{method} {path} {version}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in pairs) + "\r\n"
     return head.encode("latin-1") + body
-
-
-def read_all(sock: socket.socket, timeout: float = 10.0) -> bytes:
-    """Everything until the peer closes (a reset counts as a close); fails after `timeout`."""
-    sock.settimeout(timeout)
-    data = b""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            chunk = sock.recv(65536)
-        except ConnectionResetError:
-            return data
-        except socket.timeout:
-            break
-        if not chunk:
-            return data
-        data += chunk
-    raise AssertionError(f"connection still open after {timeout}s; got {data[:300]!r}")
 
 
 def closed_by_peer(reader: SocketReader, timeout: float = 10.0) -> bool:

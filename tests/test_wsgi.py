@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import SocketReader
+from conftest import SocketReader, read_all
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -59,24 +59,6 @@ def environ_of(srv, path: str = "/", headers=None, method: str = "GET", body: by
     status, _, data = fetch(srv, path, headers, method, body, version)
     assert status == 200, data[:500]
     return json.loads(data)
-
-
-def read_all(sock: socket.socket, timeout: float = 10.0) -> bytes:
-    """Everything until the peer closes (a reset counts as a close); fails after `timeout`."""
-    sock.settimeout(timeout)
-    data = b""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            chunk = sock.recv(65536)
-        except ConnectionResetError:
-            return data
-        except socket.timeout:
-            break
-        if not chunk:
-            return data
-        data += chunk
-    raise AssertionError(f"connection still open after {timeout}s; got {data[:300]!r}")
 
 
 def wait_for_file_line(path: Path, line: str, timeout: float = 15.0) -> bool:

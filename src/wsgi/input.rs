@@ -130,6 +130,14 @@ impl BodyState {
     }
 }
 
+/// A `size` argument as Python's file objects read it: absent or negative means "all".
+fn size_limit(size: Option<isize>) -> usize {
+    match size {
+        Some(n) if n >= 0 => n as usize,
+        _ => usize::MAX,
+    }
+}
+
 /// The `wsgi.input` object.
 #[pyclass(module = "ferrocorn._ferrocorn")]
 pub struct InputStream {
@@ -170,10 +178,7 @@ impl InputStream {
         let Some(state) = self.state.as_mut() else {
             return Ok(PyBytes::new(py, b""));
         };
-        let want = match size {
-            Some(n) if n >= 0 => n as usize,
-            _ => usize::MAX,
-        };
+        let want = size_limit(size);
         while state.available() < want && Self::fill(py, state)? {}
         Ok(PyBytes::new(py, state.take(want)))
     }
@@ -186,10 +191,7 @@ impl InputStream {
         let Some(state) = self.state.as_mut() else {
             return Ok(PyBytes::new(py, b""));
         };
-        let limit = match size {
-            Some(n) if n >= 0 => n as usize,
-            _ => usize::MAX,
-        };
+        let limit = size_limit(size);
         let mut scanned = 0;
         loop {
             let pending = &state.body[state.body_pos..];
