@@ -130,6 +130,23 @@ impl EnvironBuilder {
             empty: intern(py, ""),
             get: intern(py, "GET"),
         };
+        // Every request sets these: holding them in the template (values replaced per request)
+        // sizes the copied dict once, so filling it never grows it.
+        for key in [
+            &keys.request_method,
+            &keys.query_string,
+            &keys.raw_uri,
+            &keys.server_protocol,
+            &keys.wsgi_input,
+            &keys.url_scheme,
+            &keys.remote_addr,
+            &keys.server_name,
+            &keys.server_port,
+            &keys.path_info,
+            &keys.script_name,
+        ] {
+            template.set_item(key, &keys.empty)?;
+        }
         let script_name = std::env::var("SCRIPT_NAME").unwrap_or_default();
         Ok(EnvironBuilder {
             template: template.unbind(),
