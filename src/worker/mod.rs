@@ -8,6 +8,7 @@
 
 mod conn;
 mod pool;
+mod reload;
 pub mod signals;
 
 use std::cell::Cell;
@@ -151,6 +152,7 @@ pub fn run(py: Python<'_>, ctx: WorkerContext<'_>) -> i32 {
             Err(code) => return code,
         },
     };
+    reload::start(settings);
     let worker = match build_worker(py, settings, ctx.listeners, app, ctx.heartbeat) {
         Ok(worker) => worker,
         Err(message) => {
