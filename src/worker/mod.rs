@@ -103,6 +103,7 @@ impl Worker {
 
     async fn dispatch(&self, request: Request) -> Option<Outcome> {
         self.heartbeat.beat();
+        self.count_request();
         match &self.mode {
             Mode::Sync => {
                 signals::IN_APP_CALL.store(true, Ordering::SeqCst);
@@ -119,6 +120,11 @@ impl Worker {
 
     fn request_done(&self) {
         self.heartbeat.beat();
+    }
+
+    /// Counts a request as it starts, as Gunicorn does: the request that reaches
+    /// `--max-requests` is served with `Connection: close` and the worker then stops.
+    fn count_request(&self) {
         let handled = self.handled.get() + 1;
         self.handled.set(handled);
         if self.options.max_requests > 0
