@@ -31,7 +31,10 @@ pub fn daemonize(keep_stdio: bool) -> Result<(), String> {
         if round == 0 {
             // SAFETY: setsid in the fresh child, which is not a group leader.
             if unsafe { libc::setsid() } < 0 {
-                return Err(format!("setsid failed: {}", std::io::Error::last_os_error()));
+                return Err(format!(
+                    "setsid failed: {}",
+                    std::io::Error::last_os_error()
+                ));
             }
         }
     }

@@ -418,7 +418,7 @@ impl Arbiter {
             libc::SIGTTIN => {
                 log::info(format_args!("Handling signal: ttin"));
                 self.num_workers += 1;
-                systemd::notify(&format!("STATUS=Gunicorn arbiter: {} workers", self.num_workers));
+                systemd::notify(&format!("STATUS={} workers", self.num_workers));
                 self.manage_workers(py).err()
             }
             libc::SIGTTOU => {
@@ -426,6 +426,7 @@ impl Arbiter {
                 if self.num_workers > 1 {
                     self.num_workers -= 1;
                 }
+                systemd::notify(&format!("STATUS={} workers", self.num_workers));
                 self.manage_workers(py).err()
             }
             libc::SIGHUP => {
@@ -574,7 +575,13 @@ impl Arbiter {
             .iter()
             .map(std::os::unix::io::AsRawFd::as_raw_fd)
             .collect();
-        match reexec::spawn(py, &self.start.env, self.start.cwd.as_deref(), &fds, self.systemd) {
+        match reexec::spawn(
+            py,
+            &self.start.env,
+            self.start.cwd.as_deref(),
+            &fds,
+            self.systemd,
+        ) {
             Ok(pid) => self.reexec_pid = pid,
             Err(message) => log::error(format_args!("USR2 re-exec failed: {message}")),
         }
@@ -702,7 +709,8 @@ impl Arbiter {
             {
                 let uid = self.settings.uint("user") as u32;
                 let gid = self.settings.uint("group") as u32;
-                if let Err(message) = daemon::set_owner(uid, gid, self.settings.bool("initgroups")) {
+                if let Err(message) = daemon::set_owner(uid, gid, self.settings.bool("initgroups"))
+                {
                     log::error(format_args!("{message}"));
                     return Err(Exit::Worker(exit_code::WORKER_BOOT_ERROR));
                 }

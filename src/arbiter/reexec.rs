@@ -84,7 +84,9 @@ pub fn spawn(
     envp.push(cstring(format!("GUNICORN_PID={master_pid}").as_bytes())?);
     let fd_list: Vec<String> = fds.iter().map(|fd| fd.to_string()).collect();
     if !systemd {
-        envp.push(cstring(format!("GUNICORN_FD={}", fd_list.join(",")).as_bytes())?);
+        envp.push(cstring(
+            format!("GUNICORN_FD={}", fd_list.join(",")).as_bytes(),
+        )?);
     }
     let exe_c = cstring(exe.as_bytes())?;
     let args_c = args

@@ -437,9 +437,11 @@ pub static SETTINGS: &[Setting] = &[
     set("reuse_port", MECHANICS, V::Bool, D::Bool(false))
         .flag(&["--reuse-port"])
         .on()
-        .doc("Set `SO_REUSEPORT` on listening sockets, so another server (a new deployment) can \
+        .doc(
+            "Set `SO_REUSEPORT` on listening sockets, so another server (a new deployment) can \
               bind the same port while this one runs. The master binds once and its workers \
-              share the sockets; Gunicorn instead binds one socket per worker. Default off."),
+              share the sockets; Gunicorn instead binds one socket per worker. Default off.",
+        ),
     set("chdir", MECHANICS, V::Chdir, D::Cwd)
         .cli(&["--chdir"])
         .on()
@@ -463,9 +465,11 @@ pub static SETTINGS: &[Setting] = &[
         .cli(&["-p", "--pid"])
         .meta("FILE")
         .on()
-        .doc("Write the master's process id to this file (atomically), removed on exit. A file \
+        .doc(
+            "Write the master's process id to this file (atomically), removed on exit. A file \
               naming a live process stops the start; a stale one is replaced. A master started \
-              by USR2 writes `FILE.2` until the old master exits. Default: no file."),
+              by USR2 writes `FILE.2` until the old master exits. Default: no file.",
+        ),
     set("worker_tmp_dir", MECHANICS, V::String, D::None)
         .cli(&["--worker-tmp-dir"])
         .meta("DIR")

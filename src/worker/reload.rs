@@ -41,7 +41,10 @@ pub fn start(settings: &Settings) {
                     Err(_) => poll_loop(&extra),
                 },
             };
-            log::info(format_args!("Worker reloading: {} modified", changed.display()));
+            log::info(format_args!(
+                "Worker reloading: {} modified",
+                changed.display()
+            ));
             // A graceful stop, exactly as if the master had sent TERM.
             // SAFETY: signalling our own process.
             unsafe { libc::kill(libc::getpid(), libc::SIGTERM) };
@@ -67,7 +70,10 @@ fn watched_files(extra: &[String]) -> BTreeSet<PathBuf> {
                 else {
                     continue;
                 };
-                let file = file.strip_suffix(".pyc").map(|f| format!("{f}.py")).unwrap_or(file);
+                let file = file
+                    .strip_suffix(".pyc")
+                    .map(|f| format!("{f}.py"))
+                    .unwrap_or(file);
                 files.insert(PathBuf::from(file));
             }
         }
@@ -179,7 +185,10 @@ impl Inotify {
                 unsafe { std::ptr::read_unaligned(buf[off..].as_ptr().cast()) };
             let len = event.len as usize;
             let name_bytes = buf.get(off + header..off + header + len).unwrap_or(&[]);
-            let name_end = name_bytes.iter().position(|&b| b == 0).unwrap_or(name_bytes.len());
+            let name_end = name_bytes
+                .iter()
+                .position(|&b| b == 0)
+                .unwrap_or(name_bytes.len());
             let name = std::ffi::OsStr::from_bytes(&name_bytes[..name_end]);
             if let Some(dir) = self.dirs.get(&event.wd) {
                 out.push(dir.join(name));
