@@ -5,11 +5,19 @@
 //! at a time, then handles queued signals, reaps children, murders silent workers and spawns or
 //! retires workers to keep their number.
 
+pub mod daemon;
 pub mod heartbeat;
 pub mod listeners;
+pub mod pidfile;
+pub mod proctitle;
+mod reexec;
 mod signals;
+pub mod systemd;
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::os::unix::io::RawFd;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
@@ -38,18 +46,42 @@ struct WorkerProc {
     aborted: bool,
 }
 
-struct Arbiter<'a> {
-    settings: &'a Settings,
+/// What the master remembers from its start, for HUP (re-read the config) and USR2 (re-exec).
+struct StartContext {
+    argv: Vec<String>,
+    cwd: Option<PathBuf>,
+    /// The environment before `--env` was applied (Gunicorn's `env_orig`).
+    env: Vec<(OsString, OsString)>,
+}
+
+struct Arbiter {
+    settings: Settings,
+    start: StartContext,
     listeners: Vec<Listener>,
     heartbeat: Heartbeat,
     workers: BTreeMap<libc::pid_t, WorkerProc>,
     num_workers: usize,
     worker_age: u64,
     preloaded: Option<Py<PyAny>>,
+    pidfile: Option<pidfile::Pidfile>,
+    /// "Master", or "Master.2" for a master started by USR2 until the old one exits.
+    master_name: String,
+    /// The master that re-executed us (`GUNICORN_PID`), while it lives; 0 otherwise.
+    parent_master: libc::pid_t,
+    /// The new master forked by USR2, while it lives; 0 otherwise.
+    reexec_pid: libc::pid_t,
+    /// Listeners came from systemd socket activation.
+    systemd: bool,
 }
 
 /// The `ferrocorn` command. Returns the exit status in the master and in each worker.
 pub fn main(py: Python<'_>, argv: Vec<String>) -> i32 {
+    let start = StartContext {
+        argv: argv.clone(),
+        cwd: std::env::current_dir().ok(),
+        env: std::env::vars_os().collect(),
+    };
+    proctitle::init();
     let settings = match config::load(py, &argv) {
         Ok(Loaded::Run(settings)) => settings,
         Ok(Loaded::Exit(code)) => return code,
@@ -92,6 +124,18 @@ pub fn main(py: Python<'_>, argv: Vec<String>) -> i32 {
             ignored.join(", ")
         ));
     }
+    // A master started by USR2 stays where its parent is (Gunicorn skips daemonizing then).
+    if settings.bool("daemon") && reexec::inherited_fds().is_none() {
+        if std::env::var_os("NOTIFY_SOCKET").is_some() {
+            log::warning(format_args!(
+                "Warning: you shouldn't specify `daemon = True` when launching by systemd with `Type = notify`"
+            ));
+        }
+        if let Err(message) = daemon::daemonize(settings.bool("enable_stdio_inheritance")) {
+            eprintln!("Error: {message}");
+            return exit_code::CONFIG_ERROR;
+        }
+    }
     let preloaded = if settings.bool("preload_app") {
         match load_app(py, &uri) {
             Ok(app) => Some(app),
@@ -107,7 +151,7 @@ pub fn main(py: Python<'_>, argv: Vec<String>) -> i32 {
     } else {
         None
     };
-    match run(py, &settings, preloaded) {
+    match run(py, settings, start, preloaded) {
         Exit::Worker(code) | Exit::Master(code) => code,
     }
 }
@@ -156,34 +200,82 @@ fn prepare_environment(py: Python<'_>, settings: &Settings) -> Result<(), String
     Ok(())
 }
 
-fn run(py: Python<'_>, settings: &Settings, preloaded: Option<Py<PyAny>>) -> Exit {
-    let pid = std::process::id() as libc::pid_t;
-    log::info(format_args!("Starting ferrocorn {}", crate::VERSION));
-    let opts = BindOptions {
+fn bind_options(settings: &Settings) -> BindOptions {
+    BindOptions {
         backlog: settings.uint("backlog").min(i32::MAX as u64) as i32,
         reuse_port: settings.bool("reuse_port"),
         umask: settings
             .is_set("umask")
             .then(|| settings.uint("umask") as u32),
-    };
+    }
+}
+
+/// Binds every `--bind` address.
+fn bind_all(settings: &Settings) -> Result<Vec<Listener>, String> {
+    let opts = bind_options(settings);
     let mut bound = Vec::new();
     for value in settings.list("bind") {
-        let addr = match listeners::parse_bind(value) {
-            Ok(addr) => addr,
-            Err(message) => {
-                log::error(format_args!("{message}"));
-                return Exit::Master(exit_code::CONFIG_ERROR);
-            }
-        };
-        match listeners::bind(&addr, &opts) {
-            Ok(listener) => bound.push(listener),
+        let addr: BindAddr = listeners::parse_bind(value)?;
+        bound.push(listeners::bind(&addr, &opts)?);
+    }
+    Ok(bound)
+}
+
+/// Listeners from descriptors handed over by systemd or by the master that re-executed us.
+fn adopt_fds(fds: &[RawFd], opts: &BindOptions) -> Result<Vec<Listener>, String> {
+    fds.iter()
+        .map(|&fd| listeners::bind(&BindAddr::Fd(fd), opts))
+        .collect()
+}
+
+fn run(
+    py: Python<'_>,
+    settings: Settings,
+    start: StartContext,
+    preloaded: Option<Py<PyAny>>,
+) -> Exit {
+    let pid = std::process::id() as libc::pid_t;
+    log::info(format_args!("Starting ferrocorn {}", crate::VERSION));
+    let parent_master = std::env::var("GUNICORN_PID")
+        .ok()
+        .and_then(|p| p.trim().parse::<libc::pid_t>().ok())
+        .filter(|p| *p > 0)
+        .unwrap_or(0);
+    let mut pidfile = None;
+    if let Some(path) = settings.str("pidfile") {
+        let mut path = path.to_string();
+        if parent_master != 0 {
+            path.push_str(".2");
+        }
+        match pidfile::Pidfile::create(std::path::Path::new(&path), pid) {
+            Ok(pf) => pidfile = Some(pf),
             Err(message) => {
                 log::error(format_args!("{message}"));
                 return Exit::Master(exit_code::CONFIG_ERROR);
             }
         }
-        let _: &BindAddr = &addr;
     }
+    let opts = bind_options(&settings);
+    let activated = systemd::listen_fds();
+    let systemd_mode = !activated.is_empty();
+    let bound = if systemd_mode {
+        adopt_fds(&activated, &opts)
+    } else if let Some(fds) = reexec::inherited_fds() {
+        reexec::forget_inherited_fds();
+        adopt_fds(&fds, &opts)
+    } else {
+        bind_all(&settings)
+    };
+    let bound = match bound {
+        Ok(bound) => bound,
+        Err(message) => {
+            log::error(format_args!("{message}"));
+            if let Some(pf) = &pidfile {
+                pf.unlink();
+            }
+            return Exit::Master(exit_code::CONFIG_ERROR);
+        }
+    };
     let shown: Vec<String> = bound.iter().map(Listener::display).collect();
     log::info(format_args!("Listening at: {} ({pid})", shown.join(",")));
     log::info(format_args!("Using worker: {}", settings.worker_class()));
@@ -199,28 +291,49 @@ fn run(py: Python<'_>, settings: &Settings, preloaded: Option<Py<PyAny>>) -> Exi
         return Exit::Master(exit_code::CONFIG_ERROR);
     }
     let mut arbiter = Arbiter {
+        num_workers: settings.uint("workers").max(1) as usize,
         settings,
+        start,
         listeners: bound,
         heartbeat,
         workers: BTreeMap::new(),
-        num_workers: settings.uint("workers").max(1) as usize,
         worker_age: 0,
         preloaded,
+        pidfile,
+        master_name: if parent_master != 0 {
+            "Master.2".into()
+        } else {
+            "Master".into()
+        },
+        parent_master,
+        reexec_pid: 0,
+        systemd: systemd_mode,
     };
+    arbiter.set_title();
     let exit = arbiter.run_loop(py);
     if let Exit::Master(_) = exit {
-        for listener in &arbiter.listeners {
-            listener.cleanup();
+        if arbiter.unlinks_sockets() {
+            for listener in &arbiter.listeners {
+                listener.cleanup();
+            }
+        }
+        if let Some(pf) = &arbiter.pidfile {
+            pf.unlink();
         }
     }
     exit
 }
 
-impl Arbiter<'_> {
+impl Arbiter {
     fn run_loop(&mut self, py: Python<'_>) -> Exit {
         if let Err(exit) = self.manage_workers(py) {
             return exit;
         }
+        systemd::notify(&format!(
+            "READY=1\nSTATUS={} arbiter booted\nMAINPID={}",
+            crate::SERVER_NAME,
+            std::process::id()
+        ));
         loop {
             let pending = signals::wait(Duration::from_secs(1));
             for sig in pending {
@@ -228,6 +341,7 @@ impl Arbiter<'_> {
                     return exit;
                 }
             }
+            self.maybe_promote_master();
             if let Err(exit) = self.reap_workers() {
                 return exit;
             }
@@ -238,12 +352,60 @@ impl Arbiter<'_> {
         }
     }
 
+    /// `master [NAME]`, NAME being `proc_name` (with `.2` for a master started by USR2).
+    fn set_title(&self) {
+        proctitle::set(&format!("master [{}]", self.proc_name()));
+    }
+
+    fn proc_name(&self) -> String {
+        if self.parent_master != 0 {
+            format!("{}.2", self.settings.proc_name())
+        } else {
+            self.settings.proc_name().to_string()
+        }
+    }
+
+    /// Unix socket files are removed on exit unless another master shares them.
+    fn unlinks_sockets(&self) -> bool {
+        self.reexec_pid == 0
+            && self.parent_master == 0
+            && !self.systemd
+            && !self.settings.bool("reuse_port")
+    }
+
+    /// A master started by USR2 becomes the master when the old one is gone.
+    fn maybe_promote_master(&mut self) {
+        if self.parent_master == 0 {
+            return;
+        }
+        // SAFETY: getppid never fails.
+        if self.parent_master == unsafe { libc::getppid() } {
+            return;
+        }
+        log::info(format_args!("Master has been promoted."));
+        self.master_name = "Master".into();
+        self.parent_master = 0;
+        systemd::unset("GUNICORN_PID");
+        if let (Some(pf), Some(path)) = (self.pidfile.take(), self.settings.str("pidfile")) {
+            match pf.rename(std::path::Path::new(path)) {
+                Ok(pf) => self.pidfile = Some(pf),
+                Err(message) => log::error(format_args!("{message}")),
+            }
+        }
+        self.set_title();
+    }
+
     fn handle_signal(&mut self, py: Python<'_>, sig: libc::c_int) -> Option<Exit> {
         match sig {
             libc::SIGCHLD => None,
             libc::SIGTERM => {
                 log::info(format_args!("Handling signal: term"));
                 Some(self.stop(true, None))
+            }
+            libc::SIGUSR2 => {
+                log::info(format_args!("Handling signal: usr2"));
+                self.reexec(py);
+                None
             }
             libc::SIGINT => {
                 log::info(format_args!("Handling signal: int"));
@@ -256,6 +418,7 @@ impl Arbiter<'_> {
             libc::SIGTTIN => {
                 log::info(format_args!("Handling signal: ttin"));
                 self.num_workers += 1;
+                systemd::notify(&format!("STATUS={} workers", self.num_workers));
                 self.manage_workers(py).err()
             }
             libc::SIGTTOU => {
@@ -263,11 +426,12 @@ impl Arbiter<'_> {
                 if self.num_workers > 1 {
                     self.num_workers -= 1;
                 }
+                systemd::notify(&format!("STATUS={} workers", self.num_workers));
                 self.manage_workers(py).err()
             }
             libc::SIGHUP => {
                 log::info(format_args!("Handling signal: hup"));
-                log::info(format_args!("Hang up: Master"));
+                log::info(format_args!("Hang up: {}", self.master_name));
                 self.reload(py).err()
             }
             libc::SIGUSR1 => {
@@ -282,14 +446,45 @@ impl Arbiter<'_> {
             }
             libc::SIGWINCH => {
                 log::info(format_args!("Handling signal: winch"));
+                if self.settings.bool("daemon") {
+                    log::info(format_args!("graceful stop of workers"));
+                    self.num_workers = 0;
+                    self.kill_workers(libc::SIGTERM);
+                } else {
+                    log::debug(format_args!("SIGWINCH ignored. Not daemonized"));
+                }
                 None
             }
             _ => None,
         }
     }
 
-    /// HUP: start a fresh set of workers, then retire the old ones gracefully.
+    /// HUP: re-read the configuration, start a fresh set of workers with it (and the
+    /// application re-imported, unless it was preloaded), then retire the old ones gracefully.
     fn reload(&mut self, py: Python<'_>) -> Result<(), Exit> {
+        systemd::notify(&format!(
+            "RELOADING=1\nMONOTONIC_USEC={}",
+            monotonic_millis().saturating_mul(1000)
+        ));
+        self.restore_environment(py);
+        if let Some(dir) = &self.start.cwd {
+            let _ = std::env::set_current_dir(dir);
+        }
+        match config::load(py, &self.start.argv) {
+            Ok(Loaded::Run(new)) => self.apply_settings(py, new),
+            Ok(Loaded::Exit(_)) => {}
+            Err(err) => log::error(format_args!(
+                "Reloading the configuration failed, keeping the current one: {}",
+                err.message
+            )),
+        }
+        if let Err(message) = prepare_environment(py, &self.settings) {
+            log::error(format_args!("{message}"));
+        }
+        if let Err(e) = log::reopen() {
+            log::error(format_args!("{e}"));
+        }
+        self.set_title();
         let old: Vec<libc::pid_t> = self.workers.keys().copied().collect();
         for _ in 0..self.num_workers {
             self.spawn_worker(py)?;
@@ -297,7 +492,101 @@ impl Arbiter<'_> {
         for pid in old {
             kill(pid, libc::SIGTERM);
         }
+        systemd::notify("READY=1");
         Ok(())
+    }
+
+    /// Puts back the variables `--env` changed, as Gunicorn does before re-reading the config.
+    fn restore_environment(&self, py: Python<'_>) {
+        let Ok(environ) = py.import("os").and_then(|os| os.getattr("environ")) else {
+            return;
+        };
+        for (key, _) in self.settings.env() {
+            let orig = self
+                .start
+                .env
+                .iter()
+                .find(|(k, _)| k.to_str() == Some(key.as_str()))
+                .and_then(|(_, v)| v.to_str());
+            let _ = match orig {
+                Some(value) => environ.set_item(&key, value),
+                None => environ.call_method1("pop", (&key, py.None())).map(drop),
+            };
+        }
+    }
+
+    /// Takes the re-read settings: logging, worker count, pidfile and, when `bind` changed,
+    /// new listeners.
+    fn apply_settings(&mut self, _py: Python<'_>, new: Settings) {
+        if let Err(message) = setup_logging(&new) {
+            log::error(format_args!("{message}"));
+        }
+        if new.list("bind") != self.settings.list("bind") && !self.systemd {
+            match bind_all(&new) {
+                Ok(bound) => {
+                    let old = std::mem::replace(&mut self.listeners, bound);
+                    if self.unlinks_sockets() {
+                        for listener in &old {
+                            listener.cleanup();
+                        }
+                    }
+                    drop(old);
+                    let shown: Vec<String> = self.listeners.iter().map(Listener::display).collect();
+                    log::info(format_args!(
+                        "Listening at: {} ({})",
+                        shown.join(","),
+                        std::process::id()
+                    ));
+                }
+                Err(message) => log::error(format_args!("{message}")),
+            }
+        }
+        if new.str("pidfile") != self.settings.str("pidfile") || self.pidfile.is_none() {
+            if let Some(pf) = self.pidfile.take() {
+                pf.unlink();
+            }
+            if let Some(path) = new.str("pidfile") {
+                let mut path = path.to_string();
+                if self.parent_master != 0 {
+                    path.push_str(".2");
+                }
+                let pid = std::process::id() as libc::pid_t;
+                match pidfile::Pidfile::create(std::path::Path::new(&path), pid) {
+                    Ok(pf) => self.pidfile = Some(pf),
+                    Err(message) => log::error(format_args!("{message}")),
+                }
+            }
+        }
+        self.num_workers = new.uint("workers").max(1) as usize;
+        self.settings = new;
+    }
+
+    /// USR2: fork a child that executes the original command line with the listening sockets
+    /// (`GUNICORN_FD`), the new master; this one keeps serving until told to stop.
+    fn reexec(&mut self, py: Python<'_>) {
+        if self.reexec_pid != 0 {
+            log::warning(format_args!("USR2 signal ignored. Child exists."));
+            return;
+        }
+        if self.parent_master != 0 {
+            log::warning(format_args!("USR2 signal ignored. Parent exists."));
+            return;
+        }
+        let fds: Vec<RawFd> = self
+            .listeners
+            .iter()
+            .map(std::os::unix::io::AsRawFd::as_raw_fd)
+            .collect();
+        match reexec::spawn(
+            py,
+            &self.start.env,
+            self.start.cwd.as_deref(),
+            &fds,
+            self.systemd,
+        ) {
+            Ok(pid) => self.reexec_pid = pid,
+            Err(message) => log::error(format_args!("USR2 re-exec failed: {message}")),
+        }
     }
 
     /// Collects exited workers. A worker that could not boot stops the master, as in Gunicorn.
@@ -308,6 +597,10 @@ impl Arbiter<'_> {
             let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
             if pid <= 0 {
                 return Ok(());
+            }
+            if pid == self.reexec_pid {
+                self.reexec_pid = 0;
+                continue;
             }
             let Some(worker) = self.workers.remove(&pid) else {
                 continue;
@@ -411,8 +704,21 @@ impl Arbiter<'_> {
         }
         if pid == 0 {
             signals::close_in_child();
+            proctitle::set(&format!("worker [{}]", self.proc_name()));
+            if self.settings.is_set("user")
+                || self.settings.is_set("group")
+                || self.settings.bool("initgroups")
+            {
+                let uid = self.settings.uint("user") as u32;
+                let gid = self.settings.uint("group") as u32;
+                if let Err(message) = daemon::set_owner(uid, gid, self.settings.bool("initgroups"))
+                {
+                    log::error(format_args!("{message}"));
+                    return Err(Exit::Worker(exit_code::WORKER_BOOT_ERROR));
+                }
+            }
             let ctx = crate::worker::WorkerContext {
-                settings: self.settings,
+                settings: &self.settings,
                 listeners: &self.listeners,
                 heartbeat: self.heartbeat.slot(slot),
                 age: self.worker_age,
@@ -440,6 +746,7 @@ impl Arbiter<'_> {
     /// Stops every worker: TERM and wait up to the graceful timeout (or QUIT for a fast stop),
     /// then KILL what is left.
     fn stop(&mut self, graceful: bool, reason: Option<(&str, i32)>) -> Exit {
+        systemd::notify("STOPPING=1");
         self.kill_workers(if graceful {
             libc::SIGTERM
         } else {
@@ -460,7 +767,7 @@ impl Arbiter<'_> {
             }
             self.workers.remove(&pid);
         }
-        log::info(format_args!("Shutting down: Master"));
+        log::info(format_args!("Shutting down: {}", self.master_name));
         match reason {
             Some((reason, code)) => {
                 log::info(format_args!("Reason: {reason}"));

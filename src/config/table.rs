@@ -384,13 +384,16 @@ pub static SETTINGS: &[Setting] = &[
     // Debugging
     set("reload", DEBUGGING, V::Bool, D::Bool(false))
         .flag(&["--reload"])
+        .on()
         .doc(
-            "Restart workers when application code changes; for development only. \
-              Default off.",
+            "Restart workers when application code changes: each worker watches the source \
+              files of its loaded modules (and `reload_extra_files`) and stops gracefully when \
+              one changes; the master starts a fresh worker. For development only. Default off.",
         ),
     set("reload_engine", DEBUGGING, V::ReloadEngine, D::Str("auto"))
         .cli(&["--reload-engine"])
         .meta("STRING")
+        .on()
         .doc("How `--reload` watches files: `auto`, `poll` or `inotify`. Default `auto`."),
     set(
         "reload_extra_files",
@@ -400,6 +403,7 @@ pub static SETTINGS: &[Setting] = &[
     )
     .append(&["--reload-extra-file"])
     .meta("FILES")
+    .on()
     .doc("More files or glob patterns whose change triggers a reload. Default none."),
     set("spew", DEBUGGING, V::Bool, D::Bool(false))
         .flag(&["--spew"])
@@ -433,7 +437,12 @@ pub static SETTINGS: &[Setting] = &[
     set("reuse_port", MECHANICS, V::Bool, D::Bool(false))
         .on()
         .flag(&["--reuse-port"])
-        .doc("Set `SO_REUSEPORT` on listening sockets. Default off."),
+        .on()
+        .doc(
+            "Set `SO_REUSEPORT` on listening sockets, so another server (a new deployment) can \
+              bind the same port while this one runs. The master binds once and its workers \
+              share the sockets; Gunicorn instead binds one socket per worker. Default off.",
+        ),
     set("chdir", MECHANICS, V::Chdir, D::Cwd)
         .cli(&["--chdir"])
         .on()
@@ -443,6 +452,7 @@ pub static SETTINGS: &[Setting] = &[
         ),
     set("daemon", MECHANICS, V::Bool, D::Bool(false))
         .flag(&["-D", "--daemon"])
+        .on()
         .doc("Detach from the terminal and run in the background. Default off."),
     set("raw_env", MECHANICS, V::ListString, D::List(&[]))
         .append(&["-e", "--env"])
@@ -455,10 +465,16 @@ pub static SETTINGS: &[Setting] = &[
     set("pidfile", MECHANICS, V::String, D::None)
         .cli(&["-p", "--pid"])
         .meta("FILE")
-        .doc("Write the master's process id to this file. Default: no file."),
+        .on()
+        .doc(
+            "Write the master's process id to this file (atomically), removed on exit. A file \
+              naming a live process stops the start; a stale one is replaced. A master started \
+              by USR2 writes `FILE.2` until the old master exits. Default: no file.",
+        ),
     set("worker_tmp_dir", MECHANICS, V::String, D::None)
         .cli(&["--worker-tmp-dir"])
         .meta("DIR")
+        .on()
         .doc(
             "Accepted for compatibility: ferrocorn's worker heartbeat lives in shared memory, \
               not in files. Default none.",
@@ -466,21 +482,25 @@ pub static SETTINGS: &[Setting] = &[
     set("user", MECHANICS, V::User, D::Euid)
         .cli(&["-u", "--user"])
         .meta("USER")
+        .on()
         .doc("Run workers as this user (name or uid). Default: the current effective user."),
     set("group", MECHANICS, V::Group, D::Egid)
         .cli(&["-g", "--group"])
         .meta("GROUP")
+        .on()
         .doc("Run workers as this group (name or gid). Default: the current effective group."),
     set("umask", MECHANICS, V::PosInt, D::Int(0))
         .cli(&["-m", "--umask"])
         .meta("INT")
         .auto_int()
+        .on()
         .doc(
             "The umask for files the server creates, such as unix sockets; `022`-style octal is \
               accepted. Default 0.",
         ),
     set("initgroups", MECHANICS, V::Bool, D::Bool(false))
         .flag(&["--initgroups"])
+        .on()
         .doc("Give workers all the supplementary groups of `user`. Default off."),
     set("tmp_upload_dir", MECHANICS, V::String, D::None)
         .meta("DIR")
@@ -607,6 +627,7 @@ pub static SETTINGS: &[Setting] = &[
         .doc("The syslog facility name. Default `user`."),
     set("enable_stdio_inheritance", LOGGING, V::Bool, D::Bool(false))
         .flag(&["-R", "--enable-stdio-inheritance"])
+        .on()
         .doc("Keep standard input and output open when running as a daemon. Default off."),
     set("statsd_host", LOGGING, V::StatsdAddress, D::None)
         .cli(&["--statsd-host"])

@@ -161,7 +161,11 @@ impl Conn {
                 }
             }
             let idle = self.buf.is_empty();
-            if idle && (worker.is_closing() || (!first && worker.options.keepalive.is_zero())) {
+            // A stopping worker closes connections idle between requests; a connection it
+            // accepted still gets its first request served (its bytes may be in flight, and
+            // closing with them unread would reset it).
+            let idle_between = idle && !first;
+            if idle_between && (worker.is_closing() || worker.options.keepalive.is_zero()) {
                 return Ok(None);
             }
             let deadline = if idle {
@@ -172,7 +176,7 @@ impl Conn {
             let read = async {
                 tokio::select! {
                     r = self.read_more() => Some(r),
-                    _ = worker.closing_signal(), if idle => None,
+                    _ = worker.closing_signal(), if idle_between => None,
                 }
             };
             match timeout_at(deadline, read).await {

@@ -8,6 +8,7 @@
 
 mod conn;
 mod pool;
+mod reload;
 pub mod signals;
 
 use std::cell::Cell;
@@ -103,6 +104,7 @@ impl Worker {
 
     async fn dispatch(&self, request: Request) -> Option<Outcome> {
         self.heartbeat.beat();
+        self.count_request();
         match &self.mode {
             Mode::Sync => {
                 signals::IN_APP_CALL.store(true, Ordering::SeqCst);
@@ -123,6 +125,11 @@ impl Worker {
 
     fn request_done(&self) {
         self.heartbeat.beat();
+    }
+
+    /// Counts a request as it starts, as Gunicorn does: the request that reaches
+    /// `--max-requests` is served with `Connection: close` and the worker then stops.
+    fn count_request(&self) {
         let handled = self.handled.get() + 1;
         self.handled.set(handled);
         if self.options.max_requests > 0
@@ -156,6 +163,7 @@ pub fn run(py: Python<'_>, ctx: WorkerContext<'_>) -> i32 {
             Err(code) => return code,
         },
     };
+    reload::start(settings);
     let worker = match build_worker(py, settings, ctx.listeners, app, ctx.heartbeat) {
         Ok(worker) => worker,
         Err(message) => {
