@@ -684,17 +684,7 @@ impl Arbiter {
         self.worker_age += 1;
         let slot = self.free_slot();
         self.heartbeat.slot(slot).beat();
-        // SAFETY: CPython's fork protocol around fork(2); the master is single-threaded.
-        let pid = unsafe {
-            pyo3::ffi::PyOS_BeforeFork();
-            let pid = libc::fork();
-            if pid == 0 {
-                pyo3::ffi::PyOS_AfterFork_Child();
-            } else {
-                pyo3::ffi::PyOS_AfterFork_Parent();
-            }
-            pid
-        };
+        let pid = daemon::py_fork();
         if pid < 0 {
             log::error(format_args!(
                 "fork failed: {}",
