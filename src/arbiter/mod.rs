@@ -5,7 +5,9 @@
 //! at a time, then handles queued signals, reaps children, murders silent workers and spawns or
 //! retires workers to keep their number.
 
+pub mod embed;
 pub mod heartbeat;
+pub mod hooks;
 pub mod listeners;
 mod signals;
 
@@ -46,6 +48,9 @@ struct Arbiter<'a> {
     num_workers: usize,
     worker_age: u64,
     preloaded: Option<Py<PyAny>>,
+    /// The embedding application object (`BaseApplication`), `None` for the command line.
+    application: Option<Py<PyAny>>,
+    hooks: hooks::Master<'a>,
 }
 
 /// The `ferrocorn` command. Returns the exit status in the master and in each worker.
@@ -58,21 +63,32 @@ pub fn main(py: Python<'_>, argv: Vec<String>) -> i32 {
             return err.exit_code;
         }
     };
-    if let Err(message) = setup_logging(&settings) {
+    start(py, &settings, None)
+}
+
+/// Serves with loaded settings. `application` is the embedding application object
+/// (`BaseApplication`, whose `wsgi()` gives the WSGI callable); `None` when APP_MODULE names
+/// the application. Returns the exit status in the master and in each worker.
+pub fn start(py: Python<'_>, settings: &Settings, application: Option<Py<PyAny>>) -> i32 {
+    if let Err(message) = setup_logging(settings) {
         eprintln!("Error: {message}");
         return exit_code::CONFIG_ERROR;
     }
-    if let Err(message) = prepare_environment(py, &settings) {
+    if let Err(message) = prepare_environment(py, settings) {
         eprintln!("Error: {message}");
         return exit_code::CONFIG_ERROR;
     }
-    let Some(uri) = settings.app_uri.clone() else {
+    if application.is_none() && settings.app_uri.is_none() {
         eprintln!("usage: ferrocorn [OPTIONS] [APP_MODULE]");
         eprintln!("ferrocorn: error: No application module specified.");
         return exit_code::USAGE_ERROR;
+    }
+    let load = || match &application {
+        Some(obj) => embed::wsgi(py, obj),
+        None => load_app(py, settings.app_uri.as_deref().unwrap_or_default()),
     };
     if settings.bool("check_config") {
-        return match load_app(py, &uri) {
+        return match load() {
             Ok(_) => exit_code::OK,
             Err(LoadError::NotFound(message)) => {
                 eprintln!("Error: {message}");
@@ -84,7 +100,7 @@ pub fn main(py: Python<'_>, argv: Vec<String>) -> i32 {
             }
         };
     }
-    let ignored = config::table::ineffective_set(&settings);
+    let ignored = config::table::ineffective_set(settings);
     if !ignored.is_empty() {
         log::warning(format_args!(
             "These settings have no effect in ferrocorn {} yet: {}",
@@ -93,7 +109,7 @@ pub fn main(py: Python<'_>, argv: Vec<String>) -> i32 {
         ));
     }
     let preloaded = if settings.bool("preload_app") {
-        match load_app(py, &uri) {
+        match load() {
             Ok(app) => Some(app),
             Err(LoadError::NotFound(message)) => {
                 log::error(format_args!("{message}"));
@@ -107,7 +123,7 @@ pub fn main(py: Python<'_>, argv: Vec<String>) -> i32 {
     } else {
         None
     };
-    match run(py, &settings, preloaded) {
+    match run(py, settings, preloaded, application) {
         Exit::Worker(code) | Exit::Master(code) => code,
     }
 }
@@ -156,8 +172,27 @@ fn prepare_environment(py: Python<'_>, settings: &Settings) -> Result<(), String
     Ok(())
 }
 
-fn run(py: Python<'_>, settings: &Settings, preloaded: Option<Py<PyAny>>) -> Exit {
+fn run(
+    py: Python<'_>,
+    settings: &Settings,
+    preloaded: Option<Py<PyAny>>,
+    application: Option<Py<PyAny>>,
+) -> Exit {
     let pid = std::process::id() as libc::pid_t;
+    let num_workers = settings.uint("workers").max(1) as usize;
+    let hooks = match hooks::Master::new(py, settings, application.as_ref(), num_workers) {
+        Ok(hooks) => hooks,
+        Err(err) => {
+            log_exception(py, "Cannot set up the server hooks", &err);
+            return Exit::Master(exit_code::CONFIG_ERROR);
+        }
+    };
+    // Gunicorn's order: the worker count is set (nworkers_changed with old value None), then
+    // on_starting before the listeners are bound; a raising on_starting stops the master.
+    hooks.num_workers_changed(num_workers, None);
+    if !hooks.fatal("on_starting") {
+        return Exit::Master(exit_code::CONFIG_ERROR);
+    }
     log::info(format_args!("Starting ferrocorn {}", crate::VERSION));
     let opts = BindOptions {
         backlog: settings.uint("backlog").min(i32::MAX as u64) as i32,
@@ -204,11 +239,17 @@ fn run(py: Python<'_>, settings: &Settings, preloaded: Option<Py<PyAny>>) -> Exi
         listeners: bound,
         heartbeat,
         workers: BTreeMap::new(),
-        num_workers: settings.uint("workers").max(1) as usize,
+        num_workers,
         worker_age: 0,
         preloaded,
+        application,
+        hooks,
     };
-    let exit = arbiter.run_loop(py);
+    let exit = if arbiter.hooks.fatal("when_ready") {
+        arbiter.run_loop(py)
+    } else {
+        Exit::Master(exit_code::CONFIG_ERROR)
+    };
     if let Exit::Master(_) = exit {
         for listener in &arbiter.listeners {
             listener.cleanup();
@@ -257,12 +298,16 @@ impl Arbiter<'_> {
             libc::SIGTTIN => {
                 log::info(format_args!("Handling signal: ttin"));
                 self.num_workers += 1;
+                self.hooks
+                    .num_workers_changed(self.num_workers, Some(self.num_workers - 1));
                 self.manage_workers(py).err()
             }
             libc::SIGTTOU => {
                 log::info(format_args!("Handling signal: ttou"));
                 if self.num_workers > 1 {
                     self.num_workers -= 1;
+                    self.hooks
+                        .num_workers_changed(self.num_workers, Some(self.num_workers + 1));
                 }
                 self.manage_workers(py).err()
             }
@@ -290,6 +335,7 @@ impl Arbiter<'_> {
     /// HUP: start a fresh set of workers, then retire the old ones gracefully.
     fn reload(&mut self, py: Python<'_>) -> Result<(), Exit> {
         let old: Vec<libc::pid_t> = self.workers.keys().copied().collect();
+        self.hooks.notify("on_reload");
         for _ in 0..self.num_workers {
             self.spawn_worker(py)?;
         }
@@ -336,6 +382,7 @@ impl Arbiter<'_> {
                     ));
                 }
             }
+            self.hooks.child_exit(pid);
         }
     }
 
@@ -390,6 +437,7 @@ impl Arbiter<'_> {
         self.worker_age += 1;
         let slot = self.free_slot();
         self.heartbeat.slot(slot).beat();
+        let hook_worker = self.hooks.pre_fork(self.worker_age);
         // SAFETY: CPython's fork protocol around fork(2); the master is single-threaded.
         let pid = unsafe {
             pyo3::ffi::PyOS_BeforeFork();
@@ -410,15 +458,24 @@ impl Arbiter<'_> {
         }
         if pid == 0 {
             signals::close_in_child();
-            let ctx = crate::worker::WorkerContext {
-                settings: self.settings,
-                listeners: &self.listeners,
-                heartbeat: self.heartbeat.slot(slot),
-                age: self.worker_age,
-                app: self.preloaded.as_ref().map(|app| app.clone_ref(py)),
+            // post_fork raising fails the worker's boot, as in Gunicorn; worker_exit runs anyway.
+            let code = if self.hooks.post_fork(py, hook_worker.as_ref()) {
+                let ctx = crate::worker::WorkerContext {
+                    settings: self.settings,
+                    listeners: &self.listeners,
+                    heartbeat: self.heartbeat.slot(slot),
+                    age: self.worker_age,
+                    app: self.preloaded.as_ref().map(|app| app.clone_ref(py)),
+                    application: self.application.as_ref().map(|app| app.clone_ref(py)),
+                };
+                crate::worker::run(py, ctx)
+            } else {
+                exit_code::WORKER_BOOT_ERROR
             };
-            return Err(Exit::Worker(crate::worker::run(py, ctx)));
+            hooks::worker_exit(py);
+            return Err(Exit::Worker(code));
         }
+        self.hooks.forked(pid, hook_worker.as_ref());
         self.workers.insert(
             pid,
             WorkerProc {
@@ -457,16 +514,20 @@ impl Arbiter<'_> {
             if pid < 0 {
                 break;
             }
-            self.workers.remove(&pid);
+            if self.workers.remove(&pid).is_some() {
+                self.hooks.child_exit(pid);
+            }
         }
         log::info(format_args!("Shutting down: Master"));
-        match reason {
+        let exit = match reason {
             Some((reason, code)) => {
                 log::info(format_args!("Reason: {reason}"));
                 Exit::Master(code)
             }
             None => Exit::Master(exit_code::OK),
-        }
+        };
+        self.hooks.notify("on_exit");
+        exit
     }
 
     fn reap_quietly(&mut self) {
@@ -477,7 +538,9 @@ impl Arbiter<'_> {
             if pid <= 0 {
                 return;
             }
-            self.workers.remove(&pid);
+            if self.workers.remove(&pid).is_some() {
+                self.hooks.child_exit(pid);
+            }
         }
     }
 

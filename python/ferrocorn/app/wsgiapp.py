@@ -1,0 +1,17 @@
+"""`python -m ferrocorn.app.wsgiapp [OPTIONS] [APP_MODULE]`, as `gunicorn.app.wsgiapp`."""
+
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+from ferrocorn._ferrocorn import run as _run
+
+
+def run(prog: Optional[str] = None) -> None:
+    """The `ferrocorn` command line: serves APP_MODULE with the options in `sys.argv`."""
+    sys.exit(_run([prog or "ferrocorn"] + sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    run()
