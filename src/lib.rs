@@ -38,6 +38,8 @@ fn run(py: Python<'_>, argv: Vec<String>) -> i32 {
 fn _ferrocorn(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", VERSION)?;
     m.add_function(wrap_pyfunction!(run, m)?)?;
+    m.add_function(wrap_pyfunction!(arbiter::embed::run_application, m)?)?;
+    arbiter::hooks::register(m)?;
     wsgi::register(m)?;
     config::register(m)?;
     Ok(())

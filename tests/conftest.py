@@ -175,7 +175,7 @@ def run_server(tmp_path: Path) -> Iterator:
     def start(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
               ready: bool = True, listeners: int = 1) -> Server:
         argv = list(args)
-        if not any(a in ("-b", "--bind") or a.startswith("--bind=") or a.startswith("-b") and len(a) > 2
+        if not any(a in ("-b", "--bind") or a.startswith("--bind=") or (a.startswith("-b") and len(a) > 2)
                    for a in argv):
             argv = ["-b", "127.0.0.1:0"] + argv
         srv = Server(argv, cwd or tmp_path, server_env(env))

@@ -6,7 +6,6 @@ import os
 import re
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 from conftest import SERVER_COMMAND, server_env, wait_until

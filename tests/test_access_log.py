@@ -77,7 +77,7 @@ def test_access_log_to_stdout(run_server, worker_args):
     server.wait_for_line(r'"GET /to-stdout HTTP/1.1" 200 6')
 
 
-def test_one_line_per_request_on_keep_alive(run_server, worker_args, tmp_path):
+def test_one_lineper_request_on_keep_alive(run_server, worker_args, tmp_path):
     log = tmp_path / "access.log"
     server = run_server(*worker_args, "-w", "2", "--access-logfile", str(log), "l_apps:hello")
     with server.connect() as sock:
@@ -88,7 +88,7 @@ def test_one_line_per_request_on_keep_alive(run_server, worker_args, tmp_path):
     lines = wait_lines(log, 20)
     assert len(lines) == 20
     assert all(DEFAULT_LINE.match(line) for line in lines), lines
-    assert [re.search(r"/ka(\d+)", l).group(1) for l in lines] == [str(i) for i in range(20)]
+    assert [re.search(r"/ka(\d+)", line).group(1) for line in lines] == [str(i) for i in range(20)]
 
 
 def test_usr1_reopens_the_access_log(run_server, tmp_path):
@@ -115,10 +115,10 @@ def test_usr1_reopens_the_access_log(run_server, tmp_path):
 def test_error_log_lines_have_gunicorns_format(run_server, worker_args):
     server = run_server(*worker_args, "l_apps:hello")
     server.stop()
-    lines = [l for l in server.log.splitlines() if l.startswith("[")]
-    assert lines and all(ERROR_LINE.match(l) for l in lines), lines
+    lines = [line for line in server.log.splitlines() if line.startswith("[")]
+    assert lines and all(ERROR_LINE.match(line) for line in lines), lines
     for kind in (r"\[INFO\] Starting ferrocorn ", r"\[INFO\] Listening at: http://127\.0\.0\.1:\d+ \(\d+\)$",
                  r"\[INFO\] Using worker: (sync|gthread)$", r"\[INFO\] Booting worker with pid: \d+$",
                  r"\[INFO\] Handling signal: term$", r"\[INFO\] Worker exiting \(pid: \d+\)$",
                  r"\[INFO\] Shutting down: Master$"):
-        assert any(re.search(kind, l) for l in lines), (kind, lines)
+        assert any(re.search(kind, line) for line in lines), (kind, lines)

@@ -172,3 +172,16 @@ def test_idle_keep_alive_connection_is_closed_after_keep_alive_seconds(run_serve
     assert data == b"", f"unexpected bytes on an idle connection: {data!r}"
     assert idle >= 0.5, f"idle connection closed after only {idle:.2f}s with --keep-alive 1"
     assert idle < 5, f"idle connection still open after {idle:.2f}s with --keep-alive 1"
+
+
+def test_term_reaches_a_worker_that_is_still_booting(run_server, worker_args, tmp_path):
+    # post_fork holds the new worker between fork and its own signal set-up; a TERM the master
+    # passes on in that window must still stop it, not wait out the graceful timeout.
+    conf = tmp_path / "slow_fork.py"
+    conf.write_text("import time\n\ndef post_fork(server, worker):\n    time.sleep(1.0)\n")
+    srv = run_server(*worker_args, "-c", str(conf), "--graceful-timeout", "60", APP)
+    sent = time.monotonic()
+    srv.signal(signal.SIGTERM)
+    assert srv.wait(timeout=30) == 0, srv.log
+    elapsed = time.monotonic() - sent
+    assert elapsed < 10, f"master took {elapsed:.1f}s to stop a booting worker on TERM"

@@ -14,9 +14,17 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import SocketReader, booted_worker_pids, connect_to, get, run_command, wait_until
-from procs_util import alive, children, kill_group_of, log_listening, ps_args, read_pid, start_daemon, wait_gone, wait_log
+from procs_util import (
+    alive,
+    children,
+    kill_group_of,
+    log_listening,
+    ps_args,
+    read_pid,
+    start_daemon,
+    wait_gone,
+)
 
 pytestmark = pytest.mark.timeout(90)
 

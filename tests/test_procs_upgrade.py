@@ -8,9 +8,17 @@ import re
 import signal
 
 import pytest
-
 from conftest import get, wait_until
-from procs_util import alive, children, kill_group_of, log_listening, read_pid, start_daemon, wait_gone, wait_log
+from procs_util import (
+    alive,
+    children,
+    kill_group_of,
+    log_listening,
+    read_pid,
+    start_daemon,
+    wait_gone,
+    wait_log,
+)
 from test_procs import get_at
 
 pytestmark = pytest.mark.timeout(90)

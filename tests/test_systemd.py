@@ -9,11 +9,9 @@ import signal
 import socket
 import subprocess
 import threading
-import time
 
 import pytest
-
-from conftest import SERVER_COMMAND, SocketReader, Server, connect_to, server_env, wait_until
+from conftest import SERVER_COMMAND, Server, SocketReader, connect_to, server_env, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -13,16 +13,23 @@ retry then, and every HTTP client library does for idempotent requests.
 from __future__ import annotations
 
 import os
-import re
 import signal
 import socket
 import threading
 import time
 
 import pytest
-
 from conftest import booted_worker_pids, connect_to, wait_until
-from procs_util import alive, children, kill_group_of, log_listening, read_pid, start_daemon, wait_gone, wait_log
+from procs_util import (
+    alive,
+    children,
+    kill_group_of,
+    log_listening,
+    read_pid,
+    start_daemon,
+    wait_gone,
+    wait_log,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -45,7 +52,7 @@ def read_response(sock: socket.socket, buf: bytes) -> tuple[int, dict, bytes, by
     head, _, rest = buf.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     status = int(lines[0].split()[1])
-    headers = {k.strip().lower(): v.strip() for k, _, v in (l.partition(":") for l in lines[1:])}
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
     length = int(headers["content-length"])
     while len(rest) < length:
         data = sock.recv(65536)

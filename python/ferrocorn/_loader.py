@@ -17,7 +17,7 @@ def _parse_target(target: str) -> tuple[str, tuple[Any, ...], dict[str, Any], bo
     try:
         expr = ast.parse(target.strip(), mode="eval").body
     except SyntaxError:
-        raise AppImportError(f"Failed to parse {target!r} as an attribute name or function call.")
+        raise AppImportError(f"Failed to parse {target!r} as an attribute name or function call.") from None
     if isinstance(expr, ast.Name):
         return expr.id, (), {}, False
     if isinstance(expr, ast.Call) and isinstance(expr.func, ast.Name):
@@ -25,9 +25,9 @@ def _parse_target(target: str) -> tuple[str, tuple[Any, ...], dict[str, Any], bo
             args = tuple(ast.literal_eval(arg) for arg in expr.args)
             kwargs = {kw.arg: ast.literal_eval(kw.value) for kw in expr.keywords if kw.arg}
         except ValueError:
-            raise AppImportError(f"Failed to parse arguments as literal values: {target!r}.")
+            raise AppImportError(f"Failed to parse arguments as literal values: {target!r}.") from None
         if any(kw.arg is None for kw in expr.keywords):
-            raise AppImportError(f"Failed to parse arguments as literal values: {target!r}.")
+            raise AppImportError(f"Failed to parse arguments as literal values: {target!r}.") from None
         return expr.func.id, args, kwargs, True
     raise AppImportError(f"Failed to parse {target!r} as an attribute name or function call.")
 

@@ -6,7 +6,9 @@
 //! retires workers to keep their number.
 
 pub mod daemon;
+pub mod embed;
 pub mod heartbeat;
+pub mod hooks;
 pub mod listeners;
 pub mod pidfile;
 pub mod proctitle;
@@ -47,7 +49,8 @@ struct WorkerProc {
 }
 
 /// What the master remembers from its start, for HUP (re-read the config) and USR2 (re-exec).
-struct StartContext {
+pub struct StartContext {
+    /// The command line; HUP loads the settings from it again (unless embedded).
     argv: Vec<String>,
     cwd: Option<PathBuf>,
     /// The environment before `--env` was applied (Gunicorn's `env_orig`).
@@ -72,16 +75,14 @@ struct Arbiter {
     reexec_pid: libc::pid_t,
     /// Listeners came from systemd socket activation.
     systemd: bool,
+    /// The embedding application object (`BaseApplication`), `None` for the command line.
+    application: Option<Py<PyAny>>,
+    hooks: hooks::Master,
 }
 
 /// The `ferrocorn` command. Returns the exit status in the master and in each worker.
 pub fn main(py: Python<'_>, argv: Vec<String>) -> i32 {
-    let start = StartContext {
-        argv: argv.clone(),
-        cwd: std::env::current_dir().ok(),
-        env: std::env::vars_os().collect(),
-    };
-    proctitle::init();
+    let start = StartContext::now(argv.clone());
     let settings = match config::load(py, &argv) {
         Ok(Loaded::Run(settings)) => settings,
         Ok(Loaded::Exit(code)) => return code,
@@ -90,6 +91,30 @@ pub fn main(py: Python<'_>, argv: Vec<String>) -> i32 {
             return err.exit_code;
         }
     };
+    serve(py, settings, start, None)
+}
+
+impl StartContext {
+    /// The command line, working directory and environment as they are now.
+    pub fn now(argv: Vec<String>) -> StartContext {
+        StartContext {
+            argv,
+            cwd: std::env::current_dir().ok(),
+            env: std::env::vars_os().collect(),
+        }
+    }
+}
+
+/// Serves with loaded settings. `application` is the embedding application object
+/// (`BaseApplication`, whose `wsgi()` gives the WSGI callable); `None` when APP_MODULE names
+/// the application. Returns the exit status in the master and in each worker.
+pub fn serve(
+    py: Python<'_>,
+    settings: Settings,
+    start: StartContext,
+    application: Option<Py<PyAny>>,
+) -> i32 {
+    proctitle::init();
     if let Err(message) = setup_logging(&settings) {
         eprintln!("Error: {message}");
         return exit_code::CONFIG_ERROR;
@@ -98,13 +123,17 @@ pub fn main(py: Python<'_>, argv: Vec<String>) -> i32 {
         eprintln!("Error: {message}");
         return exit_code::CONFIG_ERROR;
     }
-    let Some(uri) = settings.app_uri.clone() else {
+    if application.is_none() && settings.app_uri.is_none() {
         eprintln!("usage: ferrocorn [OPTIONS] [APP_MODULE]");
         eprintln!("ferrocorn: error: No application module specified.");
         return exit_code::USAGE_ERROR;
+    }
+    let load = || match &application {
+        Some(obj) => embed::wsgi(py, obj),
+        None => load_app(py, settings.app_uri.as_deref().unwrap_or_default()),
     };
     if settings.bool("check_config") {
-        return match load_app(py, &uri) {
+        return match load() {
             Ok(_) => exit_code::OK,
             Err(LoadError::NotFound(message)) => {
                 eprintln!("Error: {message}");
@@ -137,7 +166,7 @@ pub fn main(py: Python<'_>, argv: Vec<String>) -> i32 {
         }
     }
     let preloaded = if settings.bool("preload_app") {
-        match load_app(py, &uri) {
+        match load() {
             Ok(app) => Some(app),
             Err(LoadError::NotFound(message)) => {
                 log::error(format_args!("{message}"));
@@ -151,7 +180,7 @@ pub fn main(py: Python<'_>, argv: Vec<String>) -> i32 {
     } else {
         None
     };
-    match run(py, settings, start, preloaded) {
+    match run(py, settings, start, preloaded, application) {
         Exit::Worker(code) | Exit::Master(code) => code,
     }
 }
@@ -233,8 +262,23 @@ fn run(
     settings: Settings,
     start: StartContext,
     preloaded: Option<Py<PyAny>>,
+    application: Option<Py<PyAny>>,
 ) -> Exit {
     let pid = std::process::id() as libc::pid_t;
+    let num_workers = settings.uint("workers").max(1) as usize;
+    let hooks = match hooks::Master::new(py, &settings, application.as_ref(), num_workers) {
+        Ok(hooks) => hooks,
+        Err(err) => {
+            log_exception(py, "Cannot set up the server hooks", &err);
+            return Exit::Master(exit_code::CONFIG_ERROR);
+        }
+    };
+    // Gunicorn's order: the worker count is set (nworkers_changed with old value None), then
+    // on_starting before the listeners are bound; a raising on_starting stops the master.
+    hooks.num_workers_changed(num_workers, None);
+    if !hooks.fatal("on_starting") {
+        return Exit::Master(exit_code::CONFIG_ERROR);
+    }
     log::info(format_args!("Starting ferrocorn {}", crate::VERSION));
     let parent_master = std::env::var("GUNICORN_PID")
         .ok()
@@ -291,7 +335,7 @@ fn run(
         return Exit::Master(exit_code::CONFIG_ERROR);
     }
     let mut arbiter = Arbiter {
-        num_workers: settings.uint("workers").max(1) as usize,
+        num_workers,
         settings,
         start,
         listeners: bound,
@@ -308,9 +352,15 @@ fn run(
         parent_master,
         reexec_pid: 0,
         systemd: systemd_mode,
+        application,
+        hooks,
     };
     arbiter.set_title();
-    let exit = arbiter.run_loop(py);
+    let exit = if arbiter.hooks.fatal("when_ready") {
+        arbiter.run_loop(py)
+    } else {
+        Exit::Master(exit_code::CONFIG_ERROR)
+    };
     if let Exit::Master(_) = exit {
         if arbiter.unlinks_sockets() {
             for listener in &arbiter.listeners {
@@ -418,6 +468,8 @@ impl Arbiter {
             libc::SIGTTIN => {
                 log::info(format_args!("Handling signal: ttin"));
                 self.num_workers += 1;
+                self.hooks
+                    .num_workers_changed(self.num_workers, Some(self.num_workers - 1));
                 systemd::notify(&format!("STATUS={} workers", self.num_workers));
                 self.manage_workers(py).err()
             }
@@ -425,6 +477,8 @@ impl Arbiter {
                 log::info(format_args!("Handling signal: ttou"));
                 if self.num_workers > 1 {
                     self.num_workers -= 1;
+                    self.hooks
+                        .num_workers_changed(self.num_workers, Some(self.num_workers + 1));
                 }
                 systemd::notify(&format!("STATUS={} workers", self.num_workers));
                 self.manage_workers(py).err()
@@ -470,7 +524,11 @@ impl Arbiter {
         if let Some(dir) = &self.start.cwd {
             let _ = std::env::set_current_dir(dir);
         }
-        match config::load(py, &self.start.argv) {
+        let reloaded = match &self.application {
+            Some(app) => embed::reload_settings(py, app).map(Loaded::Run),
+            None => config::load(py, &self.start.argv),
+        };
+        match reloaded {
             Ok(Loaded::Run(new)) => self.apply_settings(py, new),
             Ok(Loaded::Exit(_)) => {}
             Err(err) => log::error(format_args!(
@@ -486,6 +544,7 @@ impl Arbiter {
         }
         self.set_title();
         let old: Vec<libc::pid_t> = self.workers.keys().copied().collect();
+        self.hooks.notify("on_reload");
         for _ in 0..self.num_workers {
             self.spawn_worker(py)?;
         }
@@ -517,7 +576,7 @@ impl Arbiter {
 
     /// Takes the re-read settings: logging, worker count, pidfile and, when `bind` changed,
     /// new listeners.
-    fn apply_settings(&mut self, _py: Python<'_>, new: Settings) {
+    fn apply_settings(&mut self, py: Python<'_>, new: Settings) {
         if let Err(message) = setup_logging(&new) {
             log::error(format_args!("{message}"));
         }
@@ -557,7 +616,18 @@ impl Arbiter {
                 }
             }
         }
-        self.num_workers = new.uint("workers").max(1) as usize;
+        let num_workers = new.uint("workers").max(1) as usize;
+        if let Err(err) =
+            self.hooks
+                .configure(py, &new, self.application.as_ref(), self.num_workers)
+        {
+            log_exception(py, "Cannot set up the server hooks", &err);
+        }
+        if num_workers != self.num_workers {
+            self.hooks
+                .num_workers_changed(num_workers, Some(self.num_workers));
+        }
+        self.num_workers = num_workers;
         self.settings = new;
     }
 
@@ -583,6 +653,7 @@ impl Arbiter {
             self.start.cwd.as_deref(),
             &fds,
             self.systemd,
+            || self.hooks.notify("pre_exec"),
         ) {
             Ok(pid) => self.reexec_pid = pid,
             Err(message) => log::error(format_args!("USR2 re-exec failed: {message}")),
@@ -630,6 +701,7 @@ impl Arbiter {
                     ));
                 }
             }
+            self.hooks.child_exit(pid);
         }
     }
 
@@ -684,7 +756,14 @@ impl Arbiter {
         self.worker_age += 1;
         let slot = self.free_slot();
         self.heartbeat.slot(slot).beat();
+        let hook_worker = self.hooks.pre_fork(self.worker_age);
+        let mask = signals::block_all();
         let pid = daemon::py_fork();
+        if pid == 0 {
+            signals::close_in_child();
+            crate::worker::signals::install_handlers();
+        }
+        signals::restore_mask(&mask);
         if pid < 0 {
             log::error(format_args!(
                 "fork failed: {}",
@@ -693,7 +772,6 @@ impl Arbiter {
             return Ok(());
         }
         if pid == 0 {
-            signals::close_in_child();
             proctitle::set(&format!("worker [{}]", self.proc_name()));
             if self.settings.is_set("user")
                 || self.settings.is_set("group")
@@ -707,15 +785,24 @@ impl Arbiter {
                     return Err(Exit::Worker(exit_code::WORKER_BOOT_ERROR));
                 }
             }
-            let ctx = crate::worker::WorkerContext {
-                settings: &self.settings,
-                listeners: &self.listeners,
-                heartbeat: self.heartbeat.slot(slot),
-                age: self.worker_age,
-                app: self.preloaded.as_ref().map(|app| app.clone_ref(py)),
+            // post_fork raising fails the worker's boot, as in Gunicorn; worker_exit runs anyway.
+            let code = if self.hooks.post_fork(py, hook_worker.as_ref()) {
+                let ctx = crate::worker::WorkerContext {
+                    settings: &self.settings,
+                    listeners: &self.listeners,
+                    heartbeat: self.heartbeat.slot(slot),
+                    age: self.worker_age,
+                    app: self.preloaded.as_ref().map(|app| app.clone_ref(py)),
+                    application: self.application.as_ref().map(|app| app.clone_ref(py)),
+                };
+                crate::worker::run(py, ctx)
+            } else {
+                exit_code::WORKER_BOOT_ERROR
             };
-            return Err(Exit::Worker(crate::worker::run(py, ctx)));
+            hooks::worker_exit(py);
+            return Err(Exit::Worker(code));
         }
+        self.hooks.forked(pid, hook_worker.as_ref());
         self.workers.insert(
             pid,
             WorkerProc {
@@ -755,16 +842,20 @@ impl Arbiter {
             if pid < 0 {
                 break;
             }
-            self.workers.remove(&pid);
+            if self.workers.remove(&pid).is_some() {
+                self.hooks.child_exit(pid);
+            }
         }
         log::info(format_args!("Shutting down: {}", self.master_name));
-        match reason {
+        let exit = match reason {
             Some((reason, code)) => {
                 log::info(format_args!("Reason: {reason}"));
                 Exit::Master(code)
             }
             None => Exit::Master(exit_code::OK),
-        }
+        };
+        self.hooks.notify("on_exit");
+        exit
     }
 
     fn reap_quietly(&mut self) {
@@ -775,7 +866,9 @@ impl Arbiter {
             if pid <= 0 {
                 return;
             }
-            self.workers.remove(&pid);
+            if self.workers.remove(&pid).is_some() {
+                self.hooks.child_exit(pid);
+            }
         }
     }
 

@@ -59,6 +59,7 @@ pub fn spawn(
     cwd: Option<&Path>,
     fds: &[RawFd],
     systemd: bool,
+    pre_exec: impl FnOnce(),
 ) -> Result<libc::pid_t, String> {
     let (exe, args) = command(py).map_err(|e| e.to_string())?;
     let master_pid = std::process::id();
@@ -105,6 +106,9 @@ pub fn spawn(
     if pid > 0 {
         return Ok(pid);
     }
+    // The `pre_exec` hook runs in the child, as in Gunicorn; the child is single-threaded and
+    // went through CPython's after-fork protocol, so Python may run here.
+    pre_exec();
     // The child: only async-signal-safe work from here, apart from the two strings below,
     // which a single-threaded child may allocate.
     if systemd {

@@ -81,6 +81,24 @@ pub fn wait(timeout: Duration) -> Vec<libc::c_int> {
     out
 }
 
+/// Blocks every signal; returns the previous mask for [`restore_mask`]. Held across fork so
+/// the child can replace the master's handlers before any signal reaches it.
+pub fn block_all() -> libc::sigset_t {
+    // SAFETY: sigfillset/pthread_sigmask on local, initialised sets.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        old
+    }
+}
+
+pub fn restore_mask(old: &libc::sigset_t) {
+    // SAFETY: restoring a mask obtained from pthread_sigmask.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, old, std::ptr::null_mut()) };
+}
+
 /// A forked worker does not use the master's pipe.
 pub fn close_in_child() {
     for fd in [

@@ -123,6 +123,31 @@ pub fn load(py: Python<'_>, argv: &[String]) -> Result<Loaded, ConfigError> {
     Ok(Loaded::Run(settings))
 }
 
+/// Settings for an embedded application (`BaseApplication.run()`): the defaults, then
+/// `values` (setting name, value as Python assigned it) validated like a config file's, with no
+/// command line, config file or environment arguments. `chdir` is applied as in [`load`].
+pub fn from_values(
+    py: Python<'_>,
+    values: Vec<(String, Py<PyAny>)>,
+) -> Result<Settings, ConfigError> {
+    let env = |name: &str| std::env::var(name).ok();
+    let mut b = Builder::with_defaults(&env)?;
+    for (name, obj) in values {
+        let i = table::index_of(&name)
+            .ok_or_else(|| ConfigError::new(format!("no configuration setting for: {name}")))?;
+        b.set(i, Raw::from_py(obj.bind(py)))?;
+    }
+    let settings = b.finish_with(false)?;
+    if let Some(dir) = settings.str("chdir") {
+        if settings.is_set("chdir") {
+            validate::helpers(py)
+                .and_then(|h| h.getattr("enter_dir")?.call1((dir,)).map(drop))
+                .map_err(|e| ConfigError::new(format!("can't chdir to {dir:?}: {e}")))?;
+        }
+    }
+    Ok(settings)
+}
+
 /// Parses a command line; `None` when it was `-h` or `-v` and the answer has been printed.
 fn parse_or_answer(args: &[String]) -> Result<Option<Source>, ConfigError> {
     match cli::parse(args)? {
@@ -289,6 +314,11 @@ impl Builder {
     }
 
     fn finish(self) -> Result<Settings, ConfigError> {
+        self.finish_with(true)
+    }
+
+    /// The merged settings; `need_app`: an APP_MODULE (or `wsgi_app`) is required.
+    fn finish_with(self, need_app: bool) -> Result<Settings, ConfigError> {
         let mut settings = Settings {
             values: self.values,
             explicit: self.explicit,
@@ -298,7 +328,7 @@ impl Builder {
         if settings.app_uri.is_none() {
             settings.app_uri = settings.str("wsgi_app").map(str::to_owned);
         }
-        if settings.app_uri.is_none() {
+        if need_app && settings.app_uri.is_none() {
             return Err(ConfigError::new("No application module specified."));
         }
         settings.worker_base =
@@ -492,6 +522,14 @@ impl Settings {
             .or_else(|| self.str("default_proc_name"))
             .unwrap_or(crate::SERVER_NAME)
     }
+    /// Every setting as a Python dict, name -> value (`cfg` in hooks).
+    pub fn to_py_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
+        let dict = pyo3::types::PyDict::new(py);
+        for (s, v) in SETTINGS.iter().zip(&self.values) {
+            dict.set_item(s.name, v.to_py(py)?)?;
+        }
+        Ok(dict)
+    }
     /// The request-head limits, clamped as Gunicorn clamps them.
     pub fn request_limits(&self) -> RequestLimits {
         let get = |n| usize::try_from(self.uint(n)).unwrap_or(usize::MAX);
@@ -521,9 +559,50 @@ fn settings_markdown() -> String {
     table::render_markdown()
 }
 
+/// Validates `value` for setting `name` as a config file's value would be, and returns the
+/// value as stored. Raises `AttributeError` for an unknown name and `ValueError` naming the
+/// setting and the value otherwise (`BaseApplication.cfg.set`).
+#[pyfunction]
+fn validate_setting<'py>(
+    py: Python<'py>,
+    name: &str,
+    value: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let setting = table::index_of(name).map(|i| &SETTINGS[i]).ok_or_else(|| {
+        pyo3::exceptions::PyAttributeError::new_err(format!("No configuration setting for: {name}"))
+    })?;
+    let raw = Raw::from_py(value);
+    let shown = raw.repr();
+    let stored = validate(setting, raw).map_err(|why| {
+        pyo3::exceptions::PyValueError::new_err(format!(
+            "invalid value for {name}: {shown} ({why})"
+        ))
+    })?;
+    stored.to_py(py)
+}
+
+/// `(name, section, default, doc)` of one setting.
+type SettingRow = (&'static str, &'static str, Py<PyAny>, &'static str);
+
+/// `(name, section, default, doc)` for every setting, in table order, with the defaults the
+/// current environment gives (`BaseApplication.cfg.settings`).
+#[pyfunction]
+fn setting_table(py: Python<'_>) -> PyResult<Vec<SettingRow>> {
+    let env = |name: &str| std::env::var(name).ok();
+    let defaults = Builder::with_defaults(&env)
+        .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.message))?;
+    SETTINGS
+        .iter()
+        .zip(&defaults.values)
+        .map(|(s, v)| Ok((s.name, s.section, v.to_py(py)?.unbind(), s.doc)))
+        .collect()
+}
+
 /// Adds the settings functions to the `_ferrocorn` module.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(settings_markdown, m)?)?;
+    m.add_function(wrap_pyfunction!(validate_setting, m)?)?;
+    m.add_function(wrap_pyfunction!(setting_table, m)?)?;
     Ok(())
 }
 

@@ -673,64 +673,72 @@ pub static SETTINGS: &[Setting] = &[
         .meta("STRING")
         .doc("Load a PasteDeploy application from `FILE#SECTION`. Default none."),
     // Server Hooks
-    set("on_starting", HOOKS, V::Callable(1), D::Hook).doc(
+    set("on_starting", HOOKS, V::Callable(1), D::Hook).on().doc(
         "Hook `on_starting(server)`, called in the master before it starts. Default: \
               does nothing.",
     ),
-    set("on_reload", HOOKS, V::Callable(1), D::Hook).doc(
+    set("on_reload", HOOKS, V::Callable(1), D::Hook).on().doc(
         "Hook `on_reload(server)`, called in the master when it reloads on SIGHUP. \
               Default: does nothing.",
     ),
-    set("when_ready", HOOKS, V::Callable(1), D::Hook).doc(
+    set("when_ready", HOOKS, V::Callable(1), D::Hook).on().doc(
         "Hook `when_ready(server)`, called once the listeners are bound. Default: does \
               nothing.",
     ),
-    set("pre_fork", HOOKS, V::Callable(2), D::Hook).doc(
+    set("pre_fork", HOOKS, V::Callable(2), D::Hook).on().doc(
         "Hook `pre_fork(server, worker)`, called in the master before a worker is forked. \
               Default: does nothing.",
     ),
-    set("post_fork", HOOKS, V::Callable(2), D::Hook).doc(
+    set("post_fork", HOOKS, V::Callable(2), D::Hook).on().doc(
         "Hook `post_fork(server, worker)`, called in a new worker right after fork. \
               Default: does nothing.",
     ),
-    set("post_worker_init", HOOKS, V::Callable(1), D::Hook).doc(
-        "Hook `post_worker_init(worker)`, called in a worker once the application is \
+    set("post_worker_init", HOOKS, V::Callable(1), D::Hook)
+        .on()
+        .doc(
+            "Hook `post_worker_init(worker)`, called in a worker once the application is \
               loaded. Default: does nothing.",
-    ),
-    set("worker_int", HOOKS, V::Callable(1), D::Hook).doc(
+        ),
+    set("worker_int", HOOKS, V::Callable(1), D::Hook).on().doc(
         "Hook `worker_int(worker)`, called in a worker on SIGINT or SIGQUIT. Default: \
               does nothing.",
     ),
-    set("worker_abort", HOOKS, V::Callable(1), D::Hook).doc(
-        "Hook `worker_abort(worker)`, called in a worker killed with SIGABRT after a \
+    set("worker_abort", HOOKS, V::Callable(1), D::Hook)
+        .on()
+        .doc(
+            "Hook `worker_abort(worker)`, called in a worker killed with SIGABRT after a \
               timeout. Default: does nothing.",
-    ),
+        ),
     set("pre_exec", HOOKS, V::Callable(1), D::Hook).doc(
         "Hook `pre_exec(server)`, called before a new master is executed on SIGUSR2. \
               Default: does nothing.",
     ),
-    set("pre_request", HOOKS, V::Callable(2), D::Hook).doc(
+    set("pre_request", HOOKS, V::Callable(2), D::Hook).on().doc(
         "Hook `pre_request(worker, req)`, called before the application handles a \
               request. Default: does nothing.",
     ),
-    set("post_request", HOOKS, V::PostRequest, D::Hook).doc(
-        "Hook `post_request(worker, req, environ, resp)`, called after a request; \
+    set("post_request", HOOKS, V::PostRequest, D::Hook)
+        .on()
+        .doc(
+            "Hook `post_request(worker, req, environ, resp)`, called after a request; \
               functions taking only the first two or three arguments are accepted. Default: \
               does nothing.",
-    ),
-    set("child_exit", HOOKS, V::Callable(2), D::Hook).doc(
+        ),
+    set("child_exit", HOOKS, V::Callable(2), D::Hook).on().doc(
         "Hook `child_exit(server, worker)`, called in the master after a worker exits. \
               Default: does nothing.",
     ),
-    set("worker_exit", HOOKS, V::Callable(2), D::Hook).doc(
+    set("worker_exit", HOOKS, V::Callable(2), D::Hook).on().doc(
         "Hook `worker_exit(server, worker)`, called in a worker as it exits. Default: \
               does nothing.",
     ),
-    set("nworkers_changed", HOOKS, V::Callable(3), D::Hook).doc(
-        "Hook `nworkers_changed(server, new_value, old_value)`, called when the worker \
+    set("nworkers_changed", HOOKS, V::Callable(3), D::Hook)
+        .on()
+        .doc(
+            "Hook `nworkers_changed(server, new_value, old_value)`, called when the worker \
               count changes. Default: does nothing.",
-    ),
-    set("on_exit", HOOKS, V::Callable(1), D::Hook).doc(
+        ),
+    set("on_exit", HOOKS, V::Callable(1), D::Hook).on().doc(
         "Hook `on_exit(server)`, called just before the master exits. Default: does \
               nothing.",
     ),

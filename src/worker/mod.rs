@@ -25,6 +25,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::{watch, Notify};
 
 use crate::arbiter::heartbeat::HeartbeatSlot;
+use crate::arbiter::hooks;
 use crate::arbiter::listeners::Listener;
 use crate::config::Settings;
 use crate::config::Value;
@@ -47,6 +48,9 @@ pub struct WorkerContext<'a> {
     pub age: u64,
     /// The application loaded by the master (`--preload`), else `None`.
     pub app: Option<Py<PyAny>>,
+    /// The embedding application object (`BaseApplication`), whose `wsgi()` gives the
+    /// application; `None` when APP_MODULE names it.
+    pub application: Option<Py<PyAny>>,
 }
 
 /// Timing and capacity settings of the event loop.
@@ -110,8 +114,11 @@ impl Worker {
                 signals::IN_APP_CALL.store(true, Ordering::SeqCst);
                 let outcome = Python::attach(|py| call::handle(py, &self.app, request));
                 signals::IN_APP_CALL.store(false, Ordering::SeqCst);
-                if signals::FAST.load(Ordering::SeqCst) {
-                    std::process::exit(0);
+                if signals::FAST.load(Ordering::SeqCst)
+                    || signals::PY_PENDING.load(Ordering::SeqCst)
+                {
+                    hooks::run_pending_signal_handlers();
+                    hooks::exit_now(0);
                 }
                 Some(outcome)
             }
@@ -155,15 +162,22 @@ pub fn run(py: Python<'_>, ctx: WorkerContext<'_>) -> i32 {
             return exit_code::WORKER_BOOT_ERROR;
         }
     };
+    if let Err(err) = hooks::install_stop_handlers(py) {
+        log_exception(py, "Exception in worker process", &err);
+        return exit_code::WORKER_BOOT_ERROR;
+    }
     let settings = ctx.settings;
     let app = match ctx.app {
         Some(app) => app,
-        None => match load(py, settings) {
+        None => match load(py, settings, ctx.application.as_ref()) {
             Ok(app) => app,
             Err(code) => return code,
         },
     };
     reload::start(settings);
+    if !hooks::post_worker_init(py, &app) {
+        return exit_code::WORKER_BOOT_ERROR;
+    }
     let worker = match build_worker(py, settings, ctx.listeners, app, ctx.heartbeat) {
         Ok(worker) => worker,
         Err(message) => {
@@ -196,9 +210,16 @@ pub fn run(py: Python<'_>, ctx: WorkerContext<'_>) -> i32 {
     exit_code::OK
 }
 
-fn load(py: Python<'_>, settings: &Settings) -> Result<Py<PyAny>, i32> {
-    let uri = settings.app_uri.clone().unwrap_or_default();
-    match load_app(py, &uri) {
+fn load(
+    py: Python<'_>,
+    settings: &Settings,
+    application: Option<&Py<PyAny>>,
+) -> Result<Py<PyAny>, i32> {
+    let loaded = match application {
+        Some(obj) => crate::arbiter::embed::wsgi(py, obj),
+        None => load_app(py, settings.app_uri.as_deref().unwrap_or_default()),
+    };
+    match loaded {
         Ok(app) => Ok(app),
         Err(LoadError::NotFound(message)) => {
             log::error(format_args!("{message}"));
@@ -337,9 +358,9 @@ async fn serve(worker: Rc<Worker>, listeners: Vec<RawFd>, wake_fd: RawFd) -> io:
                 let mut guard = guard?;
                 signals::drain(wake_fd);
                 guard.clear_ready();
+                hooks::run_pending_signal_handlers();
                 if signals::FAST.load(Ordering::SeqCst) {
-                    log::info(format_args!("Worker exiting (pid: {})", std::process::id()));
-                    std::process::exit(0);
+                    hooks::exit_now(0);
                 }
                 if signals::REOPEN.swap(false, Ordering::SeqCst) {
                     for reopened in [log::reopen(), log::access::reopen()] {

@@ -3,7 +3,7 @@
 //! signal and wake the event loop through a pipe.
 
 use std::os::unix::io::RawFd;
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 
 /// A graceful stop began (TERM, max-requests, parent gone): responses from now on announce
 /// `Connection: close`.
@@ -14,19 +14,73 @@ pub static REOPEN: AtomicBool = AtomicBool::new(false);
 /// cannot wait for the event loop.
 pub static IN_APP_CALL: AtomicBool = AtomicBool::new(false);
 static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
+/// A signal was passed on to Python (see [`hand_to_python`]); its handler is waiting to run.
+pub static PY_PENDING: AtomicBool = AtomicBool::new(false);
+/// Python's own C handlers for SIGINT, SIGQUIT and SIGABRT, when hooks need them (else 0).
+static PY_INT: AtomicUsize = AtomicUsize::new(0);
+static PY_QUIT: AtomicUsize = AtomicUsize::new(0);
+static PY_ABRT: AtomicUsize = AtomicUsize::new(0);
+
+fn py_slot(sig: libc::c_int) -> Option<&'static AtomicUsize> {
+    match sig {
+        libc::SIGINT => Some(&PY_INT),
+        libc::SIGQUIT => Some(&PY_QUIT),
+        libc::SIGABRT => Some(&PY_ABRT),
+        _ => None,
+    }
+}
+
+/// Passes `sig` to Python's C handler, if one was recorded; true if it was.
+fn chain_to_python(sig: libc::c_int) -> bool {
+    let handler = py_slot(sig).map_or(0, |slot| slot.load(Ordering::SeqCst));
+    if handler == 0 {
+        return false;
+    }
+    // SAFETY: `handler` is the sa_handler Python's signal module installed for `sig` (recorded
+    // by hand_to_python); it is async-signal-safe: it only flags the signal for the main thread.
+    let f: extern "C" fn(libc::c_int) = unsafe { std::mem::transmute(handler) };
+    f(sig);
+    PY_PENDING.store(true, Ordering::SeqCst);
+    true
+}
+
+/// After Python registered a handler for `sig` (INT, QUIT or ABRT) with `signal.signal`:
+/// records Python's C handler and puts ours back in front of it. Ours then chains to Python's
+/// instead of exiting, so the Python handler (which runs the worker_int / worker_abort hooks)
+/// runs at the main thread's next signal check.
+pub fn hand_to_python(sig: libc::c_int) {
+    let Some(slot) = py_slot(sig) else { return };
+    // SAFETY: reading the current disposition into a zeroed sigaction.
+    let current = unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(sig, std::ptr::null(), &mut old);
+        old
+    };
+    let handler = current.sa_sigaction;
+    if current.sa_flags & libc::SA_SIGINFO != 0
+        || handler == libc::SIG_DFL
+        || handler == libc::SIG_IGN
+        || handler == on_signal as *const () as usize
+    {
+        return;
+    }
+    slot.store(handler, Ordering::SeqCst);
+    set_handler(sig, on_signal as *const () as usize);
+}
 
 extern "C" fn on_signal(sig: libc::c_int) {
     match sig {
         libc::SIGTERM => GRACEFUL.store(true, Ordering::SeqCst),
         libc::SIGINT | libc::SIGQUIT => {
             FAST.store(true, Ordering::SeqCst);
-            if IN_APP_CALL.load(Ordering::SeqCst) {
+            if !chain_to_python(sig) && IN_APP_CALL.load(Ordering::SeqCst) {
                 // SAFETY: _exit is async-signal-safe.
                 unsafe { libc::_exit(0) };
             }
         }
         libc::SIGUSR1 => REOPEN.store(true, Ordering::SeqCst),
-        libc::SIGABRT => {
+        // With a worker_abort/worker_exit hook, Python runs it and exits with status 1.
+        libc::SIGABRT if !chain_to_python(sig) => {
             // SAFETY: _exit is async-signal-safe; exit status 1 like Gunicorn's aborted worker.
             unsafe { libc::_exit(1) };
         }
@@ -44,7 +98,8 @@ pub fn stopping() -> bool {
     GRACEFUL.load(Ordering::Relaxed)
 }
 
-/// Installs the worker's handlers and returns the read end of the wake-up pipe.
+/// Creates the wake-up pipe and returns its read end. A signal that arrived since fork (only
+/// recorded, see [`install_handlers`]) leaves a wake-up in it.
 pub fn install() -> std::io::Result<RawFd> {
     let mut fds = [0 as RawFd; 2];
     // SAFETY: pipe2 fills the two descriptors.
@@ -52,7 +107,18 @@ pub fn install() -> std::io::Result<RawFd> {
         return Err(std::io::Error::last_os_error());
     }
     WAKE_FD.store(fds[1], Ordering::SeqCst);
-    // The master's handlers are inherited through fork: a worker starts from the defaults.
+    install_handlers();
+    if GRACEFUL.load(Ordering::SeqCst) || FAST.load(Ordering::SeqCst) {
+        // SAFETY: writing one byte to our own non-blocking pipe.
+        unsafe { libc::write(fds[1], [1u8].as_ptr().cast(), 1) };
+    }
+    Ok(fds[0])
+}
+
+/// Replaces the master's inherited handlers with the worker's. Called in the child right after
+/// fork, while signals are still blocked, so that a TERM sent to a worker that is still
+/// booting is recorded rather than lost.
+pub fn install_handlers() {
     for sig in [
         libc::SIGHUP,
         libc::SIGCHLD,
@@ -73,7 +139,6 @@ pub fn install() -> std::io::Result<RawFd> {
     ] {
         set_handler(sig, on_signal as *const () as usize);
     }
-    Ok(fds[0])
 }
 
 fn set_handler(sig: libc::c_int, handler: libc::sighandler_t) {

@@ -9,11 +9,13 @@ use std::time::Duration;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 
+use super::environ::Peer;
 use super::environ::{ConnInfo, EnvironBuilder};
 use super::file_wrapper::FileWrapper;
 use super::input::{BodyState, InputStream};
 use super::output::OutQueue;
 use super::response::{RequestFacts, ResponseState, StartResponse};
+use crate::arbiter::hooks::{self, Capture, RequestHooks, RequestView};
 use crate::http::{HttpError, RequestHead};
 use crate::log;
 use crate::log::access::AccessFormat;
@@ -97,6 +99,43 @@ struct Served {
 }
 
 pub fn handle(py: Python<'_>, ctx: &AppContext, req: Request) -> Outcome {
+    match hooks::request_hooks(py) {
+        None => cycle(py, ctx, req, None),
+        Some(hooks) => with_hooks(py, ctx, req, hooks),
+    }
+}
+
+/// The request cycle between `pre_request(worker, req)` and
+/// `post_request(worker, req, environ, resp)`, as Gunicorn's workers run it.
+fn with_hooks(py: Python<'_>, ctx: &AppContext, req: Request, hooks: &RequestHooks) -> Outcome {
+    let view = RequestView {
+        method: &req.head.method,
+        target: &req.head.target,
+        path: &req.head.path,
+        query: &req.head.query,
+        version_minor: req.head.version_minor,
+        headers: &req.head.headers,
+        peer: match req.conn.peer {
+            Peer::Tcp(addr) => Some(addr),
+            Peer::Unix => None,
+        },
+    };
+    let mut capture = Capture::default();
+    match hooks.pre_request(py, &view) {
+        Ok(hook_req) => {
+            let outcome = cycle(py, ctx, req, Some(&mut capture));
+            hooks.post_request(py, &hook_req, &capture, outcome.status);
+            outcome
+        }
+        Err(hook_req) => {
+            let err = HttpError::internal(String::new());
+            hooks.post_request(py, &hook_req, &capture, err.status);
+            Outcome::refuse(&err, Some(req.body))
+        }
+    }
+}
+
+fn cycle(py: Python<'_>, ctx: &AppContext, req: Request, capture: Option<&mut Capture>) -> Outcome {
     let Request {
         head,
         body,
@@ -105,7 +144,17 @@ pub fn handle(py: Python<'_>, ctx: &AppContext, req: Request) -> Outcome {
         closing,
     } = req;
     let mut served = Served::default();
-    let mut outcome = run_cycle(py, ctx, &head, body, &conn, fd, closing, &mut served);
+    let mut outcome = run_cycle(
+        py,
+        ctx,
+        &head,
+        body,
+        &conn,
+        fd,
+        closing,
+        &mut served,
+        capture,
+    );
     if ctx.access.is_some() {
         let remote_addr = match (&conn.proxy, conn.peer.ip()) {
             (Some(proxy), _) if proxy.client.is_some() => proxy
@@ -137,6 +186,7 @@ fn run_cycle(
     fd: RawFd,
     closing: bool,
     served: &mut Served,
+    capture: Option<&mut Capture>,
 ) -> Outcome {
     let facts = RequestFacts {
         version_minor: head.version_minor,
@@ -184,6 +234,10 @@ fn run_cycle(
             return Outcome::refuse(&HttpError::internal(String::new()), take_body(&input));
         }
     };
+    if let Some(capture) = capture {
+        capture.environ = Some(environ.clone().into_any().unbind());
+        capture.responder = Some(responder.clone().unbind());
+    }
 
     let result = ctx.app.bind(py).call1((environ, &responder));
     let failure = match result {

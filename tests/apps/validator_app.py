@@ -57,7 +57,7 @@ def raw_app(environ, start_response):
         write(b"written, ")
         return [b"then returned"]
     if path == "/file":
-        f = open(SOURCE, "rb")  # noqa: SIM115 - the file wrapper closes it
+        f = open(SOURCE, "rb")
         start_response("200 OK", _headers(content_type="text/x-python"))
         return environ["wsgi.file_wrapper"](f, 1024)
     if path == "/empty":

@@ -232,7 +232,7 @@ def responses(environ, start_response):
         return [b"body-that-must-not-be-sent"]
 
     if path == "/filewrap":
-        f = open(q["path"], "rb")  # noqa: SIM115 - the file wrapper closes it
+        f = open(q["path"], "rb")
         if "offset" in q:
             f.seek(int(q["offset"]))
         headers = [("Content-Type", "application/octet-stream")]

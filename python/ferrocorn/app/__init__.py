@@ -1,0 +1,1 @@
+"""Gunicorn's `gunicorn.app` for ferrocorn: the embedding API (`ferrocorn.app.base`)."""
