@@ -12,7 +12,7 @@ import sys
 import traceback
 from typing import Any, Callable, Union
 
-from ferrocorn import _ferrocorn
+from ferrocorn import _ferrocorn, _logging
 
 # Log levels as Python's logging numbers them; crate::log uses the same values.
 DEBUG, INFO, WARNING, ERROR, CRITICAL = 10, 20, 30, 40, 50
@@ -169,7 +169,7 @@ class Server:
     def __init__(self, pid: int, cfg: Config, app: Any, num_workers: int) -> None:
         self.pid = pid
         self.cfg = cfg
-        self.log = Logger()
+        self.log = _logging.hook_logger(Logger())
         self.app = app
         self.num_workers = num_workers
         self.WORKERS: dict[int, Worker] = {}

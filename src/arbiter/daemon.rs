@@ -19,7 +19,8 @@ pub fn py_fork() -> libc::pid_t {
 
 /// Detaches like Gunicorn's `daemonize`: fork (the parent exits 0), `setsid`, fork again (the
 /// session leader exits 0), umask 022. Standard input, output and error go to /dev/null unless
-/// `keep_stdio` (then only standard input does).
+/// `keep_stdio` (`--enable-stdio-inheritance`): then standard input does, and output and error
+/// only if they are a terminal.
 pub fn daemonize(keep_stdio: bool) -> Result<(), String> {
     for round in 0..2 {
         match py_fork() {
@@ -51,9 +52,12 @@ pub fn daemonize(keep_stdio: bool) -> Result<(), String> {
             ));
         }
         libc::dup2(fd, 0);
-        if !keep_stdio {
-            libc::dup2(fd, 1);
-            libc::dup2(fd, 2);
+        for out in [1, 2] {
+            // Kept only with stdio inheritance, and then not if it is the terminal we detach
+            // from (Gunicorn's rule).
+            if !keep_stdio || libc::isatty(out) == 1 {
+                libc::dup2(fd, out);
+            }
         }
         if fd > 2 {
             libc::close(fd);

@@ -2,20 +2,34 @@
 //! before any fork. A worker's event loop stores the current monotonic time in its slot; the
 //! master kills a worker whose slot is older than `--timeout`. This replaces Gunicorn's
 //! temp-file mtime, which costs a syscall per beat and a disk write.
+//!
+//! Each slot also holds the worker's request counters ([`WorkerCounters`]), read by the
+//! master for the Prometheus endpoint. A slot is a cache line multiple, so workers never
+//! write to the same line.
 
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// The shared region: `slots` monotonic timestamps in milliseconds.
+use crate::log::metrics::WorkerCounters;
+
+/// One worker's slot.
+#[repr(C, align(64))]
+pub struct Slot {
+    /// The last beat, in [`monotonic_millis`].
+    beat: AtomicU64,
+    pub counters: WorkerCounters,
+}
+
+/// The shared region: `slots` slots.
 pub struct Heartbeat {
-    base: NonNull<AtomicU64>,
+    base: NonNull<Slot>,
     slots: usize,
 }
 
 /// One worker's view of its slot.
 #[derive(Clone, Copy)]
 pub struct HeartbeatSlot {
-    slot: NonNull<AtomicU64>,
+    slot: NonNull<Slot>,
 }
 
 // SAFETY: the slot points into a MAP_SHARED mapping that lives as long as the process and is
@@ -38,7 +52,7 @@ impl Heartbeat {
     /// Maps `slots` slots. Must run before the first fork so every worker shares the mapping.
     pub fn new(slots: usize) -> std::io::Result<Heartbeat> {
         let slots = slots.max(1);
-        let len = slots * std::mem::size_of::<AtomicU64>();
+        let len = slots * std::mem::size_of::<Slot>();
         // SAFETY: a fresh anonymous shared mapping; checked for MAP_FAILED below.
         let ptr = unsafe {
             libc::mmap(
@@ -53,8 +67,8 @@ impl Heartbeat {
         if ptr == libc::MAP_FAILED {
             return Err(std::io::Error::last_os_error());
         }
-        let base =
-            NonNull::new(ptr.cast::<AtomicU64>()).ok_or_else(std::io::Error::last_os_error)?;
+        // A fresh anonymous mapping is zero-filled: every atomic in it reads 0.
+        let base = NonNull::new(ptr.cast::<Slot>()).ok_or_else(std::io::Error::last_os_error)?;
         Ok(Heartbeat { base, slots })
     }
 
@@ -80,13 +94,22 @@ impl HeartbeatSlot {
 
     pub fn store(&self, millis: u64) {
         // SAFETY: see the Send/Sync note above.
-        unsafe { self.slot.as_ref() }.store(millis, Ordering::Relaxed);
+        unsafe { self.slot.as_ref() }
+            .beat
+            .store(millis, Ordering::Relaxed);
+    }
+
+    /// The worker's request counters.
+    pub fn counters(&self) -> &'static WorkerCounters {
+        // SAFETY: the mapping is never unmapped, so the slot lives as long as the process;
+        // it is only accessed through atomics.
+        &unsafe { self.slot.as_ref() }.counters
     }
 
     /// The time of the last beat, in [`monotonic_millis`].
     pub fn last(&self) -> u64 {
         // SAFETY: see the Send/Sync note above.
-        unsafe { self.slot.as_ref() }.load(Ordering::Relaxed)
+        unsafe { self.slot.as_ref() }.beat.load(Ordering::Relaxed)
     }
 }
 
@@ -102,5 +125,8 @@ mod tests {
         a.store(42);
         assert_eq!(b.last(), 42);
         assert_eq!(hb.slot(1).last(), 0);
+        a.counters().connections.store(3, Ordering::Relaxed);
+        assert_eq!(b.counters().connections.load(Ordering::Relaxed), 3);
+        assert_eq!(std::mem::size_of::<Slot>() % 64, 0);
     }
 }

@@ -80,7 +80,7 @@ fn logged(py: Python<'_>, name: &str, result: PyResult<()>) -> bool {
 }
 
 /// The `cfg` object: every setting, plus Gunicorn's derived properties.
-fn make_cfg<'py>(py: Python<'py>, settings: &Settings) -> PyResult<Bound<'py, PyAny>> {
+pub(crate) fn make_cfg<'py>(py: Python<'py>, settings: &Settings) -> PyResult<Bound<'py, PyAny>> {
     module(py)?.getattr("Config")?.call1((
         settings.to_py_dict(py)?,
         settings.worker_class(),
@@ -404,7 +404,10 @@ fn py_log_enabled(lvl: i64) -> bool {
 #[pyfunction]
 #[pyo3(name = "_log_reopen")]
 fn py_log_reopen() -> PyResult<()> {
-    log::reopen().map_err(pyo3::exceptions::PyOSError::new_err)
+    match log::reopen_all().into_iter().next() {
+        Some(e) => Err(pyo3::exceptions::PyOSError::new_err(e)),
+        None => Ok(()),
+    }
 }
 
 /// Adds the functions `ferrocorn._hooks` uses to the `_ferrocorn` module.

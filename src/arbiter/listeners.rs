@@ -217,6 +217,29 @@ fn bind_once(addr: &BindAddr, opts: &BindOptions) -> std::io::Result<Listener> {
 }
 
 impl Listener {
+    /// Connections waiting to be accepted (Linux `TCP_INFO`), for `--enable-backlog-metric`;
+    /// -1 for a unix socket, where the kernel does not tell (Gunicorn's convention).
+    pub fn backlog(&self) -> i64 {
+        let Listener::Tcp(l) = self else { return -1 };
+        // SAFETY: getsockopt fills at most `len` bytes of the zeroed tcp_info.
+        unsafe {
+            let mut info: libc::tcp_info = std::mem::zeroed();
+            let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+            let rc = libc::getsockopt(
+                l.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_INFO,
+                (&mut info as *mut libc::tcp_info).cast(),
+                &mut len,
+            );
+            if rc == 0 {
+                i64::from(info.tcpi_unacked)
+            } else {
+                0
+            }
+        }
+    }
+
     /// Removes the socket file of a unix listener (on a clean stop).
     pub fn cleanup(&self) {
         if let Listener::Unix(_, path) = self {

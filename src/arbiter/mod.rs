@@ -13,6 +13,7 @@ pub mod listeners;
 pub mod pidfile;
 pub mod proctitle;
 mod reexec;
+pub mod scrape;
 mod signals;
 pub mod systemd;
 
@@ -27,6 +28,7 @@ use pyo3::prelude::*;
 use crate::config::{self, Loaded, Settings};
 use crate::exit_code;
 use crate::log;
+use crate::log::metrics::{Restart, Snapshot, Totals};
 use crate::wsgi::app::{load_app, LoadError};
 use crate::wsgi::call::log_exception;
 use heartbeat::{monotonic_millis, Heartbeat};
@@ -46,6 +48,8 @@ struct WorkerProc {
     age: u64,
     /// SIGABRT already sent for a missed heartbeat; the next miss gets SIGKILL.
     aborted: bool,
+    /// The master told it to stop: its exit is not a restart.
+    retiring: bool,
 }
 
 /// What the master remembers from its start, for HUP (re-read the config) and USR2 (re-exec).
@@ -78,6 +82,12 @@ struct Arbiter {
     /// The embedding application object (`BaseApplication`), `None` for the command line.
     application: Option<Py<PyAny>>,
     hooks: hooks::Master,
+    /// The Prometheus endpoint (`--metrics-bind`).
+    metrics: Option<scrape::MetricsServer>,
+    /// Request counts of workers gone, and restarts.
+    totals: Totals,
+    /// The worker count last sent to StatsD (`gunicorn.workers`).
+    reported_workers: Option<usize>,
 }
 
 /// The `ferrocorn` command. Returns the exit status in the master and in each worker.
@@ -165,6 +175,11 @@ pub fn serve(
             return exit_code::CONFIG_ERROR;
         }
     }
+    // After daemonizing, as Gunicorn makes its logger only then.
+    if let Err(message) = setup_outputs(py, &settings) {
+        eprintln!("Error: {message}");
+        return exit_code::CONFIG_ERROR;
+    }
     let preloaded = if settings.bool("preload_app") {
         match load() {
             Ok(app) => Some(app),
@@ -200,6 +215,19 @@ fn setup_logging(settings: &Settings) -> Result<(), String> {
     if let Some(path) = settings.str("errorlog") {
         log::set_error_logfile(path)?;
     }
+    Ok(())
+}
+
+/// Where log lines and metrics go besides the error log file: captured stdout/stderr, a
+/// Python logger (logging config or custom class), syslog, StatsD. In the master, before the
+/// workers are forked (they inherit all of it); again after a HUP.
+fn setup_outputs(py: Python<'_>, settings: &Settings) -> Result<(), String> {
+    let errorlog = settings.str("errorlog").filter(|p| *p != "-");
+    log::capture_output(errorlog.filter(|_| settings.bool("capture_output")))?;
+    let cfg = hooks::make_cfg(py, settings).map_err(|e| e.to_string())?;
+    let builtin = log::python::configure(py, settings, &cfg)?;
+    log::syslog::configure(settings, !log::python::active())?;
+    log::statsd::configure(settings, builtin)?;
     Ok(())
 }
 
@@ -334,6 +362,31 @@ fn run(
         log::error(format_args!("cannot install signal handlers: {e}"));
         return Exit::Master(exit_code::CONFIG_ERROR);
     }
+    let metrics = match settings
+        .str("metrics_bind")
+        .map(scrape::MetricsServer::bind)
+    {
+        None => None,
+        Some(Ok(server)) => {
+            log::info(format_args!("Serving metrics at: {}", server.display()));
+            Some(server)
+        }
+        // A master started by USR2 shares the address with the old one until that one
+        // exits; it binds the endpoint once promoted.
+        Some(Err(message)) if parent_master != 0 => {
+            log::warning(format_args!(
+                "{message}; retrying once the old master exits"
+            ));
+            None
+        }
+        Some(Err(message)) => {
+            log::error(format_args!("{message}"));
+            if let Some(pf) = &pidfile {
+                pf.unlink();
+            }
+            return Exit::Master(exit_code::CONFIG_ERROR);
+        }
+    };
     let mut arbiter = Arbiter {
         num_workers,
         settings,
@@ -354,6 +407,9 @@ fn run(
         systemd: systemd_mode,
         application,
         hooks,
+        metrics,
+        totals: Totals::default(),
+        reported_workers: None,
     };
     arbiter.set_title();
     let exit = if arbiter.hooks.fatal("when_ready") {
@@ -370,6 +426,9 @@ fn run(
         if let Some(pf) = &arbiter.pidfile {
             pf.unlink();
         }
+        if let Some(m) = &arbiter.metrics {
+            m.cleanup();
+        }
     }
     exit
 }
@@ -385,7 +444,7 @@ impl Arbiter {
             std::process::id()
         ));
         loop {
-            let pending = signals::wait(Duration::from_secs(1));
+            let pending = self.wait();
             for sig in pending {
                 if let Some(exit) = self.handle_signal(py, sig) {
                     return exit;
@@ -400,6 +459,44 @@ impl Arbiter {
                 return exit;
             }
         }
+    }
+
+    /// Sleeps until a signal arrives, a scrape connection is ready, or a second passes (the
+    /// loop's tick); serves the scrape connections that are ready. Returns the signals.
+    fn wait(&mut self) -> Vec<libc::c_int> {
+        let mut timeout = Duration::from_secs(1);
+        let Some(metrics) = &self.metrics else {
+            return signals::wait(timeout);
+        };
+        let mut fds = metrics.pollfds();
+        if let Some(deadline) = metrics.next_deadline() {
+            timeout = timeout.min(deadline.saturating_duration_since(Instant::now()));
+        }
+        let pending = signals::wait_with(timeout, &mut fds);
+        let ready: Vec<scrape::Ready> = fds
+            .iter()
+            .map(|f| scrape::Ready {
+                fd: f.fd,
+                revents: f.revents,
+            })
+            .collect();
+        let mut metrics = self.metrics.take();
+        if let Some(m) = metrics.as_mut() {
+            let render = || self.snapshot().render();
+            m.service(&ready, &render);
+        }
+        self.metrics = metrics;
+        pending
+    }
+
+    /// The counters of every worker, dead or alive.
+    fn snapshot(&self) -> Snapshot {
+        Snapshot::collect(
+            &self.totals,
+            self.workers
+                .values()
+                .map(|w| self.heartbeat.slot(w.slot).counters()),
+        )
     }
 
     /// `master [NAME]`, NAME being `proc_name` (with `.2` for a master started by USR2).
@@ -433,6 +530,9 @@ impl Arbiter {
             return;
         }
         log::info(format_args!("Master has been promoted."));
+        if self.metrics.is_none() {
+            self.rebind_metrics(None);
+        }
         self.master_name = "Master".into();
         self.parent_master = 0;
         systemd::unset("GUNICORN_PID");
@@ -490,10 +590,8 @@ impl Arbiter {
             }
             libc::SIGUSR1 => {
                 log::info(format_args!("Handling signal: usr1"));
-                for reopened in [log::reopen(), log::access::reopen()] {
-                    if let Err(e) = reopened {
-                        log::error(format_args!("{e}"));
-                    }
+                for e in log::reopen_all() {
+                    log::error(format_args!("{e}"));
                 }
                 self.kill_workers(libc::SIGUSR1);
                 None
@@ -539,7 +637,7 @@ impl Arbiter {
         if let Err(message) = prepare_environment(py, &self.settings) {
             log::error(format_args!("{message}"));
         }
-        if let Err(e) = log::reopen() {
+        for e in log::reopen_all() {
             log::error(format_args!("{e}"));
         }
         self.set_title();
@@ -549,7 +647,7 @@ impl Arbiter {
             self.spawn_worker(py)?;
         }
         for pid in old {
-            kill(pid, libc::SIGTERM);
+            self.retire(pid, libc::SIGTERM);
         }
         systemd::notify("READY=1");
         Ok(())
@@ -579,6 +677,14 @@ impl Arbiter {
     fn apply_settings(&mut self, py: Python<'_>, new: Settings) {
         if let Err(message) = setup_logging(&new) {
             log::error(format_args!("{message}"));
+        }
+        if let Err(message) = setup_outputs(py, &new) {
+            log::error(format_args!(
+                "reloading the logger configuration failed: {message}"
+            ));
+        }
+        if new.str("metrics_bind") != self.settings.str("metrics_bind") {
+            self.rebind_metrics(new.str("metrics_bind"));
         }
         if new.list("bind") != self.settings.list("bind") && !self.systemd {
             match bind_all(&new) {
@@ -631,6 +737,26 @@ impl Arbiter {
         self.settings = new;
     }
 
+    /// Binds the metrics endpoint at `value` (the current setting when `None`), replacing
+    /// the current one.
+    fn rebind_metrics(&mut self, value: Option<&str>) {
+        let value = match value {
+            Some(v) => Some(v.to_string()),
+            None => self.settings.str("metrics_bind").map(str::to_string),
+        };
+        if let Some(old) = self.metrics.take() {
+            old.cleanup();
+        }
+        let Some(value) = value else { return };
+        match scrape::MetricsServer::bind(&value) {
+            Ok(server) => {
+                log::info(format_args!("Serving metrics at: {}", server.display()));
+                self.metrics = Some(server);
+            }
+            Err(message) => log::error(format_args!("{message}")),
+        }
+    }
+
     /// USR2: fork a child that executes the original command line with the listening sockets
     /// (`GUNICORN_FD`), the new master; this one keeps serving until told to stop.
     fn reexec(&mut self, py: Python<'_>) {
@@ -677,6 +803,7 @@ impl Arbiter {
                 continue;
             };
             let _ = worker.age;
+            self.count_exit(&worker, status);
             if libc::WIFEXITED(status) {
                 let code = libc::WEXITSTATUS(status);
                 if code == exit_code::WORKER_BOOT_ERROR {
@@ -703,6 +830,33 @@ impl Arbiter {
             }
             self.hooks.child_exit(pid);
         }
+    }
+
+    /// Folds a dead worker's request counts into the totals and, unless the master retired
+    /// it, counts the restart with its reason.
+    fn count_exit(&mut self, worker: &WorkerProc, status: libc::c_int) {
+        let counters = self.heartbeat.slot(worker.slot).counters();
+        self.totals.add(counters);
+        if worker.retiring {
+            return;
+        }
+        let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+        let why = if worker.aborted {
+            Restart::Timeout
+        } else if code == Some(exit_code::WORKER_BOOT_ERROR)
+            || code == Some(exit_code::APP_LOAD_ERROR)
+        {
+            Restart::BootFailure
+        } else if counters
+            .exit_reason
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == log::metrics::EXIT_MAX_REQUESTS
+        {
+            Restart::MaxRequests
+        } else {
+            Restart::Exit
+        };
+        self.totals.restarted(why);
     }
 
     /// Aborts workers whose heartbeat is older than `--timeout`, then kills them.
@@ -738,10 +892,32 @@ impl Arbiter {
                 self.workers.iter().map(|(p, w)| (w.age, *p)).collect();
             by_age.sort();
             for (_, pid) in by_age.into_iter().take(extra) {
-                kill(pid, libc::SIGTERM);
+                self.retire(pid, libc::SIGTERM);
+            }
+        }
+        // Gunicorn's `gunicorn.workers` gauge, sent when the count changes.
+        let count = self.workers.len();
+        if self.reported_workers != Some(count) {
+            self.reported_workers = Some(count);
+            log::statsd::gauge("gunicorn.workers", count as u64);
+            log::debug(format_args!("{count} workers"));
+        }
+        if self.settings.bool("enable_backlog_metric") && log::statsd::enabled() {
+            let backlog: i64 = self.listeners.iter().map(Listener::backlog).sum();
+            if backlog >= 0 {
+                log::statsd::histogram("gunicorn.backlog", backlog as u64);
+                log::debug(format_args!("socket backlog: {backlog}"));
             }
         }
         Ok(())
+    }
+
+    /// Tells a worker to stop; its exit is then not counted as a restart.
+    fn retire(&mut self, pid: libc::pid_t, sig: libc::c_int) {
+        if let Some(w) = self.workers.get_mut(&pid) {
+            w.retiring = true;
+        }
+        kill(pid, sig);
     }
 
     fn free_slot(&self) -> usize {
@@ -756,6 +932,7 @@ impl Arbiter {
         self.worker_age += 1;
         let slot = self.free_slot();
         self.heartbeat.slot(slot).beat();
+        self.heartbeat.slot(slot).counters().reset();
         let hook_worker = self.hooks.pre_fork(self.worker_age);
         let mask = signals::block_all();
         let pid = daemon::py_fork();
@@ -772,6 +949,8 @@ impl Arbiter {
             return Ok(());
         }
         if pid == 0 {
+            // The worker does not serve the master's metrics endpoint.
+            self.metrics = None;
             proctitle::set(&format!("worker [{}]", self.proc_name()));
             if self.settings.is_set("user")
                 || self.settings.is_set("group")
@@ -809,13 +988,20 @@ impl Arbiter {
                 slot,
                 age: self.worker_age,
                 aborted: false,
+                retiring: false,
             },
         );
         Ok(())
     }
 
-    fn kill_workers(&self, sig: libc::c_int) {
-        for &pid in self.workers.keys() {
+    /// Sends `sig` to every worker; a stop signal marks them retiring.
+    fn kill_workers(&mut self, sig: libc::c_int) {
+        let stopping = matches!(
+            sig,
+            libc::SIGTERM | libc::SIGQUIT | libc::SIGINT | libc::SIGKILL
+        );
+        for (&pid, w) in self.workers.iter_mut() {
+            w.retiring |= stopping;
             kill(pid, sig);
         }
     }

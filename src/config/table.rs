@@ -548,6 +548,7 @@ pub static SETTINGS: &[Setting] = &[
         D::Bool(false),
     )
     .flag(&["--disable-redirect-access-to-syslog"])
+    .on()
     .doc("Keep access log lines out of syslog when syslog is on. Default off."),
     set(
         "access_log_format",
@@ -577,7 +578,12 @@ pub static SETTINGS: &[Setting] = &[
         ),
     set("capture_output", LOGGING, V::Bool, D::Bool(false))
         .flag(&["--capture-output"])
-        .doc("Send the application's stdout and stderr to the error log. Default off."),
+        .on()
+        .doc(
+            "Send the application's stdout and stderr (descriptors 1 and 2, in the master and \
+              every worker) to the error log file; no effect when the error log is `-`. The \
+              file is reopened with the logs on USR1. Default off.",
+        ),
     set(
         "logger_class",
         LOGGING,
@@ -586,22 +592,40 @@ pub static SETTINGS: &[Setting] = &[
     )
     .cli(&["--logger-class"])
     .meta("STRING")
+    .on()
     .doc(
-        "A Python logger class to use instead of the built-in logging. Default: the \
-              built-in logger.",
+        "A Python class with Gunicorn's logger interface (`__init__(cfg)`, `info`, `error`, \
+              `exception`, ..., `access(resp, req, environ, request_time)`, `reopen_files`), \
+              given as a class or a `module.Class` string; an instance made in the master \
+              receives every error log message and every request. \
+              `gunicorn.glogging.Logger` (and `simple`) name the built-in logger, written in \
+              Rust. Default: the built-in logger.",
     ),
     set("logconfig", LOGGING, V::String, D::None)
         .cli(&["--log-config"])
         .meta("FILE")
-        .doc("A `logging.config.fileConfig` file to configure logging with. Default none."),
-    set("logconfig_dict", LOGGING, V::PyDict, D::Dict(&[])).doc(
-        "A `logging.config.dictConfig` dictionary to configure logging with; it wins over \
-              the other logging config settings. Default empty.",
-    ),
+        .on()
+        .doc(
+            "A `logging.config.fileConfig` (ini) file to configure logging with. Error and \
+              access lines then go through the `logging` loggers `gunicorn.error` and \
+              `gunicorn.access` (handlers on `ferrocorn.error`/`ferrocorn.access` get them \
+              too). Default none.",
+        ),
+    set("logconfig_dict", LOGGING, V::PyDict, D::Dict(&[]))
+        .on()
+        .doc(
+            "A `logging.config.dictConfig` dictionary to configure logging with, laid over \
+              Gunicorn's default dictionary one level deep; it wins over the other logging \
+              config settings. Default empty.",
+        ),
     set("logconfig_json", LOGGING, V::String, D::None)
         .cli(&["--log-config-json"])
         .meta("FILE")
-        .doc("A JSON file holding a `dictConfig` dictionary. Default none."),
+        .on()
+        .doc(
+            "A JSON file holding a `dictConfig` dictionary, used like `logconfig_dict`. \
+              Default none.",
+        ),
     set(
         "syslog_addr",
         LOGGING,
@@ -610,43 +634,78 @@ pub static SETTINGS: &[Setting] = &[
     )
     .cli(&["--log-syslog-to"])
     .meta("SYSLOG_ADDR")
+    .on()
     .doc(
         "Where syslog messages go: `unix://PATH#TYPE`, `udp://HOST:PORT` or \
               `tcp://HOST:PORT`. Default `udp://localhost:514`.",
     ),
     set("syslog", LOGGING, V::Bool, D::Bool(false))
         .flag(&["--log-syslog"])
-        .doc("Also send log messages to syslog. Default off."),
+        .on()
+        .doc(
+            "Also send error log messages, and access lines, to syslog, framed as Gunicorn \
+              frames them (`<PRI>gunicorn.PREFIX.error: [PID] message`). Default off.",
+        ),
     set("syslog_prefix", LOGGING, V::String, D::None)
         .cli(&["--log-syslog-prefix"])
         .meta("SYSLOG_PREFIX")
-        .doc("The program name used in syslog entries. Default: the process name."),
+        .on()
+        .doc(
+            "The PREFIX in the syslog program name `gunicorn.PREFIX.error`. Default: the \
+              process name, with `:` replaced by `.`.",
+        ),
     set("syslog_facility", LOGGING, V::String, D::Str("user"))
         .cli(&["--log-syslog-facility"])
         .meta("SYSLOG_FACILITY")
-        .doc("The syslog facility name. Default `user`."),
+        .on()
+        .doc("The syslog facility name (`user`, `daemon`, `local0`...). Default `user`."),
     set("enable_stdio_inheritance", LOGGING, V::Bool, D::Bool(false))
         .flag(&["-R", "--enable-stdio-inheritance"])
         .on()
-        .doc("Keep standard input and output open when running as a daemon. Default off."),
+        .doc(
+            "With `--daemon`, keep standard output and error where they point (a file given \
+              by shell redirection, say) unless they are a terminal; standard input still goes \
+              to /dev/null. Default off: all three go to /dev/null.",
+        ),
     set("statsd_host", LOGGING, V::StatsdAddress, D::None)
         .cli(&["--statsd-host"])
         .meta("STATSD_ADDR")
+        .on()
         .doc(
-            "A StatsD server, `HOST:PORT` or `unix://PATH`, to send metrics to. Default: no \
-              metrics.",
+            "A StatsD server, `HOST:PORT` (port 8125 by default) or `unix://PATH`, to send \
+              Gunicorn's metrics to over UDP or a unix datagram socket. Default: no metrics.",
         ),
     set("dogstatsd_tags", LOGGING, V::String, D::Str(""))
         .cli(&["--dogstatsd-tags"])
         .meta("DOGSTATSD_TAGS")
-        .doc("Comma-separated DogStatsD tags added to every metric. Default empty."),
+        .on()
+        .doc(
+            "Comma-separated DogStatsD tags (`key:value`) added to every metric. Default \
+              empty.",
+        ),
     set("statsd_prefix", LOGGING, V::String, D::Str(""))
         .cli(&["--statsd-prefix"])
         .meta("STATSD_PREFIX")
-        .doc("A prefix for every StatsD metric name. Default empty."),
+        .on()
+        .doc("A prefix for every StatsD metric name; a `.` is added. Default empty."),
     set("enable_backlog_metric", LOGGING, V::Bool, D::Bool(false))
         .flag(&["--enable-backlog-metric"])
-        .doc("Report the listen queue length as a StatsD metric (Linux). Default off."),
+        .on()
+        .doc(
+            "Report the connections waiting in the TCP listen queues as the StatsD histogram \
+              `gunicorn.backlog`, once a second (Linux). Default off.",
+        ),
+    set("metrics_bind", LOGGING, V::String, D::None)
+        .cli(&["--metrics-bind"])
+        .meta("ADDRESS")
+        .on()
+        .doc(
+            "Not in Gunicorn. Serve Prometheus metrics (`GET /metrics`, text format) from the \
+              master at `HOST:PORT` or `unix:PATH`: requests by status class, a latency \
+              histogram, requests in flight, open connections, workers, and worker restarts \
+              by reason. Workers count into shared memory; the master answers scrapes \
+              without blocking. Default: off.",
+        ),
     // Process Naming
     set("proc_name", NAMING, V::String, D::None)
         .cli(&["-n", "--name"])
@@ -1237,7 +1296,8 @@ mod tests {
 
     #[test]
     fn table_has_all_gunicorn_settings_once() {
-        assert_eq!(SETTINGS.len(), 120);
+        // Gunicorn's 120 settings, plus ferrocorn's own `metrics_bind`.
+        assert_eq!(SETTINGS.len(), 121);
         for (i, s) in SETTINGS.iter().enumerate() {
             assert_eq!(index_of(s.name), Some(i), "duplicate {}", s.name);
             assert!(SECTIONS.contains(&s.section), "{} section", s.name);

@@ -164,7 +164,14 @@ pub fn validate(setting: &Setting, raw: Raw) -> Result<Value, String> {
             Raw::None => Ok(Value::None),
             other => bool_value(other).map(Value::Bool),
         },
-        Validator::String | Validator::StatsdAddress => string(raw).map(opt_str),
+        Validator::String => string(raw).map(opt_str),
+        Validator::StatsdAddress => {
+            let value = string(raw)?;
+            if let Some(v) = &value {
+                crate::log::statsd::parse_address(v)?;
+            }
+            Ok(opt_str(value))
+        }
         Validator::ListString => list_string(raw).map(Value::List),
         Validator::FilesOrPatterns => {
             let items = list_string(raw)?;

@@ -10,6 +10,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::http::RequestHead;
+use crate::wsgi::call::AccessData;
 
 /// One piece of a compiled format.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -350,24 +351,32 @@ fn base64_decode(text: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// Where access lines go: `None` = stdout.
-static SINK: Mutex<Option<(String, File)>> = Mutex::new(None);
+/// Where access lines are written by Rust.
+enum Sink {
+    /// No access log file (lines may still go to syslog or Python).
+    Off,
+    Stdout,
+    File(String, File),
+}
 
-/// Sends the access log to `path` (`-` = stdout).
-pub fn set_logfile(path: &str) -> Result<(), String> {
-    let mut sink = SINK.lock().unwrap_or_else(|e| e.into_inner());
-    *sink = if path == "-" {
-        None
-    } else {
-        Some((path.to_string(), open(path)?))
+static SINK: Mutex<Sink> = Mutex::new(Sink::Off);
+
+/// Sends the access log to `path` (`-` = stdout, `None` = no file).
+pub fn set_logfile(path: Option<&str>) -> Result<(), String> {
+    let new = match path {
+        None => Sink::Off,
+        Some("-") => Sink::Stdout,
+        Some(path) => Sink::File(path.to_string(), open(path)?),
     };
+    *SINK.lock().unwrap_or_else(|e| e.into_inner()) = new;
     Ok(())
 }
 
-/// Reopens the access log file (USR1, after a logrotate-style rename).
+/// Reopens the access log file (USR1, after a logrotate-style rename). A line being written
+/// holds the lock, so it lands whole in the old file or the new one.
 pub fn reopen() -> Result<(), String> {
     let mut sink = SINK.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((path, file)) = sink.as_mut() {
+    if let Sink::File(path, file) = &mut *sink {
         *file = open(path)?;
     }
     Ok(())
@@ -381,15 +390,16 @@ fn open(path: &str) -> Result<File, String> {
         .map_err(|e| format!("cannot open access log file {path:?}: {e}"))
 }
 
-/// Writes one rendered line.
+/// Writes one rendered line to the access log file or stdout.
 pub fn write(line: &str) {
     let sink = SINK.lock().unwrap_or_else(|e| e.into_inner());
-    let result = match sink.as_ref() {
-        Some((_, file)) => {
+    let result = match &*sink {
+        Sink::Off => Ok(()),
+        Sink::File(_, file) => {
             let mut f: &File = file;
             f.write_all(line.as_bytes())
         }
-        None => {
+        Sink::Stdout => {
             let stdout = std::io::stdout();
             let fd = stdout.as_raw_fd();
             // SAFETY: one write(2) of a complete line to stdout, which outlives this call.
@@ -403,6 +413,45 @@ pub fn write(line: &str) {
     };
     // A line that cannot be written has nowhere else to go.
     let _ = result;
+}
+
+/// Logs one served request: rendered by Rust and written to the file and syslog, or handed
+/// to the Python logger (a logging config, or a custom logger class).
+pub fn emit(format: &AccessFormat, data: AccessData, duration: Duration) {
+    if super::python::custom() {
+        super::python::access_call(super::python::AccessCall {
+            method: &data.head.method,
+            target: &data.head.target,
+            path: &data.head.path,
+            query: &data.head.query,
+            version_minor: data.head.version_minor,
+            headers: &data.head.headers,
+            peer: data.peer,
+            status: data.status_line.as_deref(),
+            status_code: data.status,
+            response_headers: &data.response_headers,
+            sent: data.sent,
+            environ: data.environ_obj,
+            duration,
+        });
+        return;
+    }
+    let record = AccessRecord {
+        head: &data.head,
+        remote_addr: &data.remote_addr,
+        status: data.status,
+        sent: data.sent,
+        response_headers: &data.response_headers,
+        environ: &data.environ,
+        duration,
+    };
+    let line = format.render(&record);
+    if super::python::active() {
+        super::python::access_line(line.trim_end_matches('\n'));
+        return;
+    }
+    write(&line);
+    super::syslog::access_line(line.trim_end_matches('\n'));
 }
 
 #[cfg(test)]

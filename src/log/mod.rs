@@ -1,11 +1,16 @@
 //! The error log: Gunicorn's line format, `[YYYY-MM-DD HH:MM:SS +ZZZZ] [pid] [LEVEL] message`.
 //!
-//! The access log lives in [`access`].
-//!
 //! One `write(2)` per line on an `O_APPEND` descriptor, so lines from the master and its workers
-//! never interleave.
+//! never interleave. Beside the file (or standard error) a line may also go to syslog
+//! ([`syslog`]) and count in StatsD ([`statsd`]); with a logging config or a custom logger class
+//! every line goes through Python instead ([`python`]). The access log lives in [`access`],
+//! the shared-memory request counters behind the Prometheus endpoint in [`metrics`].
 
 pub mod access;
+pub mod metrics;
+pub mod python;
+pub mod statsd;
+pub mod syslog;
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
@@ -36,7 +41,7 @@ impl Level {
         }
     }
 
-    fn label(self) -> &'static str {
+    pub fn label(self) -> &'static str {
         match self {
             Level::Debug => "DEBUG",
             Level::Info => "INFO",
@@ -80,6 +85,57 @@ pub fn reopen() -> Result<(), String> {
     Ok(())
 }
 
+/// `--capture-output`: the file descriptors 1 and 2 point at this file (the error log).
+static CAPTURE: Mutex<Option<String>> = Mutex::new(None);
+
+/// Points standard output and error (descriptors 1 and 2, which workers inherit) at `path`,
+/// as Gunicorn does with `--capture-output` and an error log file; `None` stops capturing
+/// (the descriptors stay where they are).
+pub fn capture_output(path: Option<&str>) -> Result<(), String> {
+    let mut capture = CAPTURE.lock().unwrap_or_else(|e| e.into_inner());
+    *capture = path.map(str::to_string);
+    match capture.as_deref() {
+        Some(path) => redirect_stdio(path),
+        None => Ok(()),
+    }
+}
+
+fn redirect_stdio(path: &str) -> Result<(), String> {
+    python::flush_stdio();
+    let file = open_append(path)?;
+    for fd in [libc::STDOUT_FILENO, libc::STDERR_FILENO] {
+        // SAFETY: dup2 onto the standard descriptors; `file` stays open until after the calls.
+        if unsafe { libc::dup2(file.as_raw_fd(), fd) } < 0 {
+            return Err(format!(
+                "cannot redirect descriptor {fd} to {path:?}: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// USR1 (and HUP): reopens every log file this process writes, so that after a
+/// logrotate-style rename the next line lands in a fresh file. Each line is written whole to
+/// either the old or the new file: writers hold the sink's lock for the length of a line.
+/// Returns the errors, each naming its file.
+pub fn reopen_all() -> Vec<String> {
+    let mut errors = Vec::new();
+    let capture = CAPTURE.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let results = [
+        reopen(),
+        access::reopen(),
+        capture.as_deref().map_or(Ok(()), redirect_stdio),
+        python::reopen(),
+    ];
+    for result in results {
+        if let Err(e) = result {
+            errors.push(e);
+        }
+    }
+    errors
+}
+
 fn open_append(path: &str) -> Result<File, String> {
     OpenOptions::new()
         .create(true)
@@ -107,10 +163,19 @@ pub fn timestamp() -> String {
     String::from_utf8_lossy(&out[..len]).into_owned()
 }
 
+/// Logs one message: counted in StatsD whatever the level (as Gunicorn's StatsD logger does),
+/// then, if `--log-level` lets it through, written to the error log and syslog, or handed to
+/// the Python logger.
 pub fn log(level: Level, message: fmt::Arguments<'_>) {
+    statsd::count_log(level);
     if !enabled(level) {
         return;
     }
+    if python::active() {
+        python::log(level, &message.to_string());
+        return;
+    }
+    let message = message.to_string();
     let line = format!(
         "{} [{}] [{}] {}\n",
         timestamp(),
@@ -119,10 +184,38 @@ pub fn log(level: Level, message: fmt::Arguments<'_>) {
         message
     );
     write_line(line.as_bytes());
+    syslog::error_line(level, &message);
 }
 
-/// Writes raw text (e.g. a Python traceback) to the error log as it is.
+/// An error with a Python exception (`logger.exception(...)` in Gunicorn): the message line,
+/// then the traceback. `traceback` is the formatted exception, newline-terminated.
+pub fn exception(message: &str, traceback: &str) {
+    statsd::increment("gunicorn.log.exception", 1);
+    if !enabled(Level::Error) {
+        return;
+    }
+    let line = format!(
+        "{} [{}] [{}] {}\n{}",
+        timestamp(),
+        std::process::id(),
+        Level::Error.label(),
+        message,
+        traceback
+    );
+    write_line(line.as_bytes());
+    syslog::error_line(
+        Level::Error,
+        &format!("{message}\n{}", traceback.trim_end_matches('\n')),
+    );
+}
+
+/// Writes raw text (`wsgi.errors`) to the error log as it is: to the file or standard error,
+/// or to the streams of the Python error logger's handlers. Not to syslog, as in Gunicorn.
 pub fn write_raw(text: &str) {
+    if python::active() {
+        python::write_raw(text);
+        return;
+    }
     write_line(text.as_bytes());
 }
 

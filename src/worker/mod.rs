@@ -36,7 +36,7 @@ use crate::http::Limits;
 use crate::log;
 use crate::log::access::AccessFormat;
 use crate::wsgi::app::{load_app, LoadError};
-use crate::wsgi::call::{self, log_exception, AppContext, Outcome, Request};
+use crate::wsgi::call::{self, log_exception, AccessData, AppContext, Outcome, Request};
 use crate::wsgi::environ::{EnvironBuilder, ListenerInfo, Peer};
 
 /// What the master hands a freshly forked worker.
@@ -85,7 +85,11 @@ pub struct Worker {
     mode: Mode,
     heartbeat: HeartbeatSlot,
     closing: watch::Sender<bool>,
-    handled: Cell<u64>,
+    /// Something observes finished requests: an access log (any destination), StatsD or the
+    /// Prometheus counters. When false, a finished request costs nothing more.
+    pub reports: bool,
+    /// `--metrics-bind` is set: keep the status and latency counters.
+    metrics: bool,
     connections: Cell<usize>,
     connection_closed: Notify,
 }
@@ -136,16 +140,67 @@ impl Worker {
 
     /// Counts a request as it starts, as Gunicorn does: the request that reaches
     /// `--max-requests` is served with `Connection: close` and the worker then stops.
+    ///
+    /// The count lives in the worker's shared-memory slot (a relaxed load and store: this
+    /// thread is its only writer), where the master reads requests in flight from it.
     fn count_request(&self) {
-        let handled = self.handled.get() + 1;
-        self.handled.set(handled);
+        let started = &self.heartbeat.counters().started;
+        let handled = started.load(Ordering::Relaxed) + 1;
+        started.store(handled, Ordering::Relaxed);
         if self.options.max_requests > 0
             && handled >= self.options.max_requests
             && !self.is_closing()
         {
             log::info(format_args!("Autorestarting worker after current request."));
+            self.heartbeat
+                .counters()
+                .exit_reason
+                .store(log::metrics::EXIT_MAX_REQUESTS, Ordering::Relaxed);
             self.begin_close();
         }
+    }
+
+    /// A request finished: its access line, StatsD metrics and Prometheus counters. Called
+    /// only when [`Worker::reports`] is set. `status` 0: the request got no response.
+    pub fn report(&self, status: u16, access: Option<Box<AccessData>>, elapsed: Duration) {
+        if status == 0 {
+            if self.metrics {
+                self.heartbeat.counters().request_abandoned();
+            }
+            return;
+        }
+        if let (Some(data), Some(format)) = (access, self.access_format()) {
+            log::access::emit(format, *data, elapsed);
+        }
+        if log::statsd::enabled() {
+            log::statsd::request(status, elapsed);
+        }
+        if self.metrics {
+            self.heartbeat.counters().request_done(status, elapsed);
+        }
+    }
+
+    fn opened_connection(&self) {
+        let open = self.connections.get() + 1;
+        self.connections.set(open);
+        if self.metrics {
+            self.heartbeat
+                .counters()
+                .connections
+                .store(open as u64, Ordering::Relaxed);
+        }
+    }
+
+    fn closed_connection(&self) {
+        let open = self.connections.get().saturating_sub(1);
+        self.connections.set(open);
+        if self.metrics {
+            self.heartbeat
+                .counters()
+                .connections
+                .store(open as u64, Ordering::Relaxed);
+        }
+        self.connection_closed.notify_waiters();
     }
 }
 
@@ -295,13 +350,18 @@ fn build_worker(
     let proxy_allow = AllowList::new(settings.list("proxy_allow_ips"))
         .map_err(|e| format!("proxy_allow_ips: {e}"))?;
     let (closing, _) = watch::channel(false);
+    let access = access_format(settings)?;
+    let metrics = settings.str("metrics_bind").is_some();
     Ok(Worker {
         options,
         limits: crate::http::head::limits_from_settings(settings),
         proxy_mode,
         proxy_allow,
+        reports: access.is_some() || log::statsd::enabled() || metrics,
+        metrics,
         app: Arc::new(AppContext {
-            access: access_format(settings)?,
+            access,
+            keep_environ: log::python::custom(),
             app,
             environ,
             write_timeout: io_timeout,
@@ -309,18 +369,21 @@ fn build_worker(
         mode,
         heartbeat,
         closing,
-        handled: Cell::new(0),
         connections: Cell::new(0),
         connection_closed: Notify::new(),
     })
 }
 
-/// The access log format when `--access-logfile` is set; opens the log.
+/// The access log format when requests are logged anywhere: an access log file, syslog
+/// (unless `--disable-redirect-access-to-syslog`), a logging config, or a custom logger class
+/// (which gets every request). Opens the access log file.
 fn access_format(settings: &Settings) -> Result<Option<AccessFormat>, String> {
-    let Some(path) = settings.str("accesslog") else {
+    let file = settings.str("accesslog");
+    let python = log::python::active();
+    crate::log::access::set_logfile(if python { None } else { file })?;
+    if file.is_none() && !python && !log::syslog::access_enabled() {
         return Ok(None);
-    };
-    crate::log::access::set_logfile(path)?;
+    }
     let format = settings.str("access_log_format").unwrap_or_default();
     Ok(Some(AccessFormat::parse(format)))
 }
@@ -363,10 +426,8 @@ async fn serve(worker: Rc<Worker>, listeners: Vec<RawFd>, wake_fd: RawFd) -> io:
                     hooks::exit_now(0);
                 }
                 if signals::REOPEN.swap(false, Ordering::SeqCst) {
-                    for reopened in [log::reopen(), log::access::reopen()] {
-                        if let Err(e) = reopened {
-                            log::error(format_args!("{e}"));
-                        }
+                    for e in log::reopen_all() {
+                        log::error(format_args!("{e}"));
                     }
                 }
                 if signals::GRACEFUL.load(Ordering::SeqCst) {
@@ -429,14 +490,13 @@ async fn accept_loop(worker: Rc<Worker>, listener: AsyncFd<RawFd>, index: usize)
                         continue;
                     }
                 };
-                worker.connections.set(worker.connections.get() + 1);
+                worker.opened_connection();
                 let w = Rc::clone(&worker);
                 tokio::task::spawn_local(async move {
                     conn::Conn::new(sock, peer, index, Rc::clone(&w))
                         .serve()
                         .await;
-                    w.connections.set(w.connections.get() - 1);
-                    w.connection_closed.notify_waiters();
+                    w.closed_connection();
                 });
             }
             Err(e) => {

@@ -24,8 +24,11 @@ use crate::log::access::AccessFormat;
 pub struct AppContext {
     pub app: Py<PyAny>,
     pub environ: EnvironBuilder,
-    /// The compiled access log format, when `--access-logfile` is set.
+    /// The compiled access log format, when requests are logged (an access log file, syslog,
+    /// a logging config or a custom logger class).
     pub access: Option<AccessFormat>,
+    /// A custom logger class gets the environ itself in `access()`: keep it.
+    pub keep_environ: bool,
     /// Longest stall while writing to a client before it counts as gone.
     pub write_timeout: Duration,
 }
@@ -63,6 +66,12 @@ pub struct AccessData {
     pub response_headers: Vec<(String, String)>,
     /// `{key}e` values the format asks for, read from the environ while the GIL was held.
     pub environ: Vec<(String, String)>,
+    /// The client's address (for a custom logger class's `req.peer_addr`).
+    pub peer: Option<std::net::SocketAddr>,
+    /// The status line the application gave, e.g. `200 OK` (custom logger class only).
+    pub status_line: Option<String>,
+    /// The environ dict (custom logger class only).
+    pub environ_obj: Option<Py<PyAny>>,
 }
 
 impl Outcome {
@@ -96,6 +105,8 @@ struct Served {
     sent: u64,
     response_headers: Vec<(String, String)>,
     environ: Vec<(String, String)>,
+    status_line: Option<String>,
+    environ_obj: Option<Py<PyAny>>,
 }
 
 pub fn handle(py: Python<'_>, ctx: &AppContext, req: Request) -> Outcome {
@@ -171,6 +182,12 @@ fn cycle(py: Python<'_>, ctx: &AppContext, req: Request, capture: Option<&mut Ca
             sent: served.sent,
             response_headers: served.response_headers,
             environ: served.environ,
+            peer: match conn.peer {
+                Peer::Tcp(addr) => Some(addr),
+                Peer::Unix => None,
+            },
+            status_line: served.status_line,
+            environ_obj: served.environ_obj,
         }));
     }
     outcome
@@ -214,6 +231,9 @@ fn run_cycle(
             return Outcome::refuse(&err, take_body(&input));
         }
     };
+    if ctx.keep_environ {
+        served.environ_obj = Some(environ.clone().into_any().unbind());
+    }
     if let Some(format) = &ctx.access {
         for key in format.environ_keys() {
             if let Ok(Some(value)) = environ
@@ -286,6 +306,9 @@ fn run_cycle(
     if ctx.access.is_some() {
         // The head is queued by now; the headers are only needed for the log line.
         served.response_headers = std::mem::take(&mut state.headers);
+        if ctx.keep_environ {
+            served.status_line = state.status.clone();
+        }
     }
     let body_ok = body
         .as_ref()
@@ -428,9 +451,16 @@ fn uri(head: &RequestHead) -> String {
     String::from_utf8_lossy(&head.target).into_owned()
 }
 
-/// Logs `message` and the Python traceback of `err` to the error log.
+/// Logs `message` and the Python traceback of `err` to the error log (Gunicorn's
+/// `log.exception(message)`).
 pub fn log_exception(py: Python<'_>, message: &str, err: &PyErr) {
-    log::error(format_args!("{message}"));
+    if log::python::active() {
+        log::statsd::increment("gunicorn.log.exception", 1);
+        if log::enabled(log::Level::Error) {
+            log::python::exception(py, message, err);
+        }
+        return;
+    }
     let formatted = py
         .import("traceback")
         .and_then(|tb| {
@@ -441,7 +471,7 @@ pub fn log_exception(py: Python<'_>, message: &str, err: &PyErr) {
         })
         .and_then(|lines| lines.extract::<Vec<String>>());
     match formatted {
-        Ok(lines) => log::write_raw(&lines.concat()),
-        Err(_) => log::write_raw(&format!("{err}\n")),
+        Ok(lines) => log::exception(message, &lines.concat()),
+        Err(_) => log::exception(message, &format!("{err}\n")),
     }
 }
