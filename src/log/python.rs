@@ -110,6 +110,14 @@ fn describe(py: Python<'_>, err: &PyErr) -> String {
     text.trim_end().to_string()
 }
 
+/// The exception's message alone (`str(exc)`), as Gunicorn reports a bad logging setup.
+fn message(py: Python<'_>, err: &PyErr) -> String {
+    err.value(py)
+        .str()
+        .map(|s| s.to_string())
+        .unwrap_or_else(|_| err.to_string())
+}
+
 /// Sets up (or, after a HUP, sets up again) the logger for `settings`. In the master.
 /// `cfg` is the `cfg` object hooks see. Returns whether the built-in logger is in use (StatsD
 /// metrics are the built-in logger's business, as in Gunicorn).
@@ -126,7 +134,7 @@ pub fn configure(
     } else {
         RUST
     };
-    let m = module(py).map_err(|e| describe(py, &e))?;
+    let m = module(py).map_err(|e| message(py, &e))?;
     let mode = MODE.load(Ordering::Relaxed);
     let existing = current(py);
     let logger = match (wanted, existing) {
@@ -137,25 +145,25 @@ pub fn configure(
             if bound.hasattr("setup").unwrap_or(false) {
                 bound
                     .call_method1("setup", (cfg,))
-                    .map_err(|e| describe(py, &e))?;
+                    .map_err(|e| message(py, &e))?;
             }
             Some(logger)
         }
         (LOGGING, _) => Some(
             m.getattr("Logger")
                 .and_then(|cls| cls.call1((cfg,)))
-                .map_err(|e| describe(py, &e))?
+                .map_err(|e| message(py, &e))?
                 .unbind(),
         ),
         (_, _) => {
             let class = settings
                 .get("logger_class")
                 .to_py(py)
-                .map_err(|e| describe(py, &e))?;
+                .map_err(|e| message(py, &e))?;
             Some(
                 m.getattr("make_logger")
                     .and_then(|make| make.call1((class, cfg)))
-                    .map_err(|e| describe(py, &e))?
+                    .map_err(|e| message(py, &e))?
                     .unbind(),
             )
         }
@@ -174,7 +182,7 @@ pub fn configure(
     }
     if let Some(logger) = &logger {
         m.setattr("current", logger.bind(py))
-            .map_err(|e| describe(py, &e))?;
+            .map_err(|e| message(py, &e))?;
     } else {
         let _ = m.setattr("current", py.None());
     }
