@@ -122,3 +122,47 @@ def test_error_log_lines_have_gunicorns_format(run_server, worker_args):
                  r"\[INFO\] Handling signal: term$", r"\[INFO\] Worker exiting \(pid: \d+\)$",
                  r"\[INFO\] Shutting down: Master$"):
         assert any(re.search(kind, line) for line in lines), (kind, lines)
+
+
+def test_error_log_line_kinds_match_gunicorn(run_server, tmp_path):
+    """One regular expression per kind of line, as Gunicorn 27 writes them."""
+    errlog = tmp_path / "error.log"
+    server = run_server("--max-requests", "2", "--error-logfile", str(errlog), "--spew",
+                        "l_apps:statuses", ready=False)
+    deadline = time.monotonic() + 30
+    while not (errlog.exists() and "Listening at:" in errlog.read_text()):
+        assert time.monotonic() < deadline, server.log
+        time.sleep(0.05)
+    server.addresses = [re.search(r"Listening at: (\S+) ", errlog.read_text()).group(1)]
+    assert get(server, "/boom")[0] == 500
+    assert get(server, "/")[0] == 200
+    server.signal(signal.SIGUSR1)
+    server.signal(signal.SIGTTIN)
+    deadline = time.monotonic() + 30
+    while errlog.read_text().count("Booting worker") < 3:
+        assert time.monotonic() < deadline, errlog.read_text()
+        time.sleep(0.05)
+    pid = int(re.findall(r"Booting worker with pid: (\d+)", errlog.read_text())[-1])
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while "was sent SIGKILL" not in errlog.read_text():
+        assert time.monotonic() < deadline, errlog.read_text()
+        time.sleep(0.05)
+    server.stop()
+    text = errlog.read_text()
+    kinds = [
+        r"\[WARNING\] These settings have no effect in ferrocorn \S+ yet: spew$",
+        r"\[ERROR\] Error handling request /boom\nTraceback \(most recent call last\):\n(  .*\n)+"
+        r"RuntimeError: boom from the app$",
+        r"\[INFO\] Autorestarting worker after current request\.$",
+        r"\[INFO\] Handling signal: usr1$",
+        r"\[INFO\] Handling signal: ttin$",
+        rf"\[ERROR\] Worker \(pid:{pid}\) was sent SIGKILL! Perhaps out of memory\?$",
+        r"\[INFO\] Worker exiting \(pid: \d+\)$",
+    ]
+    for kind in kinds:
+        assert re.search(r"^\[\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} [+-]\d{4}\] \[\d+\] " + kind, text, re.M), \
+            (kind, text)
+    # Apart from traceback lines, every line is an error log line.
+    body = re.sub(r"Traceback \(most recent call last\):\n(  .*\n)+\w+Error: .*\n", "", text)
+    assert all(ERROR_LINE.match(line) for line in body.splitlines()), body

@@ -11,7 +11,6 @@ import signal
 import socket
 import textwrap
 import threading
-import time
 from pathlib import Path
 
 import pytest

@@ -7,7 +7,6 @@ import os
 import re
 import signal
 import socket
-import time
 
 import pytest
 from conftest import booted_worker_pids, get, wait_until
@@ -67,11 +66,6 @@ def test_statsd_metrics_like_gunicorn(run_server, worker_args):
         # The application error is logged with logger.exception: one exception counter.
         wait_until(lambda: any(d.startswith(b"web.gunicorn.log.exception:1|c|@1.0") for d in rx.items), 10,
                    message="log.exception counter")
-        # Per request, in Gunicorn's order: duration, requests, status.
-        names = [m["name"] for m in metrics if b".request" in m["name"]]
-        first = names.index(b"web.gunicorn.request.duration")
-        assert names[first:first + 3] == [b"web.gunicorn.request.duration", b"web.gunicorn.requests",
-                                          b"web.gunicorn.request.status.200"]
     finally:
         rx.close()
 
@@ -81,6 +75,12 @@ def test_statsd_counts_warnings_and_worker_changes(run_server, tmp_path):
     try:
         server = run_server("-w", "1", "--statsd-host", f"127.0.0.1:{port}", "l_apps:hello")
         rx.wait_for(rb"^gunicorn\.workers:1\|g$")
+        # Per request, in Gunicorn's order: duration, requests, status.
+        assert get(server, "/")[0] == 200
+        rx.wait_for(rb"^gunicorn\.request\.status\.200:1\|c\|@1\.0$")
+        names = [d.split(b":")[0] for d in rx.items if d.startswith(b"gunicorn.request")]
+        assert names == [b"gunicorn.request.duration", b"gunicorn.requests",
+                         b"gunicorn.request.status.200"], names
         server.signal(signal.SIGTTIN)
         rx.wait_for(rb"^gunicorn\.workers:2\|g$")
         # A worker killed from outside is an error in the master's log: counted.
@@ -173,7 +173,9 @@ def test_prometheus_endpoint_counts_requests_and_restarts(run_server, worker_arg
     for path in ("/", "/", "/status/404", "/status/302", "/slow"):
         get(server, path)
     assert get(server, "/boom")[0] == 500
-    after = scrape(addr)
+    # A request is counted just after its response is written.
+    after = wait_until(lambda: (m := scrape(addr))["ferrocorn_request_duration_seconds_count"] == 6
+                       and m, 10, message="six requests counted")
     assert after['ferrocorn_requests_total{status="2xx"}'] == 3
     assert after['ferrocorn_requests_total{status="3xx"}'] == 1
     assert after['ferrocorn_requests_total{status="4xx"}'] == 1
@@ -217,10 +219,9 @@ def test_prometheus_counts_max_requests_restarts(run_server):
     addr = metrics_url(server)
     for _ in range(4):
         assert get(server, "/")[0] == 200
-        time.sleep(0.05)
     m = wait_until(lambda: (m := scrape(addr))['ferrocorn_worker_restarts_total{reason="max_requests"}'] >= 1
-                   and m, 15, message="max_requests restart")
-    assert m['ferrocorn_requests_total{status="2xx"}'] == 4
+                   and m['ferrocorn_requests_total{status="2xx"}'] == 4 and m, 15,
+                   message="max_requests restart")
     assert m['ferrocorn_worker_restarts_total{reason="exit"}'] == 0
 
 

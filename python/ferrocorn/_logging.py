@@ -86,10 +86,10 @@ def _parse_syslog_address(addr: str) -> tuple[Any, Any]:
     if addr.startswith("unix://"):
         path, _, kind = addr[len("unix://"):].partition("#")
         return (socket.SOCK_DGRAM if kind == "dgram" else None), path
-    for scheme, kind in (("udp://", socket.SOCK_DGRAM), ("tcp://", socket.SOCK_STREAM)):
-        if addr.startswith(scheme):
-            rest = addr[len(scheme):]
-            break
+    if addr.startswith("udp://"):
+        socktype, rest = socket.SOCK_DGRAM, addr[len("udp://"):]
+    elif addr.startswith("tcp://"):
+        socktype, rest = socket.SOCK_STREAM, addr[len("tcp://"):]
     else:
         raise RuntimeError("invalid syslog address")
     if "[" in rest and "]" in rest:
@@ -105,7 +105,7 @@ def _parse_syslog_address(addr: str) -> tuple[Any, Any]:
         if not text.isdigit():
             raise RuntimeError(f"{text!r} is not a valid port number.")
         port = int(text)
-    return kind, (host, port)
+    return socktype, (host, port)
 
 
 class Logger:
