@@ -747,11 +747,13 @@ mod tests {
 
     #[test]
     fn permissive_settings() {
-        let mut l = Limits::default();
-        l.permit_obsolete_folding = true;
-        l.strip_header_spaces = true;
-        l.permit_unconventional_http_method = true;
-        l.casefold_http_method = true;
+        let l = Limits {
+            permit_obsolete_folding: true,
+            strip_header_spaces: true,
+            permit_unconventional_http_method: true,
+            casefold_http_method: true,
+            ..Limits::default()
+        };
         let (head, _) = parse(b"get / HTTP/1.2\r\nName : a\r\n  b\r\n\r\n", &l)
             .unwrap()
             .unwrap();

@@ -7,7 +7,7 @@ use std::os::unix::io::RawFd;
 use std::time::Duration;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList};
+use pyo3::types::{PyBytes, PyIterator, PyList};
 
 use super::environ::{ConnInfo, EnvironBuilder};
 use super::file_wrapper::FileWrapper;
@@ -23,6 +23,12 @@ pub struct AppContext {
     pub environ: EnvironBuilder,
     /// Longest stall while writing to a client before it counts as gone.
     pub write_timeout: Duration,
+    /// Unsent response bytes per connection before the body iterator waits for the client
+    /// (`--response-buffer-size`).
+    pub output_bound: u64,
+    /// At that bound, pause the response and return to the event loop (the `sync` worker,
+    /// whose event loop is the application's thread) instead of waiting on the socket.
+    pub pause_output: bool,
 }
 
 /// One request, ready for the application: its head and what is buffered of its body.
@@ -44,6 +50,31 @@ pub struct Outcome {
     /// kept hold of `wsgi.input`.
     pub body: Option<BodyState>,
     pub status: u16,
+    /// The response is paused at the output bound: write `out`, then [`resume`] it.
+    pub paused: Option<Paused>,
+}
+
+/// A response whose body iterator stopped at the output bound, to go on once the client has
+/// read. Dropping it without [`resume`] or [`Paused::abandon`] would skip `close()`.
+pub struct Paused {
+    iter: Py<PyIterator>,
+    iterable: Py<PyAny>,
+    responder: Py<StartResponse>,
+    input: Py<InputStream>,
+    head: RequestHead,
+}
+
+impl Paused {
+    /// The client went away while the response was paused: end it, calling `close()`.
+    pub fn abandon(self, py: Python<'_>) {
+        if let Err(e) = close_iterable(self.iterable.bind(py)) {
+            log_exception(
+                py,
+                &format!("Error handling request {}", uri(&self.head)),
+                &e,
+            );
+        }
+    }
 }
 
 impl Outcome {
@@ -56,6 +87,7 @@ impl Outcome {
             keep_alive: false,
             body,
             status: err.status,
+            paused: None,
         }
     }
 }
@@ -100,7 +132,13 @@ pub fn handle(py: Python<'_>, ctx: &AppContext, req: Request) -> Outcome {
     let responder = match Bound::new(
         py,
         StartResponse {
-            state: ResponseState::new(facts, fd, ctx.write_timeout),
+            state: ResponseState::bounded(
+                facts,
+                fd,
+                ctx.write_timeout,
+                ctx.output_bound,
+                ctx.pause_output,
+            ),
         },
     ) {
         Ok(r) => r,
@@ -112,15 +150,76 @@ pub fn handle(py: Python<'_>, ctx: &AppContext, req: Request) -> Outcome {
 
     let result = ctx.app.bind(py).call1((environ, &responder));
     let failure = match result {
-        Ok(iterable) => {
-            let sent = send_body(py, &responder, &iterable);
-            let closed = close_iterable(&iterable);
-            sent.err().or(closed.err())
-        }
+        Ok(iterable) => match send_body(py, &responder, &iterable) {
+            Ok(Some(iter)) => {
+                return pause(&responder, iter, iterable, input, head);
+            }
+            sent => {
+                let closed = close_iterable(&iterable);
+                sent.err().or(closed.err())
+            }
+        },
         Err(e) => Some(e),
     };
+    conclude(py, head, &input, &responder, failure)
+}
 
-    let body = take_body(&input);
+/// Goes on with a paused response after its queued output was written.
+pub fn resume(py: Python<'_>, paused: Paused) -> Outcome {
+    let Paused {
+        iter,
+        iterable,
+        responder,
+        input,
+        head,
+    } = paused;
+    let responder = responder.into_bound(py);
+    let iterable = iterable.into_bound(py);
+    let iter = iter.into_bound(py);
+    let sent = match pump(py, &responder, &iter) {
+        Ok(true) => return pause(&responder, iter, iterable, input.into_bound(py), head),
+        Ok(false) => Ok(()),
+        Err(e) => Err(e),
+    };
+    let closed = close_iterable(&iterable);
+    let failure = sent.err().or(closed.err());
+    conclude(py, head, &input.into_bound(py), &responder, failure)
+}
+
+/// Hands the queued output to the event loop, keeping the iterator for [`resume`].
+fn pause(
+    responder: &Bound<'_, StartResponse>,
+    iter: Bound<'_, PyIterator>,
+    iterable: Bound<'_, PyAny>,
+    input: Bound<'_, InputStream>,
+    head: RequestHead,
+) -> Outcome {
+    let mut guard = responder.borrow_mut();
+    let out = std::mem::take(&mut guard.state.out);
+    Outcome {
+        out,
+        keep_alive: false,
+        body: None,
+        status: guard.state.status_code,
+        paused: Some(Paused {
+            iter: iter.unbind(),
+            iterable: iterable.unbind(),
+            responder: responder.clone().unbind(),
+            input: input.unbind(),
+            head,
+        }),
+    }
+}
+
+/// The end of the request cycle once the body iterator is exhausted (or failed).
+fn conclude(
+    py: Python<'_>,
+    head: RequestHead,
+    input: &Bound<'_, InputStream>,
+    responder: &Bound<'_, StartResponse>,
+    failure: Option<PyErr>,
+) -> Outcome {
+    let body = take_body(input);
     let mut guard = responder.borrow_mut();
     let state = &mut guard.state;
     if let Some(err) = failure {
@@ -131,6 +230,7 @@ pub fn handle(py: Python<'_>, ctx: &AppContext, req: Request) -> Outcome {
                 keep_alive: false,
                 body,
                 status: state.status_code,
+                paused: None,
             };
         }
         let body_error = body.as_ref().and_then(|b| b.error.clone());
@@ -151,6 +251,7 @@ pub fn handle(py: Python<'_>, ctx: &AppContext, req: Request) -> Outcome {
             keep_alive: false,
             body,
             status: state.status_code,
+            paused: None,
         };
     }
     if state.status.is_none() {
@@ -171,6 +272,7 @@ pub fn handle(py: Python<'_>, ctx: &AppContext, req: Request) -> Outcome {
         out: std::mem::take(&mut state.out),
         body,
         status: state.status_code,
+        paused: None,
     }
 }
 
@@ -179,14 +281,17 @@ fn take_body(input: &Bound<'_, InputStream>) -> Option<BodyState> {
 }
 
 /// Writes what the application returned, by the cheapest route its type allows.
-fn send_body(
-    py: Python<'_>,
-    responder: &Bound<'_, StartResponse>,
-    iterable: &Bound<'_, PyAny>,
-) -> PyResult<()> {
+/// `Some(iterator)`: the output bound was reached in a pausable response; go on later.
+fn send_body<'py>(
+    py: Python<'py>,
+    responder: &Bound<'py, StartResponse>,
+    iterable: &Bound<'py, PyAny>,
+) -> PyResult<Option<Bound<'py, PyIterator>>> {
     let mut guard = responder.borrow_mut();
     let state = &mut guard.state;
     if let Ok(list) = iterable.cast::<PyList>() {
+        // A list's items are in memory already: queuing them (by reference when large)
+        // adds little, so a list is never paused.
         drop(guard);
         for item in list.iter() {
             write_item(py, responder, &item)?;
@@ -194,21 +299,36 @@ fn send_body(
                 break;
             }
         }
-        return Ok(());
+        return Ok(None);
     }
     if let Ok(wrapper) = iterable.cast::<FileWrapper>() {
         if state.status.is_some() && send_file(state, &wrapper.borrow())? {
-            return Ok(());
+            return Ok(None);
         }
     }
     drop(guard);
-    for item in iterable.try_iter()? {
+    let iter = iterable.try_iter()?;
+    Ok(pump(py, responder, &iter)?.then_some(iter))
+}
+
+/// Writes items from `iter` until it ends (false) or, in a pausable response, until the
+/// unsent output reaches its bound (true).
+fn pump(
+    py: Python<'_>,
+    responder: &Bound<'_, StartResponse>,
+    iter: &Bound<'_, PyIterator>,
+) -> PyResult<bool> {
+    for item in iter.clone() {
         write_item(py, responder, &item?)?;
-        if responder.borrow().state.broken.is_some() {
+        let r = responder.borrow();
+        if r.state.broken.is_some() {
             break;
         }
+        if r.state.pausable && r.state.over_bound() {
+            return Ok(true);
+        }
     }
-    Ok(())
+    Ok(false)
 }
 
 fn write_item(

@@ -2,7 +2,7 @@
 //!
 //! - [`call`]: the request cycle, shared by every worker class.
 //! - [`environ`]: the per-request dict.
-//! - [`input`]: `wsgi.input`.
+//! - [`input`]: the `wsgi.input` stream.
 //! - [`response`]: `start_response`, `write()` and body framing.
 //! - [`output`]: the queue of bytes and file ranges waiting for the socket.
 
