@@ -4,8 +4,9 @@
 #   2. a virtualenv .venv (reused when present) with ferrocorn built from this checkout
 #      (release build of the Rust extension) and tests/requirements.txt;
 #   3. the Rust unit tests (cargo test);
-#   4. the integration suite (pytest tests), with .venv/bin first on PATH.
-# Exits non-zero if either test run fails; both always run.
+#   4. the integration suite (pytest tests), with .venv/bin first on PATH;
+#   5. each cargo-fuzz target for FUZZ_SECONDS (default 60) s (fuzz/run.sh).
+# Exits non-zero if any of them fails (a fuzz crash included); all always run.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$(pwd)
@@ -47,5 +48,8 @@ PYO3_PYTHON="$venv/bin/python" cargo test || status=1
 
 log "pytest"
 python -m pytest -v tests || status=1
+
+log "fuzz (${FUZZ_SECONDS:-60} s per target)"
+fuzz/run.sh "${FUZZ_SECONDS:-60}" || status=1
 
 exit "$status"
