@@ -301,13 +301,15 @@ impl Conn {
         read_into(&self.sock, &mut self.buf).await
     }
 
+    /// Writes the whole queue. The client may take as long as it likes overall, but a stall
+    /// (no room to write at all) longer than the write timeout ends the connection.
     pub async fn write_out(&self, out: &mut OutQueue) -> io::Result<()> {
-        let deadline = Instant::now() + self.worker.options.write_timeout;
         let fd = self.fd();
         loop {
             if let Progress::Done = out.write_to(fd)? {
                 return Ok(());
             }
+            let deadline = Instant::now() + self.worker.options.write_timeout;
             let mut guard = match timeout_at(deadline, self.sock.writable()).await {
                 Ok(guard) => guard?,
                 Err(_) => return Err(io::ErrorKind::TimedOut.into()),
