@@ -24,7 +24,10 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(again.target, parsed.target);
             assert_eq!(again.framing, parsed.framing);
         }
-        other => panic!("head parses whole but not alone: {:?}", other.map(|o| o.map(|h| h.1))),
+        other => panic!(
+            "head parses whole but not alone: {:?}",
+            other.map(|o| o.map(|h| h.1))
+        ),
     }
     let rest = &input[used..];
     let whole = decode_whole(parsed.framing, rest);
