@@ -5,8 +5,9 @@
 #      (release build of the Rust extension) and tests/requirements.txt;
 #   3. the Rust unit tests (cargo test);
 #   4. the linters (rustfmt, clippy, ruff);
-#   5. the integration suite (pytest tests), with .venv/bin first on PATH.
-# Exits non-zero if either test run fails; both always run.
+#   5. the integration suite (pytest tests), with .venv/bin first on PATH;
+#   6. each cargo-fuzz target for FUZZ_SECONDS (default 30) s (fuzz/run.sh).
+# Exits non-zero if any of them fails (a fuzz crash included); all always run.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$(pwd)
@@ -53,5 +54,8 @@ ruff check python tests examples || status=1
 
 log "pytest"
 python -m pytest -v tests || status=1
+
+log "fuzz (${FUZZ_SECONDS:-30} s per target)"
+fuzz/run.sh "${FUZZ_SECONDS:-30}" || status=1
 
 exit "$status"

@@ -130,6 +130,8 @@ pub struct Setting {
     pub doc: &'static str,
     /// Whether ferrocorn applies this setting yet.
     pub effective: bool,
+    /// A ferrocorn extension: Gunicorn has no such setting.
+    pub extension: bool,
 }
 
 const fn set(
@@ -149,6 +151,7 @@ const fn set(
         validator,
         doc: "",
         effective: false,
+        extension: false,
     }
 }
 
@@ -193,6 +196,10 @@ impl Setting {
     }
     const fn on(mut self) -> Self {
         self.effective = true;
+        self
+    }
+    const fn ext(mut self) -> Self {
+        self.extension = true;
         self
     }
     const fn doc(mut self, doc: &'static str) -> Self {
@@ -313,7 +320,12 @@ pub static SETTINGS: &[Setting] = &[
         .cli(&["--worker-connections"])
         .int()
         .on()
-        .doc("The most connections one `gthread` worker keeps open at once. Default 1000."),
+        .doc(
+            "The most connections one worker keeps open at once (both worker classes). Past \
+              it, a new connection is accepted, answered `503 Service Unavailable` with \
+              `Connection: close`, and closed, so clients learn at once that the server is \
+              full instead of waiting in the listen queue. Default 1000.",
+        ),
     set("max_requests", WORKERS, V::PosInt, D::Int(0))
         .cli(&["--max-requests"])
         .int()
@@ -381,6 +393,53 @@ pub static SETTINGS: &[Setting] = &[
     .int()
     .on()
     .doc("The longest header field line accepted, in bytes; 0 means 8190. Default 8190."),
+    set("header_timeout", SECURITY, V::PosInt, D::Int(10))
+        .cli(&["--header-timeout"])
+        .int()
+        .on()
+        .ext()
+        .doc(
+            "Seconds a client has to send a complete request head once a connection is open or \
+              a request has started; a late head is answered `408 Request Timeout` and the \
+              connection closed (a new connection that sends nothing is closed silently). \
+              Idle time between kept-alive requests is `keepalive`. ferrocorn extension: \
+              Gunicorn has no such setting. Default 10.",
+        ),
+    set("body_timeout", SECURITY, V::PosInt, D::Int(30))
+        .cli(&["--body-timeout"])
+        .int()
+        .on()
+        .ext()
+        .doc(
+            "Seconds the server waits for the next bytes of a request body before it gives up \
+              on the request: `408 Request Timeout` while the body is buffered before the \
+              application runs, an error from `wsgi.input` afterwards. ferrocorn extension: \
+              Gunicorn has no such setting. Default 30.",
+        ),
+    set("body_buffer_size", SECURITY, V::PosInt, D::Int(1048576))
+        .cli(&["--body-buffer-size"])
+        .int()
+        .on()
+        .ext()
+        .doc(
+            "Request bodies up to this many bytes are read completely, by the event loop, \
+              before the application is called, so a slow upload holds no Python thread; a \
+              longer body is buffered up to this size, then streams through `wsgi.input`. \
+              0 means no buffering. ferrocorn extension: Gunicorn has no such setting. \
+              Default 1048576 (1 MiB).",
+        ),
+    set("response_buffer_size", SECURITY, V::PosInt, D::Int(1048576))
+        .cli(&["--response-buffer-size"])
+        .int()
+        .on()
+        .ext()
+        .doc(
+            "Unsent response bytes held per connection before the application's body \
+              iterator is asked for more: past this, a `sync` worker pauses that response and \
+              serves other connections until the client has read, and a `gthread` worker's \
+              thread waits for the client. ferrocorn extension: Gunicorn has no such setting. \
+              Default 1048576 (1 MiB).",
+        ),
     // Debugging
     set("reload", DEBUGGING, V::Bool, D::Bool(false))
         .flag(&["--reload"])
@@ -699,12 +758,14 @@ pub static SETTINGS: &[Setting] = &[
         .cli(&["--metrics-bind"])
         .meta("ADDRESS")
         .on()
+        .ext()
         .doc(
-            "Not in Gunicorn. Serve Prometheus metrics (`GET /metrics`, text format) from the \
-              master at `HOST:PORT` or `unix:PATH`: requests by status class, a latency \
-              histogram, requests in flight, open connections, workers, and worker restarts \
-              by reason. Workers count into shared memory; the master answers scrapes \
-              without blocking. Default: off.",
+            "Serve Prometheus metrics (`GET /metrics`, text format) from the master at \
+              `HOST:PORT` or `unix:PATH`: requests by status class, a latency histogram, \
+              requests in flight, open connections, workers, and worker restarts by reason. \
+              Workers count into shared memory; the master answers scrapes without blocking. \
+              See docs/logging.md. ferrocorn extension: Gunicorn has no such setting. \
+              Default: off.",
         ),
     // Process Naming
     set("proc_name", NAMING, V::String, D::None)
@@ -1296,8 +1357,8 @@ mod tests {
 
     #[test]
     fn table_has_all_gunicorn_settings_once() {
-        // Gunicorn's 120 settings, plus ferrocorn's own `metrics_bind`.
-        assert_eq!(SETTINGS.len(), 121);
+        let gunicorn = SETTINGS.iter().filter(|s| !s.extension).count();
+        assert_eq!(gunicorn, 120);
         for (i, s) in SETTINGS.iter().enumerate() {
             assert_eq!(index_of(s.name), Some(i), "duplicate {}", s.name);
             assert!(SECTIONS.contains(&s.section), "{} section", s.name);
@@ -1314,6 +1375,9 @@ mod tests {
             assert!(md.contains(&format!("### `{}`", s.name)));
         }
         assert!(md.contains("`--limit-request-field_size INT`"));
+        for s in SETTINGS.iter().filter(|s| s.extension) {
+            assert!(s.doc.contains("Gunicorn has no such setting"), "{}", s.name);
+        }
     }
 
     #[test]

@@ -131,6 +131,21 @@ impl HttpError {
             message: "Request head not received in time".into(),
         }
     }
+    pub fn body_timeout() -> HttpError {
+        HttpError {
+            status: 408,
+            reason: "Request Timeout",
+            message: "Request body not received in time".into(),
+        }
+    }
+    /// The worker is at its connection cap (`--worker-connections`).
+    pub fn service_unavailable() -> HttpError {
+        HttpError {
+            status: 503,
+            reason: "Service Unavailable",
+            message: "The server is at its connection limit; try again later.".into(),
+        }
+    }
 
     /// The complete answer, ending with the connection closed, in Gunicorn's format.
     pub fn to_response(&self) -> Vec<u8> {

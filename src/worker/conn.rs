@@ -7,6 +7,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::rc::Rc;
 use std::time::Duration;
 
+use pyo3::Python;
 use tokio::io::unix::AsyncFd;
 use tokio::time::{timeout_at, Instant};
 
@@ -19,8 +20,6 @@ use crate::wsgi::output::{OutQueue, Progress};
 
 /// Bytes read from the socket per call.
 const READ_CHUNK: usize = 16 * 1024;
-/// Bodies up to this size are read completely before the application is called.
-pub const BODY_BUFFER: usize = 1024 * 1024;
 /// Unread request body the server will discard to keep a connection alive.
 const DRAIN_LIMIT: u64 = 4 * 1024 * 1024;
 /// How long a closing connection reads what the client still sends, so that the client
@@ -90,7 +89,23 @@ impl Conn {
             fd: self.fd(),
             closing: worker.is_closing(),
         };
-        let outcome = worker.dispatch(request).await;
+        let mut outcome = worker.dispatch(request).await;
+        // A `sync` response paused at the output bound: write what is queued, letting the
+        // event loop serve other connections meanwhile, then produce more.
+        while let Some(o) = outcome.as_mut() {
+            let Some(paused) = o.paused.take() else {
+                break;
+            };
+            if let Err(e) = self.write_out(&mut o.out).await {
+                Python::attach(|py| paused.abandon(py));
+                worker.request_done();
+                if worker.reports {
+                    worker.report(0, None, started.elapsed());
+                }
+                return Err(e);
+            }
+            outcome = Some(worker.resume(paused));
+        }
         worker.request_done();
         let Some(Outcome {
             mut out,
@@ -98,6 +113,7 @@ impl Conn {
             body,
             access,
             status,
+            ..
         }) = outcome
         else {
             if worker.reports {
@@ -127,13 +143,17 @@ impl Conn {
     /// Reads until a complete head is buffered. `None`: the connection should just close.
     async fn read_head(&mut self, first: bool) -> io::Result<Option<http::RequestHead>> {
         let worker = Rc::clone(&self.worker);
-        let idle_deadline = Instant::now()
+        // A new connection has `--header-timeout` from its accept for its first head; a
+        // kept-alive one may idle for `--keep-alive`, then has `--header-timeout` from the
+        // first byte of the next head.
+        let start = Instant::now();
+        let idle_deadline = start
             + if first {
                 worker.options.head_timeout
             } else {
                 worker.options.keepalive
             };
-        let mut head_deadline: Option<Instant> = None;
+        let mut head_deadline: Option<Instant> = first.then_some(idle_deadline);
         loop {
             if self.awaiting_proxy && !self.buf.is_empty() {
                 match self.take_proxy_header() {
@@ -217,7 +237,8 @@ impl Conn {
         Ok(true)
     }
 
-    /// Buffers the body up to [`BODY_BUFFER`]; a longer body streams from the socket later.
+    /// Buffers the body up to `--body-buffer-size`; a longer body streams from the socket
+    /// later. Each wait for more bytes may last `--body-timeout`.
     async fn read_body(
         &mut self,
         head: &http::RequestHead,
@@ -237,23 +258,24 @@ impl Conn {
             out.push_slice(CONTINUE);
             self.write_out(&mut out).await?;
         }
-        let deadline = Instant::now() + self.worker.options.body_timeout;
+        let limit = self.worker.options.body_buffer;
         loop {
-            let room = BODY_BUFFER.saturating_sub(body.body.len());
+            let room = limit.saturating_sub(body.body.len());
             if let Err(err) = body.decode_buffered(room) {
                 return Ok(Err(err));
             }
-            if body.is_complete() || body.body.len() >= BODY_BUFFER {
+            if body.is_complete() || body.body.len() >= limit {
                 return Ok(Ok(body));
             }
             if body.raw_pos > 0 {
                 body.raw.drain(..body.raw_pos);
                 body.raw_pos = 0;
             }
+            let deadline = Instant::now() + self.worker.options.body_timeout;
             match timeout_at(deadline, read_into(&self.sock, &mut body.raw)).await {
                 Ok(Ok(0)) | Ok(Err(_)) => return Err(io::ErrorKind::UnexpectedEof.into()),
                 Ok(Ok(_)) => {}
-                Err(_) => return Ok(Err(HttpError::request_timeout())),
+                Err(_) => return Ok(Err(HttpError::body_timeout())),
             }
         }
     }
@@ -297,13 +319,15 @@ impl Conn {
         read_into(&self.sock, &mut self.buf).await
     }
 
+    /// Writes the whole queue. The client may take as long as it likes overall, but a stall
+    /// (no room to write at all) longer than the write timeout ends the connection.
     pub async fn write_out(&self, out: &mut OutQueue) -> io::Result<()> {
-        let deadline = Instant::now() + self.worker.options.write_timeout;
         let fd = self.fd();
         loop {
             if let Progress::Done = out.write_to(fd)? {
                 return Ok(());
             }
+            let deadline = Instant::now() + self.worker.options.write_timeout;
             let mut guard = match timeout_at(deadline, self.sock.writable()).await {
                 Ok(guard) => guard?,
                 Err(_) => return Err(io::ErrorKind::TimedOut.into()),
@@ -313,6 +337,11 @@ impl Conn {
                 Progress::Blocked => guard.clear_ready(),
             }
         }
+    }
+
+    /// The worker is at `--worker-connections`: answer 503 and close.
+    pub async fn shed(mut self) {
+        self.refuse(&HttpError::service_unavailable()).await;
     }
 
     async fn refuse(&mut self, err: &HttpError) {

@@ -57,10 +57,12 @@ pub struct WorkerContext<'a> {
 pub struct Options {
     /// Idle time allowed between requests on a kept-alive connection (`--keep-alive`).
     pub keepalive: Duration,
-    /// Time allowed for a request head to arrive completely.
+    /// Time allowed for a request head to arrive completely (`--header-timeout`).
     pub head_timeout: Duration,
-    /// Longest wait for more of a request body.
+    /// Longest wait for more of a request body (`--body-timeout`).
     pub body_timeout: Duration,
+    /// Body bytes read before the application is called (`--body-buffer-size`).
+    pub body_buffer: usize,
     /// Longest stall while writing a response.
     pub write_timeout: Duration,
     pub graceful_timeout: Duration,
@@ -132,6 +134,19 @@ impl Worker {
 
     fn access_format(&self) -> Option<&AccessFormat> {
         self.app.access.as_ref()
+    }
+
+    /// Goes on with a response paused at the output bound (`sync` only).
+    fn resume(&self, paused: call::Paused) -> Outcome {
+        self.heartbeat.beat();
+        signals::IN_APP_CALL.store(true, Ordering::SeqCst);
+        let outcome = Python::attach(|py| call::resume(py, paused));
+        signals::IN_APP_CALL.store(false, Ordering::SeqCst);
+        if signals::FAST.load(Ordering::SeqCst) || signals::PY_PENDING.load(Ordering::SeqCst) {
+            hooks::run_pending_signal_handlers();
+            hooks::exit_now(0);
+        }
+        outcome
     }
 
     fn request_done(&self) {
@@ -326,8 +341,9 @@ fn build_worker(
     let io_timeout = Duration::from_secs(if timeout == 0 { 60 } else { timeout.max(10) });
     let options = Options {
         keepalive: secs(settings, "keepalive"),
-        head_timeout: io_timeout,
-        body_timeout: io_timeout,
+        head_timeout: secs(settings, "header_timeout").max(Duration::from_secs(1)),
+        body_timeout: secs(settings, "body_timeout").max(Duration::from_secs(1)),
+        body_buffer: settings.uint("body_buffer_size") as usize,
         write_timeout: io_timeout,
         graceful_timeout: secs(settings, "graceful_timeout"),
         max_requests: max_requests(settings),
@@ -365,6 +381,8 @@ fn build_worker(
             app,
             environ,
             write_timeout: io_timeout,
+            output_bound: settings.uint("response_buffer_size"),
+            pause_output: !threaded,
         }),
         mode,
         heartbeat,
@@ -473,9 +491,6 @@ fn set_nonblocking(fd: RawFd) -> io::Result<()> {
 
 async fn accept_loop(worker: Rc<Worker>, listener: AsyncFd<RawFd>, index: usize) {
     loop {
-        while worker.connections.get() >= worker.options.max_connections {
-            worker.connection_closed.notified().await;
-        }
         let accepted = tokio::select! {
             r = accept(&listener) => r,
             _ = worker.closing_signal() => return,
@@ -490,8 +505,19 @@ async fn accept_loop(worker: Rc<Worker>, listener: AsyncFd<RawFd>, index: usize)
                         continue;
                     }
                 };
+                let full = worker.connections.get() >= worker.options.max_connections;
                 worker.opened_connection();
                 let w = Rc::clone(&worker);
+                if full {
+                    // Shed load: say so at once rather than leave the client in the queue.
+                    tokio::task::spawn_local(async move {
+                        conn::Conn::new(sock, peer, index, Rc::clone(&w))
+                            .shed()
+                            .await;
+                        w.closed_connection();
+                    });
+                    continue;
+                }
                 tokio::task::spawn_local(async move {
                     conn::Conn::new(sock, peer, index, Rc::clone(&w))
                         .serve()

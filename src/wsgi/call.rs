@@ -1,16 +1,19 @@
 //! The request cycle, written once for every worker class: build the environ, call the
 //! application, turn what it returns into response bytes, always call the iterable's `close()`.
 //! Runs with the GIL; releases it only to wait on the socket.
+//!
+//! A `sync` worker's response may pause at the output bound ([`Paused`]): the event loop
+//! writes what is queued, then [`resume`]s the body iterator. The end of the cycle (the access
+//! log data, `post_request`) happens once, when the response is complete ([`Tail::finish`]).
 
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::io::RawFd;
 use std::time::Duration;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList};
+use pyo3::types::{PyBytes, PyIterator, PyList};
 
-use super::environ::Peer;
-use super::environ::{ConnInfo, EnvironBuilder};
+use super::environ::{ConnInfo, EnvironBuilder, Peer};
 use super::file_wrapper::FileWrapper;
 use super::input::{BodyState, InputStream};
 use super::output::OutQueue;
@@ -31,6 +34,12 @@ pub struct AppContext {
     pub keep_environ: bool,
     /// Longest stall while writing to a client before it counts as gone.
     pub write_timeout: Duration,
+    /// Unsent response bytes per connection before the body iterator waits for the client
+    /// (`--response-buffer-size`).
+    pub output_bound: u64,
+    /// At that bound, pause the response and return to the event loop (the `sync` worker,
+    /// whose event loop is the application's thread) instead of waiting on the socket.
+    pub pause_output: bool,
 }
 
 /// One request, ready for the application: its head and what is buffered of its body.
@@ -54,6 +63,8 @@ pub struct Outcome {
     pub status: u16,
     /// What the access log needs, when it is on.
     pub access: Option<Box<AccessData>>,
+    /// The response is paused at the output bound: write `out`, then [`resume`] it.
+    pub paused: Option<Paused>,
 }
 
 /// A served request, kept for its access log line.
@@ -74,18 +85,43 @@ pub struct AccessData {
     pub environ_obj: Option<Py<PyAny>>,
 }
 
+/// A response whose body iterator stopped at the output bound, to go on once the client has
+/// read. Dropping it without [`resume`] or [`Paused::abandon`] would skip `close()`.
+pub struct Paused {
+    iter: Py<PyIterator>,
+    iterable: Py<PyAny>,
+    responder: Py<StartResponse>,
+    input: Py<InputStream>,
+    tail: Tail,
+}
+
+impl Paused {
+    /// The client went away while the response was paused: end it, calling `close()` and
+    /// `post_request`.
+    pub fn abandon(self, py: Python<'_>) {
+        if let Err(e) = close_iterable(self.iterable.bind(py)) {
+            log_exception(
+                py,
+                &format!("Error handling request {}", uri(&self.tail.head)),
+                &e,
+            );
+        }
+        let status = self.responder.bind(py).borrow().state.status_code;
+        self.tail.finish(
+            py,
+            Outcome::ended(OutQueue::new(), None, status),
+            0,
+            Vec::new(),
+        );
+    }
+}
+
 impl Outcome {
     /// An error answer that ends the connection.
     pub fn refuse(err: &HttpError, body: Option<BodyState>) -> Outcome {
         let mut out = OutQueue::new();
         out.push_slice(&err.to_response());
-        Outcome {
-            out,
-            keep_alive: false,
-            body,
-            status: err.status,
-            access: None,
-        }
+        Outcome::ended(out, body, err.status)
     }
 
     fn ended(out: OutQueue, body: Option<BodyState>, status: u16) -> Outcome {
@@ -95,18 +131,53 @@ impl Outcome {
             body,
             status,
             access: None,
+            paused: None,
         }
     }
 }
 
-/// What the cycle learned that only the access log needs.
-#[derive(Default)]
-struct Served {
-    sent: u64,
-    response_headers: Vec<(String, String)>,
+/// What the end of a request cycle needs, kept across a pause.
+struct Tail {
+    head: RequestHead,
+    /// The client address for the access log; `None` when the access log is off.
+    remote_addr: Option<String>,
+    /// `{key}e` values the access log format asks for.
     environ: Vec<(String, String)>,
-    status_line: Option<String>,
+    /// The `req` object and what `post_request` will see, when request hooks are set.
+    hook: Option<(Py<PyAny>, Capture)>,
+    peer: Option<std::net::SocketAddr>,
+    /// The environ and the status line, for a custom logger class.
     environ_obj: Option<Py<PyAny>>,
+    status_line: Option<String>,
+}
+
+impl Tail {
+    /// Ends the cycle: `post_request`, then the access log data.
+    fn finish(
+        self,
+        py: Python<'_>,
+        mut outcome: Outcome,
+        sent: u64,
+        response_headers: Vec<(String, String)>,
+    ) -> Outcome {
+        if let (Some((req, capture)), Some(hooks)) = (&self.hook, hooks::request_hooks(py)) {
+            hooks.post_request(py, req, capture, outcome.status);
+        }
+        if let Some(remote_addr) = self.remote_addr {
+            outcome.access = Some(Box::new(AccessData {
+                head: self.head,
+                remote_addr,
+                status: outcome.status,
+                sent,
+                response_headers,
+                environ: self.environ,
+                peer: self.peer,
+                status_line: self.status_line,
+                environ_obj: self.environ_obj,
+            }));
+        }
+        outcome
+    }
 }
 
 pub fn handle(py: Python<'_>, ctx: &AppContext, req: Request) -> Outcome {
@@ -131,22 +202,33 @@ fn with_hooks(py: Python<'_>, ctx: &AppContext, req: Request, hooks: &RequestHoo
             Peer::Unix => None,
         },
     };
-    let mut capture = Capture::default();
     match hooks.pre_request(py, &view) {
-        Ok(hook_req) => {
-            let outcome = cycle(py, ctx, req, Some(&mut capture));
-            hooks.post_request(py, &hook_req, &capture, outcome.status);
-            outcome
-        }
+        Ok(hook_req) => cycle(py, ctx, req, Some((hook_req, Capture::default()))),
         Err(hook_req) => {
             let err = HttpError::internal(String::new());
-            hooks.post_request(py, &hook_req, &capture, err.status);
+            hooks.post_request(py, &hook_req, &Capture::default(), err.status);
             Outcome::refuse(&err, Some(req.body))
         }
     }
 }
 
-fn cycle(py: Python<'_>, ctx: &AppContext, req: Request, capture: Option<&mut Capture>) -> Outcome {
+fn remote_addr(conn: &ConnInfo) -> String {
+    match (&conn.proxy, conn.peer.ip()) {
+        (Some(proxy), _) if proxy.client.is_some() => proxy
+            .client
+            .map(|(ip, _)| ip.to_string())
+            .unwrap_or_default(),
+        (_, Some(ip)) => ip.to_string(),
+        (_, None) => String::new(),
+    }
+}
+
+fn cycle(
+    py: Python<'_>,
+    ctx: &AppContext,
+    req: Request,
+    hook: Option<(Py<PyAny>, Capture)>,
+) -> Outcome {
     let Request {
         head,
         body,
@@ -154,85 +236,51 @@ fn cycle(py: Python<'_>, ctx: &AppContext, req: Request, capture: Option<&mut Ca
         fd,
         closing,
     } = req;
-    let mut served = Served::default();
-    let mut outcome = run_cycle(
-        py,
-        ctx,
-        &head,
-        body,
-        &conn,
-        fd,
-        closing,
-        &mut served,
-        capture,
-    );
-    if ctx.access.is_some() {
-        let remote_addr = match (&conn.proxy, conn.peer.ip()) {
-            (Some(proxy), _) if proxy.client.is_some() => proxy
-                .client
-                .map(|(ip, _)| ip.to_string())
-                .unwrap_or_default(),
-            (_, Some(ip)) => ip.to_string(),
-            (_, None) => String::new(),
-        };
-        outcome.access = Some(Box::new(AccessData {
-            head,
-            remote_addr,
-            status: outcome.status,
-            sent: served.sent,
-            response_headers: served.response_headers,
-            environ: served.environ,
-            peer: match conn.peer {
-                Peer::Tcp(addr) => Some(addr),
-                Peer::Unix => None,
-            },
-            status_line: served.status_line,
-            environ_obj: served.environ_obj,
-        }));
-    }
-    outcome
-}
-
-#[allow(clippy::too_many_arguments)]
-fn run_cycle(
-    py: Python<'_>,
-    ctx: &AppContext,
-    head: &RequestHead,
-    body: BodyState,
-    conn: &ConnInfo,
-    fd: RawFd,
-    closing: bool,
-    served: &mut Served,
-    capture: Option<&mut Capture>,
-) -> Outcome {
+    let mut tail = Tail {
+        remote_addr: ctx.access.is_some().then(|| remote_addr(&conn)),
+        environ: Vec::new(),
+        hook,
+        head,
+        peer: match conn.peer {
+            Peer::Tcp(addr) => Some(addr),
+            Peer::Unix => None,
+        },
+        environ_obj: None,
+        status_line: None,
+    };
     let facts = RequestFacts {
-        version_minor: head.version_minor,
-        is_head: &*head.method == "HEAD",
-        keep_alive: head.keep_alive,
+        version_minor: tail.head.version_minor,
+        is_head: &*tail.head.method == "HEAD",
+        keep_alive: tail.head.keep_alive,
         closing,
     };
     let input = match Bound::new(py, InputStream::new(body)) {
         Ok(input) => input,
         Err(e) => {
             log_exception(py, "Cannot create wsgi.input", &e);
-            return Outcome::refuse(&HttpError::internal(String::new()), None);
+            let refused = Outcome::refuse(&HttpError::internal(String::new()), None);
+            return tail.finish(py, refused, 0, Vec::new());
         }
     };
-    let environ = match ctx.environ.build(py, head, conn, input.clone().into_any()) {
+    let environ = match ctx
+        .environ
+        .build(py, &tail.head, &conn, input.clone().into_any())
+    {
         Ok(environ) => environ,
         Err(err) => {
             if err.status >= 500 {
                 log::error(format_args!(
                     "Error handling request {}: {}",
-                    uri(head),
+                    uri(&tail.head),
                     err.message
                 ));
             }
-            return Outcome::refuse(&err, take_body(&input));
+            let refused = Outcome::refuse(&err, take_body(&input));
+            return tail.finish(py, refused, 0, Vec::new());
         }
     };
     if ctx.keep_environ {
-        served.environ_obj = Some(environ.clone().into_any().unbind());
+        tail.environ_obj = Some(environ.clone().into_any().unbind());
     }
     if let Some(format) = &ctx.access {
         for key in format.environ_keys() {
@@ -240,39 +288,124 @@ fn run_cycle(
                 .get_item(key.to_ascii_uppercase())
                 .or_else(|_| environ.get_item(&key))
             {
-                served
-                    .environ
-                    .push((key, value.str().map(|s| s.to_string()).unwrap_or_default()));
+                let value = value.str().map(|s| s.to_string()).unwrap_or_default();
+                tail.environ.push((key, value));
             }
         }
     }
-    let state = ResponseState::new(facts, fd, ctx.write_timeout);
-    let responder = match Bound::new(py, StartResponse { state }) {
+    let responder = match Bound::new(
+        py,
+        StartResponse {
+            state: ResponseState::bounded(
+                facts,
+                fd,
+                ctx.write_timeout,
+                ctx.output_bound,
+                ctx.pause_output,
+            ),
+        },
+    ) {
         Ok(r) => r,
         Err(e) => {
             log_exception(py, "Cannot create start_response", &e);
-            return Outcome::refuse(&HttpError::internal(String::new()), take_body(&input));
+            let refused = Outcome::refuse(&HttpError::internal(String::new()), take_body(&input));
+            return tail.finish(py, refused, 0, Vec::new());
         }
     };
-    if let Some(capture) = capture {
+    if let Some((_, capture)) = &mut tail.hook {
         capture.environ = Some(environ.clone().into_any().unbind());
         capture.responder = Some(responder.clone().unbind());
     }
 
     let result = ctx.app.bind(py).call1((environ, &responder));
     let failure = match result {
-        Ok(iterable) => {
-            let sent = send_body(py, &responder, &iterable);
-            let closed = close_iterable(&iterable);
-            sent.err().or(closed.err())
-        }
+        Ok(iterable) => match send_body(py, &responder, &iterable) {
+            Ok(Some(iter)) => return pause(&responder, iter, iterable, input, tail),
+            sent => {
+                let closed = close_iterable(&iterable);
+                sent.err().or(closed.err())
+            }
+        },
         Err(e) => Some(e),
     };
+    conclude(py, tail, &input, &responder, failure)
+}
 
-    let body = take_body(&input);
+/// Goes on with a paused response after its queued output was written.
+pub fn resume(py: Python<'_>, paused: Paused) -> Outcome {
+    let Paused {
+        iter,
+        iterable,
+        responder,
+        input,
+        tail,
+    } = paused;
+    let responder = responder.into_bound(py);
+    let iterable = iterable.into_bound(py);
+    let iter = iter.into_bound(py);
+    let sent = match pump(py, &responder, &iter) {
+        Ok(true) => return pause(&responder, iter, iterable, input.into_bound(py), tail),
+        Ok(false) => Ok(()),
+        Err(e) => Err(e),
+    };
+    let closed = close_iterable(&iterable);
+    let failure = sent.err().or(closed.err());
+    conclude(py, tail, &input.into_bound(py), &responder, failure)
+}
+
+/// Hands the queued output to the event loop, keeping the iterator for [`resume`].
+fn pause(
+    responder: &Bound<'_, StartResponse>,
+    iter: Bound<'_, PyIterator>,
+    iterable: Bound<'_, PyAny>,
+    input: Bound<'_, InputStream>,
+    tail: Tail,
+) -> Outcome {
+    let mut guard = responder.borrow_mut();
+    let out = std::mem::take(&mut guard.state.out);
+    let mut outcome = Outcome::ended(out, None, guard.state.status_code);
+    outcome.paused = Some(Paused {
+        iter: iter.unbind(),
+        iterable: iterable.unbind(),
+        responder: responder.clone().unbind(),
+        input: input.unbind(),
+        tail,
+    });
+    outcome
+}
+
+/// The end of the request cycle once the body iterator is exhausted (or failed).
+fn conclude(
+    py: Python<'_>,
+    mut tail: Tail,
+    input: &Bound<'_, InputStream>,
+    responder: &Bound<'_, StartResponse>,
+    failure: Option<PyErr>,
+) -> Outcome {
+    let outcome = settle(py, &tail.head, input, responder, failure);
+    let state = &responder.borrow().state;
+    let headers = if tail.remote_addr.is_some() {
+        state.headers.clone()
+    } else {
+        Vec::new()
+    };
+    if tail.environ_obj.is_some() {
+        tail.status_line = state.status.clone();
+    }
+    tail.finish(py, outcome, state.sent, headers)
+}
+
+/// The response's final framing, or the error answer when the application failed.
+fn settle(
+    py: Python<'_>,
+    head: &RequestHead,
+    input: &Bound<'_, InputStream>,
+    responder: &Bound<'_, StartResponse>,
+    failure: Option<PyErr>,
+) -> Outcome {
+    let body = take_body(input);
     let mut guard = responder.borrow_mut();
     let state = &mut guard.state;
-    served.sent = state.sent;
     if let Some(err) = failure {
         if state.broken.is_some() {
             // The client went away; nothing left to answer.
@@ -302,24 +435,12 @@ fn run_cycle(
     if let Some(complaint) = state.finish() {
         log::warning(format_args!("{complaint} (request {})", uri(head)));
     }
-    served.sent = state.sent;
-    if ctx.access.is_some() {
-        // The head is queued by now; the headers are only needed for the log line.
-        served.response_headers = std::mem::take(&mut state.headers);
-        if ctx.keep_environ {
-            served.status_line = state.status.clone();
-        }
-    }
     let body_ok = body
         .as_ref()
         .is_some_and(|b| b.error.is_none() && !b.truncated);
-    Outcome {
-        keep_alive: !state.will_close() && state.broken.is_none() && body_ok,
-        out: std::mem::take(&mut state.out),
-        body,
-        status: state.status_code,
-        access: None,
-    }
+    let mut outcome = Outcome::ended(std::mem::take(&mut state.out), body, state.status_code);
+    outcome.keep_alive = !state.will_close() && state.broken.is_none() && body_ok;
+    outcome
 }
 
 fn take_body(input: &Bound<'_, InputStream>) -> Option<BodyState> {
@@ -327,14 +448,17 @@ fn take_body(input: &Bound<'_, InputStream>) -> Option<BodyState> {
 }
 
 /// Writes what the application returned, by the cheapest route its type allows.
-fn send_body(
-    py: Python<'_>,
-    responder: &Bound<'_, StartResponse>,
-    iterable: &Bound<'_, PyAny>,
-) -> PyResult<()> {
+/// `Some(iterator)`: the output bound was reached in a pausable response; go on later.
+fn send_body<'py>(
+    py: Python<'py>,
+    responder: &Bound<'py, StartResponse>,
+    iterable: &Bound<'py, PyAny>,
+) -> PyResult<Option<Bound<'py, PyIterator>>> {
     let mut guard = responder.borrow_mut();
     let state = &mut guard.state;
     if let Ok(list) = iterable.cast::<PyList>() {
+        // A list's items are in memory already: queuing them (by reference when large)
+        // adds little, so a list is never paused.
         drop(guard);
         for item in list.iter() {
             write_item(py, responder, &item)?;
@@ -342,21 +466,36 @@ fn send_body(
                 break;
             }
         }
-        return Ok(());
+        return Ok(None);
     }
     if let Ok(wrapper) = iterable.cast::<FileWrapper>() {
         if state.status.is_some() && send_file(state, &wrapper.borrow())? {
-            return Ok(());
+            return Ok(None);
         }
     }
     drop(guard);
-    for item in iterable.try_iter()? {
+    let iter = iterable.try_iter()?;
+    Ok(pump(py, responder, &iter)?.then_some(iter))
+}
+
+/// Writes items from `iter` until it ends (false) or, in a pausable response, until the
+/// unsent output reaches its bound (true).
+fn pump(
+    py: Python<'_>,
+    responder: &Bound<'_, StartResponse>,
+    iter: &Bound<'_, PyIterator>,
+) -> PyResult<bool> {
+    for item in iter.clone() {
         write_item(py, responder, &item?)?;
-        if responder.borrow().state.broken.is_some() {
+        let r = responder.borrow();
+        if r.state.broken.is_some() {
             break;
         }
+        if r.state.pausable && r.state.over_bound() {
+            return Ok(true);
+        }
     }
-    Ok(())
+    Ok(false)
 }
 
 fn write_item(

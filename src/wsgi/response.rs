@@ -12,9 +12,9 @@ use pyo3::types::{PyBytes, PyString, PyTuple};
 use super::output::OutQueue;
 use crate::http::date;
 
-/// Past this many queued bytes, the request cycle writes to the socket itself before
-/// producing more, so memory per connection stays bounded.
-pub const OUTPUT_BOUND: u64 = 1024 * 1024;
+/// Unsent output allowed per connection when no setting says otherwise
+/// (`--response-buffer-size`).
+pub const DEFAULT_OUTPUT_BOUND: u64 = 1024 * 1024;
 
 /// Headers a WSGI application must not set (PEP 3333: hop-by-hop).
 const HOP_BY_HOP: [&str; 8] = [
@@ -61,10 +61,26 @@ pub struct ResponseState {
     pub write_timeout: Duration,
     /// Writing to the client failed: it went away.
     pub broken: Option<io::Error>,
+    /// Past this many unsent bytes, no more body is produced until the client has read.
+    pub bound: u64,
+    /// The request cycle pauses at the bound and lets the event loop write (the `sync`
+    /// worker, where the event loop and the application share one thread) instead of
+    /// writing with a blocking wait itself.
+    pub pausable: bool,
 }
 
 impl ResponseState {
     pub fn new(facts: RequestFacts, fd: RawFd, write_timeout: Duration) -> ResponseState {
+        ResponseState::bounded(facts, fd, write_timeout, DEFAULT_OUTPUT_BOUND, false)
+    }
+
+    pub fn bounded(
+        facts: RequestFacts,
+        fd: RawFd,
+        write_timeout: Duration,
+        bound: u64,
+        pausable: bool,
+    ) -> ResponseState {
         ResponseState {
             facts,
             status: None,
@@ -81,6 +97,8 @@ impl ResponseState {
             fd,
             write_timeout,
             broken: None,
+            bound,
+            pausable,
         }
     }
 
@@ -286,10 +304,15 @@ impl ResponseState {
             self.out.push_bytes(data, take as usize);
         }
         self.sent += take;
-        if self.out.pending() >= OUTPUT_BOUND {
+        if !self.pausable && self.over_bound() {
             self.flush(py)?;
         }
         Ok(())
+    }
+
+    /// Whether the unsent output reached the bound.
+    pub fn over_bound(&self) -> bool {
+        self.out.pending() >= self.bound.max(1)
     }
 
     /// Writes the queue to the socket now, without the GIL.
@@ -416,6 +439,10 @@ impl StartResponse {
             ))
         })?;
         self.state.write_body(py, data)?;
+        // A write() call cannot be paused: past the bound it waits for the client here.
+        if self.state.pausable && self.state.over_bound() {
+            self.state.flush(py)?;
+        }
         if self.state.broken.is_some() {
             return Err(PyOSError::new_err("client disconnected"));
         }
