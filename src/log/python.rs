@@ -382,12 +382,3 @@ pub fn flush_stdio() {
         }
     });
 }
-
-/// The `server.log` / `worker.log` object for hooks when a custom logger class is in use.
-pub fn custom_logger(py: Python<'_>) -> Option<Py<PyAny>> {
-    if custom() {
-        current(py)
-    } else {
-        None
-    }
-}
