@@ -21,6 +21,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shlex
 import shutil
 import signal
@@ -156,6 +157,7 @@ class Scenario:
     wrk_extra: tuple[str, ...] = ()
     threaded_only: bool = False
     rss_before: bool = False  # also sample RSS before the measured run (file_wrapper)
+    must_close: bool = False  # the server must close after each response (Connection: close)
     note: str = ""
 
 
@@ -163,7 +165,8 @@ SCENARIOS: list[Scenario] = [
     Scenario("hello", "Hello world, keep-alive", "hello", 50,
              note="13-byte body; RSS is the whole process tree after this run"),
     Scenario("hello-close", "Hello world, Connection: close", "hello", 50,
-             ("-H", "Connection: close"), note="a new TCP connection for every request"),
+             ("-H", "Connection: close"), must_close=True,
+             note="a new TCP connection for every request"),
     Scenario("response-1mib", "1 MiB response", "big", 50),
     Scenario("post-64kib", "64 KiB POST read fully by the app", "upload", 50,
              ("-s", str(BENCH / "post64k.lua"))),
@@ -230,6 +233,14 @@ def cpu_ticks(pid: int) -> int:
     return int(fields[11]) + int(fields[12]) if fields else 0
 
 
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_s(root: int) -> float:
+    """CPU seconds (user + system) used so far by root and its live descendants."""
+    return sum(cpu_ticks(p) for p in process_tree(root)) / CLK_TCK
+
+
 # --------------------------------------------------------------------------------------------
 # starting and stopping servers
 
@@ -284,6 +295,20 @@ class Server:
             if time.monotonic() > end:
                 raise ServerError(f"not ready after {deadline:.0f}s: {self.log_tail()}")
             time.sleep(0.05)
+
+    def closes_on_request(self) -> bool:
+        """Whether the server closes the connection after answering a request that says
+        `Connection: close` (RFC 9112 requires it)."""
+        request = f"GET / HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n".encode()
+        with socket.create_connection((HOST, self.launch.port), timeout=2) as s:
+            s.sendall(request)
+            s.settimeout(1.0)
+            try:
+                while s.recv(65536):
+                    pass
+            except socket.timeout:
+                return False
+        return True
 
     def stop(self) -> None:
         pgid = self.proc.pid
@@ -346,6 +371,7 @@ class WrkResult:
     p99_ms: float | None = None
     non2xx: int = 0
     socket_errors: dict[str, int] = field(default_factory=dict)
+    client_cpu_s: float | None = None  # CPU time wrk itself used
 
     @property
     def errors(self) -> int:
@@ -382,11 +408,16 @@ def wrk_argv(sc: Scenario, port: int, seconds: float) -> list[str]:
 
 def run_wrk(sc: Scenario, port: int, seconds: float) -> WrkResult:
     argv = wrk_argv(sc, port, seconds)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run(argv, check=False, capture_output=True, text=True,
                           timeout=seconds + 30)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise ServerError(f"wrk exited {proc.returncode}: {proc.stderr.strip()[-300:]}")
-    return parse_wrk(proc.stdout)
+    res = parse_wrk(proc.stdout)
+    # wrk is the only child reaped meanwhile (servers are reaped when they are stopped)
+    res.client_cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return res
 
 
 # --------------------------------------------------------------------------------------------
@@ -427,6 +458,11 @@ class Cell:
             "p50_ms": med_of("p50_ms"),
             "p99_ms": med_of("p99_ms"),
             "errors": sum(r["errors"] for r in runs),
+            "cpu_pct": med_of("cpu_pct"),
+            "client_cpu_pct": med_of("client_cpu_pct"),
+            "cpu_us_per_req": med_of("cpu_us_per_req"),
+            "closes": (None if not any("closes" in r for r in runs)
+                       else all(r.get("closes", True) for r in runs)),
             "rss_kib": med_of("rss_kib"),
             "rss_before_kib": med_of("rss_before_kib"),
             "worker_rss_before_kib": med_of("worker_rss_before_kib"),
@@ -450,9 +486,18 @@ def measure_once(
         root = server.proc.pid
         if warmup > 0:
             run_wrk(sc, launch.port, warmup)
+        if sc.must_close:
+            run["closes"] = server.closes_on_request()
         if sc.rss_before:
             run["rss_before_kib"], run["worker_rss_before_kib"] = tree_rss_kib(root)
+        cpu0 = tree_cpu_s(root)
         res = run_wrk(sc, launch.port, duration)
+        cpu = tree_cpu_s(root) - cpu0
+        run["cpu_s"] = round(cpu, 3)
+        run["cpu_pct"] = round(cpu / duration * 100, 1)
+        run["cpu_us_per_req"] = round(cpu / res.requests * 1e6, 1) if res.requests else None
+        if res.client_cpu_s is not None:
+            run["client_cpu_pct"] = round(res.client_cpu_s / duration * 100, 1)
         run["rss_kib"], run["worker_rss_after_kib"] = tree_rss_kib(root)
         if not sc.rss_before:
             run.pop("worker_rss_after_kib")
@@ -512,10 +557,11 @@ def scenario_table(sc: Scenario, cells: list[Cell]) -> list[str]:
     ferro_rps = {k: (v["rps_median"] if v else None) for k, v in ferro.items()}
     rss_head = "RSS before → after MiB" if sc.rss_before else "RSS MiB"
     cols = ["server", "config", "req/s (median ± spread)", "p50 ms", "p99 ms", "errors",
-            rss_head]
+            "CPU µs/req", "busy: server / wrk", rss_head]
     ratio_cols = [k for k in ("ferrocorn-sync", "ferrocorn-gthread") if k in ferro_rps]
     cols += [f"{k.replace('ferrocorn-', 'ferrocorn ')} ÷ this" for k in ratio_cols]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    kept_open = False
     for c in cells:
         s = c.summary()
         if s is None:
@@ -525,13 +571,24 @@ def scenario_table(sc: Scenario, cells: list[Cell]) -> list[str]:
         else:
             rss = (f"{fmt_mib(s['rss_before_kib'])} → {fmt_mib(s['rss_kib'])}" if sc.rss_before
                    else fmt_mib(s["rss_kib"]))
-            row = [c.server, c.label, fmt_rps(s), fmt_ms(s["p50_ms"]), fmt_ms(s["p99_ms"]),
-                   str(s["errors"]), rss]
+            label = c.label
+            if s["closes"] is False:
+                label += " †"
+                kept_open = True
+            cpu_us = "–" if s["cpu_us_per_req"] is None else f"{s['cpu_us_per_req']:,.1f}"
+            cpu_pct = " / ".join("–" if v is None else f"{v:.0f}%"
+                                 for v in (s["cpu_pct"], s["client_cpu_pct"]))
+            row = [c.server, label, fmt_rps(s), fmt_ms(s["p50_ms"]), fmt_ms(s["p99_ms"]),
+                   str(s["errors"]), cpu_us, cpu_pct, rss]
             row += ["–" if k == c.config else ratio_text(ferro_rps[k], s["rps_median"])
                     for k in ratio_cols]
             if c.server == "ferrocorn":
                 row[0] = "**ferrocorn**"
         lines.append("| " + " | ".join(row) + " |")
+    if kept_open:
+        lines += ["", ("† kept the connection open after answering a request with `Connection: "
+                       "close` (checked before each run), so its row measures keep-alive, not a "
+                       "new connection per request; the bar leaves it out.")]
     return lines
 
 
@@ -554,7 +611,7 @@ def _best_peer(cells: dict[str, dict[str, Cell]], sc: str,
         if cell.server == "ferrocorn" or (servers and cell.server not in servers):
             continue
         s = cell.summary()
-        if s and (best is None or s["rps_median"] > best[1]):
+        if s and s["closes"] is not False and (best is None or s["rps_median"] > best[1]):
             best = (key, s["rps_median"])
     return best
 
@@ -568,7 +625,16 @@ def _best_ferro(cells: dict[str, dict[str, Cell]], sc: str) -> tuple[str, float]
     return best
 
 
-def check_bar(cells: dict[str, dict[str, Cell]]) -> list[BarLine]:
+def _cpu_note(cells: dict[str, dict[str, Cell]], sc: str, a: str, b: str) -> str:
+    sa, sb = _s(cells, sc, a), _s(cells, sc, b)
+    if not sa or not sb or not sa["cpu_us_per_req"] or not sb["cpu_us_per_req"]:
+        return ""
+    return (f"; server CPU per request {sa['cpu_us_per_req']:,.0f} µs vs "
+            f"{sb['cpu_us_per_req']:,.0f} µs ({sb['cpu_us_per_req'] / sa['cpu_us_per_req']:.2f}× "
+            "less)")
+
+
+def check_bar(cells: dict[str, dict[str, Cell]], sleep_ms: float | None = None) -> list[BarLine]:
     out: list[BarLine] = []
 
     def verdict(ok: bool) -> str:
@@ -600,9 +666,15 @@ def check_bar(cells: dict[str, dict[str, Cell]]) -> list[BarLine]:
             skip(text, "ferrocorn or every peer not measured")
             continue
         r = f[1] / p[1]
+        left_out = [k for k, c in cells[sc].items()
+                    if (cs := c.summary()) and cs["closes"] is False]
+        note = (f" (left out: {', '.join(left_out)}, which kept connections open)"
+                if left_out else "")
+        if sc == "response-1mib":
+            note += _cpu_note(cells, sc, f[0], p[0])
         out.append(BarLine(text, verdict(r >= factor),
                            f"{f[0]} {f[1]:,.0f} req/s = {r:.2f}× best peer {p[0]} "
-                           f"({p[1]:,.0f})"))
+                           f"({p[1]:,.0f}){note}"))
 
     text = (f"sleep 10 ms: ferrocorn gthread --threads 8 ≥ 97% of {IDEAL_SLEEP_RPS:.0f} req/s "
             "and p99 < 15 ms")
@@ -612,9 +684,13 @@ def check_bar(cells: dict[str, dict[str, Cell]]) -> list[BarLine]:
     else:
         frac = fg["rps_median"] / IDEAL_SLEEP_RPS
         p99 = fg["p99_ms"] or float("inf")
+        note = ""
+        if sleep_ms:
+            note = (f"; time.sleep(0.010) alone takes {sleep_ms:.2f} ms on this machine, which "
+                    f"caps 8 threads at {8000 / sleep_ms:,.0f} req/s")
         out.append(BarLine(text, verdict(frac >= 0.97 and p99 < 15.0),
                            f"{fg['rps_median']:,.1f} req/s = {frac * 100:.1f}% of ideal, "
-                           f"p99 {p99:.2f} ms"))
+                           f"p99 {p99:.2f} ms{note}"))
 
     text = "Flask hello: ferrocorn ≥ bjoern"
     f, bj = _best_ferro(cells, "flask"), _s(cells, "flask", "bjoern")
@@ -639,7 +715,8 @@ def check_bar(cells: dict[str, dict[str, Cell]]) -> list[BarLine]:
         gtxt = "?" if growth is None else f"{growth / 1024:+.1f} MiB"
         out.append(BarLine(text, verdict(r >= 1.5 and flat),
                            f"{f[0]} {f[1]:,.0f} req/s = {r:.2f}× {g[0]} ({g[1]:,.0f}); "
-                           f"worker RSS growth {gtxt} (worst run)"))
+                           f"worker RSS growth {gtxt} (worst run)"
+                           + _cpu_note(cells, "file-10mib", f[0], g[0])))
 
     for fk, gk in (("ferrocorn-sync", "gunicorn-sync"), ("ferrocorn-gthread", "gunicorn-gthread")):
         text = f"RSS master+worker after hello: {fk.replace('-', ' ')} ≤ {gk.replace('-', ' ')}"
@@ -650,6 +727,18 @@ def check_bar(cells: dict[str, dict[str, Cell]]) -> list[BarLine]:
         out.append(BarLine(text, verdict(fs["rss_kib"] <= gs["rss_kib"]),
                            f"{fs['rss_kib'] / 1024:.1f} MiB vs {gs['rss_kib'] / 1024:.1f} MiB"))
     return out
+
+
+def sleep_calibration(python: str) -> float | None:
+    """Mean wall time of time.sleep(0.010) in ms, in a Python pinned to the server core."""
+    code = ("import time\nn = 100\nt = time.perf_counter()\nfor _ in range(n):\n"
+            "    time.sleep(0.010)\nprint((time.perf_counter() - t) / n * 1000)\n")
+    try:
+        out = subprocess.run(["taskset", "-c", SERVER_CPU, python, "-c", code], check=False,
+                             capture_output=True, text=True, timeout=30)
+        return round(float(out.stdout), 3)
+    except (ValueError, subprocess.SubprocessError, OSError):
+        return None
 
 
 def cpu_model() -> str:
@@ -766,8 +855,9 @@ def render_chart(scenarios: list[Scenario], cells: dict[str, dict[str, Cell]],
                              squeeze=False)
     for row, sc in enumerate(shown):
         cl = list(cells[sc.key].values())
-        names = [f"{c.server} {c.label}" for c in cl]
         sums = [c.summary() for c in cl]
+        names = [c.config + (" †" if s and s["closes"] is False else "")
+                 for c, s in zip(cl, sums)]
         colors = ["#c0392b" if c.server == "ferrocorn" else "#7f8c8d" for c in cl]
         ys = list(range(len(cl)))
         rps = [s["rps_median"] if s else 0.0 for s in sums]
@@ -782,8 +872,9 @@ def render_chart(scenarios: list[Scenario], cells: dict[str, dict[str, Cell]],
         if sc.key == "sleep-10ms":
             ax.axvline(IDEAL_SLEEP_RPS, color="k", linestyle="--", linewidth=0.8)
         for y, s in zip(ys, sums):
-            ax.text(0, y, "  " + (f"{s['rps_median']:,.0f}" if s else "n/a"), va="center",
-                    fontsize=6, color="white" if s else "black")
+            ax.text(s["rps_max"] if s else 0, y, " " + (f"{s['rps_median']:,.0f}" if s else
+                    f"n/a ({cl[y].status})"), va="center", fontsize=7)
+        ax.margins(x=0.15)
         ax = axes[row][1]
         p99 = [s["p99_ms"] if s and s["p99_ms"] is not None else 0.0 for s in sums]
         ax.barh(ys, p99, color=colors)
@@ -791,10 +882,11 @@ def render_chart(scenarios: list[Scenario], cells: dict[str, dict[str, Cell]],
         ax.invert_yaxis()
         ax.set_title(f"{sc.title}: p99 latency ms (lower is better)", fontsize=9)
         ax.tick_params(axis="x", labelsize=7)
-        for y, s in zip(ys, sums):
-            ax.text(0, y, "  " + (fmt_ms(s["p99_ms"]) if s else "n/a"), va="center",
-                    fontsize=6, color="white" if s else "black")
-    fig.suptitle("ferrocorn vs peers: one worker on one core, wrk on the other", fontsize=11)
+        for y, s, v in zip(ys, sums, p99):
+            ax.text(v, y, " " + (fmt_ms(s["p99_ms"]) if s else "n/a"), va="center", fontsize=7)
+        ax.margins(x=0.15)
+    fig.suptitle("ferrocorn (red) vs peers: one worker on core 0, wrk on core 1; "
+                 "bars: median, whiskers: min–max; † ignored Connection: close", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -943,7 +1035,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "command": cmd,
         "commands": commands,
     }
-    bar = check_bar(cells)
+    sleep_ms = (sleep_calibration(python) if any(sc.key == "sleep-10ms" for sc in args.scenarios)
+                else None)
+    meta["sleep_10ms_actual_ms"] = sleep_ms
+    bar = check_bar(cells, sleep_ms)
     args.out.mkdir(parents=True, exist_ok=True)
     md = render_markdown(meta, args.scenarios, cells, bar)
     (args.out / "results.md").write_text(md)
