@@ -413,7 +413,8 @@ def run_wrk(sc: Scenario, port: int, seconds: float) -> WrkResult:
                           timeout=seconds + 30)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
-        raise ServerError(f"wrk exited {proc.returncode}: {proc.stderr.strip()[-300:]}")
+        msg = (proc.stderr.strip() or proc.stdout.strip())[-300:]
+        raise ServerError(f"wrk exited {proc.returncode}: {msg}")
     res = parse_wrk(proc.stdout)
     # wrk is the only child reaped meanwhile (servers are reaped when they are stopped)
     res.client_cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -920,8 +921,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="comma-separated servers or configs: "
                         + ",".join(sorted({c.server for c in CONFIGS} | {c.key for c in CONFIGS})))
     p.add_argument("--runs", type=int, default=None, help="measured runs per cell (default 2)")
-    p.add_argument("--warmup", type=float, default=None, help="warm-up seconds (default 3)")
-    p.add_argument("--duration", type=float, default=None, help="measured seconds (default 10)")
+    p.add_argument("--warmup", type=int, default=None,
+                   help="warm-up seconds, whole (default 3; 0 skips it)")
+    p.add_argument("--duration", type=int, default=None,
+                   help="measured seconds, whole (default 10)")
     p.add_argument("--max-minutes", type=float, default=60.0,
                    help="hard bound on the whole run; cells past it are skipped (default 60)")
     p.add_argument("--out", type=Path, default=RESULTS, help="results directory")
@@ -931,8 +934,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     quick = args.quick
     args.runs = args.runs or (1 if quick else 2)
-    args.warmup = args.warmup if args.warmup is not None else (1.0 if quick else 3.0)
-    args.duration = args.duration or (3.0 if quick else 10.0)
+    args.warmup = args.warmup if args.warmup is not None else (1 if quick else 3)
+    args.duration = args.duration or (3 if quick else 10)
     if args.runs < 1 or args.duration <= 0 or args.warmup < 0:
         p.error("--runs must be ≥ 1, --duration > 0, --warmup ≥ 0")
     names = {s.key for s in SCENARIOS}
