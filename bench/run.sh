@@ -24,10 +24,8 @@ if [[ ${BENCH_SKIP_SETUP:-0} != 1 ]]; then
         if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
             log "installing ${missing[*]}"
             export DEBIAN_FRONTEND=noninteractive
-            if ! apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null 2>&1; then
-                apt-get update -qq
-                apt-get install -y -qq --no-install-recommends "${missing[@]}"
-            fi
+            apt-get update -qq
+            apt-get install -y -qq --no-install-recommends "${missing[@]}"
         else
             echo "missing system packages: ${missing[*]} (install them, or run this as root on Debian/Ubuntu)" >&2
             command -v wrk >/dev/null 2>&1 || exit 1
