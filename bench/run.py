@@ -241,6 +241,34 @@ def tree_cpu_s(root: int) -> float:
     return sum(cpu_ticks(p) for p in process_tree(root)) / CLK_TCK
 
 
+def core_ticks() -> dict[str, tuple[int, int]]:
+    """Per core, from /proc/stat: (ticks in user, nice, system and steal; all ticks). Interrupt
+    time is left out of the first figure: networking work there is not charged to any process."""
+    out: dict[str, tuple[int, int]] = {}
+    try:
+        lines = Path("/proc/stat").read_text().splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        name, *rest = line.split()
+        if name in (f"cpu{SERVER_CPU}", f"cpu{CLIENT_CPU}"):
+            v = [int(x) for x in rest[:8]]  # user nice system idle iowait irq softirq steal
+            out[name] = (v[0] + v[1] + v[2] + v[7], sum(v))
+    return out
+
+
+def other_load(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]],
+               core: str, own_s: float) -> float | None:
+    """Share of one core used by anything but our own process(es) between two samples."""
+    if core not in before or core not in after:
+        return None
+    busy = after[core][0] - before[core][0]
+    total = after[core][1] - before[core][1]
+    if total <= 0:
+        return None
+    return max(0.0, (busy - own_s * CLK_TCK) / total)
+
+
 # --------------------------------------------------------------------------------------------
 # starting and stopping servers
 
@@ -432,6 +460,7 @@ class Cell:
     server: str
     label: str
     command: str
+    keep: int = 2  # how many runs the summary uses: the quietest ones when there are more
     status: str = "ok"  # ok, not installed, failed, skipped
     error: str = ""
     runs: list[dict[str, Any]] = field(default_factory=list)
@@ -439,8 +468,19 @@ class Cell:
     def ok_runs(self) -> list[dict[str, Any]]:
         return [r for r in self.runs if r.get("rps") is not None]
 
-    def summary(self) -> dict[str, Any] | None:
+    def used_runs(self) -> list[dict[str, Any]]:
+        """The `keep` successful runs with the least other load on the two cores."""
         runs = self.ok_runs()
+        if len(runs) > self.keep:
+            runs = sorted(runs, key=lambda r: r.get("other_load_pct") or 0.0)[: self.keep]
+        return runs
+
+    def noisy(self, threshold: float) -> bool:
+        runs = self.used_runs()
+        return any((r.get("other_load_pct") or 0.0) > threshold for r in runs)
+
+    def summary(self) -> dict[str, Any] | None:
+        runs = self.used_runs()
         if not runs:
             return None
         rps = [r["rps"] for r in runs]
@@ -452,6 +492,8 @@ class Cell:
 
         return {
             "runs": len(runs),
+            "runs_measured": len(self.ok_runs()),
+            "other_load_pct": med_of("other_load_pct"),
             "rps_median": med,
             "rps_min": min(rps),
             "rps_max": max(rps),
@@ -491,9 +533,13 @@ def measure_once(
             run["closes"] = server.closes_on_request()
         if sc.rss_before:
             run["rss_before_kib"], run["worker_rss_before_kib"] = tree_rss_kib(root)
-        cpu0 = tree_cpu_s(root)
+        cpu0, cores0 = tree_cpu_s(root), core_ticks()
         res = run_wrk(sc, launch.port, duration)
-        cpu = tree_cpu_s(root) - cpu0
+        cpu, cores1 = tree_cpu_s(root) - cpu0, core_ticks()
+        loads = [other_load(cores0, cores1, f"cpu{SERVER_CPU}", cpu),
+                 other_load(cores0, cores1, f"cpu{CLIENT_CPU}", res.client_cpu_s or 0.0)]
+        if None not in loads:
+            run["other_load_pct"] = round(max(x for x in loads if x is not None) * 100, 1)
         run["cpu_s"] = round(cpu, 3)
         run["cpu_pct"] = round(cpu / duration * 100, 1)
         run["cpu_us_per_req"] = round(cpu / res.requests * 1e6, 1) if res.requests else None
@@ -558,7 +604,7 @@ def scenario_table(sc: Scenario, cells: list[Cell]) -> list[str]:
     ferro_rps = {k: (v["rps_median"] if v else None) for k, v in ferro.items()}
     rss_head = "RSS before → after MiB" if sc.rss_before else "RSS MiB"
     cols = ["server", "config", "req/s (median ± spread)", "p50 ms", "p99 ms", "errors",
-            "CPU µs/req", "busy: server / wrk", rss_head]
+            "CPU µs/req", "busy: server / wrk", "other load", rss_head]
     ratio_cols = [k for k in ("ferrocorn-sync", "ferrocorn-gthread") if k in ferro_rps]
     cols += [f"{k.replace('ferrocorn-', 'ferrocorn ')} ÷ this" for k in ratio_cols]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
@@ -579,8 +625,9 @@ def scenario_table(sc: Scenario, cells: list[Cell]) -> list[str]:
             cpu_us = "–" if s["cpu_us_per_req"] is None else f"{s['cpu_us_per_req']:,.1f}"
             cpu_pct = " / ".join("–" if v is None else f"{v:.0f}%"
                                  for v in (s["cpu_pct"], s["client_cpu_pct"]))
+            other = "–" if s["other_load_pct"] is None else f"{s['other_load_pct']:.0f}%"
             row = [c.server, label, fmt_rps(s), fmt_ms(s["p50_ms"]), fmt_ms(s["p99_ms"]),
-                   str(s["errors"]), cpu_us, cpu_pct, rss]
+                   str(s["errors"]), cpu_us, cpu_pct, other, rss]
             row += ["–" if k == c.config else ratio_text(ferro_rps[k], s["rps_median"])
                     for k in ratio_cols]
             if c.server == "ferrocorn":
@@ -805,6 +852,10 @@ def render_markdown(meta: dict[str, Any], scenarios: list[Scenario],
     out.append(f"- per cell: {opts['warmup']:g} s warm-up, {opts['duration']:g} s measured, "
                f"{opts['runs']} run(s); req/s is the median, ± half the range (max − min) "
                "relative to it; p50/p99 are medians over runs; errors are summed over runs")
+    out.append(f"- other load: the share of core {SERVER_CPU} or {CLIENT_CPU} (the larger) taken "
+               "by other work on the machine during the measured run (median); a run above "
+               f"{opts['noise_threshold']:g}% is measured again (up to {opts['retries']} more "
+               f"times) and the {opts['runs']} quietest runs are kept")
     out.append(f"- command: `{meta['command']}`")
     spreads = [s["spread_pct"] for per in cells.values() for c in per.values()
                if (s := c.summary()) and s["runs"] > 1]
@@ -927,6 +978,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="measured seconds, whole (default 10)")
     p.add_argument("--max-minutes", type=float, default=60.0,
                    help="hard bound on the whole run; cells past it are skipped (default 60)")
+    p.add_argument("--noise-threshold", type=float, default=15.0,
+                   help="a run during which other work took more than this %% of core 0 or 1 "
+                        "is measured again (default 15)")
+    p.add_argument("--retries", type=int, default=None,
+                   help="rounds of measuring disturbed runs again (default 2, 0 with --quick)")
     p.add_argument("--out", type=Path, default=RESULTS, help="results directory")
     p.add_argument("--update-docs", action="store_true",
                    help="also write the results into docs/performance.md")
@@ -934,6 +990,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     quick = args.quick
     args.runs = args.runs or (1 if quick else 2)
+    args.retries = args.retries if args.retries is not None else (0 if quick else 2)
     args.warmup = args.warmup if args.warmup is not None else (1 if quick else 3)
     args.duration = args.duration or (3 if quick else 10)
     if args.runs < 1 or args.duration <= 0 or args.warmup < 0:
@@ -995,31 +1052,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     cells: dict[str, dict[str, Cell]] = {}
     try:
         for sc, cfgs in plan:
-            cells[sc.key] = {c.key: Cell(sc.key, c.key, c.server, c.label, commands[c.key])
-                             for c in cfgs}
+            cells[sc.key] = {c.key: Cell(sc.key, c.key, c.server, c.label, commands[c.key],
+                                         keep=args.runs) for c in cfgs}
             for c in cfgs:
                 if not installed[c.key]:
                     cells[sc.key][c.key].status = "not installed"
+
+            def measure(c: Config, tag: str, sc: Scenario = sc) -> None:
+                cell = cells[sc.key][c.key]
+                if time.monotonic() + args.warmup + args.duration + 10 > deadline:
+                    cell.status = "skipped" if not cell.ok_runs() else cell.status
+                    cell.error = cell.error or f"time bound of {args.max_minutes:g} min"
+                    return
+                measure_once(cell, c, sc, base, env, logdir, args.warmup, args.duration)
+                last = cell.runs[-1]
+                if last["rps"] is None:
+                    msg = f"FAILED {last.get('error', '')[:200]}"
+                else:
+                    msg = (f"{last['rps']:>10,.0f} req/s  p99 {fmt_ms(last['p99_ms']):>6} ms  "
+                           f"err {last['errors']}  rss {fmt_mib(last['rss_kib'])} MiB  "
+                           f"other load {last.get('other_load_pct', '?')}%")
+                print(f"[{(time.monotonic() - started) / 60:5.1f} min] {sc.key:<14} "
+                      f"{tag:<9} {c.key:<18} {msg}", flush=True)
+
+            live = [c for c in cfgs if installed[c.key]]
             for run in range(args.runs):
                 # rotate the order each run so that no server always goes first or last
-                order = cfgs[run % len(cfgs):] + cfgs[: run % len(cfgs)] if cfgs else []
-                for c in order:
-                    cell = cells[sc.key][c.key]
-                    if cell.status == "not installed":
-                        continue
-                    if time.monotonic() + args.warmup + args.duration + 10 > deadline:
-                        cell.status = "skipped" if not cell.ok_runs() else cell.status
-                        cell.error = cell.error or f"time bound of {args.max_minutes:g} min"
-                        continue
-                    measure_once(cell, c, sc, base, env, logdir, args.warmup, args.duration)
-                    last = cell.runs[-1]
-                    if last["rps"] is None:
-                        msg = f"FAILED {last.get('error', '')[:200]}"
-                    else:
-                        msg = (f"{last['rps']:>10,.0f} req/s  p99 {fmt_ms(last['p99_ms']):>6} ms  "
-                               f"err {last['errors']}  rss {fmt_mib(last['rss_kib'])} MiB")
-                    print(f"[{(time.monotonic() - started) / 60:5.1f} min] {sc.key:<14} "
-                          f"run {run + 1}/{args.runs} {c.key:<18} {msg}", flush=True)
+                k = run % len(live) if live else 0
+                for c in live[k:] + live[:k]:
+                    measure(c, f"run {run + 1}/{args.runs}")
+            # runs disturbed by other work on the machine are measured again, a bounded
+            # number of times; the summary then uses the quietest runs
+            for retry in range(args.retries):
+                noisy = [c for c in live if cells[sc.key][c.key].noisy(args.noise_threshold)
+                         and cells[sc.key][c.key].ok_runs()]
+                for c in noisy:
+                    measure(c, f"retry {retry + 1}")
     except KeyboardInterrupt:
         print("interrupted: writing what was measured", file=sys.stderr)
     finally:
@@ -1034,6 +1102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "machine": machine_info(),
         "versions": versions(python, bindir),
         "options": {"warmup": args.warmup, "duration": args.duration, "runs": args.runs,
+                    "retries": args.retries, "noise_threshold": args.noise_threshold,
                     "quick": args.quick, "max_minutes": args.max_minutes},
         "command": cmd,
         "commands": commands,
