@@ -1,0 +1,1148 @@
+#!/usr/bin/env python3
+"""The ferrocorn benchmark: runs ferrocorn and its peers on the same apps and the same machine.
+
+Every server runs ONE worker process (master included) pinned to core 0 with `taskset -c 0`;
+the load generator `wrk` runs pinned to core 1. Everything talks over 127.0.0.1 only.
+
+For each scenario and each run, every server configuration is started afresh, warmed up, measured
+and stopped (its whole process group is killed); runs are interleaved across servers so that a
+slow moment of a shared machine does not land on one server only. Results go to
+bench/results/results.md, results.json and chart.png.
+
+Usually started through `bash bench/run.sh`, which installs what this needs first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import json
+import os
+import platform
+import re
+import resource
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+APPS = BENCH / "apps"
+RESULTS = BENCH / "results"
+DOCS = ROOT / "docs" / "performance.md"
+HOST = "127.0.0.1"
+SERVER_CPU = "0"
+CLIENT_CPU = "1"
+FILE_SIZE = 10 * 1024 * 1024
+IDEAL_SLEEP_RPS = 800.0  # 8 threads, each busy 10 ms per request
+START_DEADLINE = 45.0
+STOP_GRACE = 3.0
+RSS_FLAT_KIB = 4 * 1024  # "flat": the worker grew by less than this over the measured run
+DOCS_BEGIN = "<!-- results:begin (written by bench/run.py --update-docs) -->"
+DOCS_END = "<!-- results:end -->"
+
+
+# --------------------------------------------------------------------------------------------
+# servers
+
+
+@dataclass(frozen=True)
+class Launch:
+    """What a server configuration needs to know to build its command line."""
+
+    port: int
+    module: str  # module name in bench/apps, e.g. "hello"
+    python: str  # the venv's python
+    bindir: str  # the venv's bin directory
+
+
+@dataclass(frozen=True)
+class Config:
+    key: str  # unique id, e.g. "ferrocorn-sync"
+    server: str  # gunicorn, granian, uwsgi, bjoern, ferrocorn
+    label: str  # shown in tables, e.g. "gthread --threads 8"
+    threaded: bool  # runs the app on 8 threads (the only ones used by the sleep scenario)
+    argv: Callable[[Launch], list[str]]
+    installed: Callable[[Launch], bool]
+
+
+def _exe(name: str) -> Callable[[Launch], bool]:
+    return lambda ln: os.access(os.path.join(ln.bindir, name), os.X_OK)
+
+
+def _importable(module: str) -> Callable[[Launch], bool]:
+    def check(ln: Launch) -> bool:
+        probe = subprocess.run(
+            [ln.python, "-c", f"import {module}"], check=False, capture_output=True, timeout=60
+        )
+        return probe.returncode == 0
+
+    return check
+
+
+def _gunicorn(extra: list[str]) -> Callable[[Launch], list[str]]:
+    return lambda ln: [
+        f"{ln.bindir}/gunicorn", "-w", "1", *extra, "-b", f"{HOST}:{ln.port}",
+        "--log-level", "warning", f"{ln.module}:app",
+    ]
+
+
+def _ferrocorn(extra: list[str]) -> Callable[[Launch], list[str]]:
+    return lambda ln: [
+        f"{ln.bindir}/ferrocorn", "-w", "1", *extra, "-b", f"{HOST}:{ln.port}",
+        "--log-level", "warning", f"{ln.module}:app",
+    ]
+
+
+def _granian(extra: list[str]) -> Callable[[Launch], list[str]]:
+    return lambda ln: [
+        f"{ln.bindir}/granian", "--interface", "wsgi", "--workers", "1", *extra,
+        "--host", HOST, "--port", str(ln.port), "--no-access-log", "--log-level", "warning",
+        f"{ln.module}:app",
+    ]
+
+
+def _uwsgi(extra: list[str]) -> Callable[[Launch], list[str]]:
+    return lambda ln: [
+        f"{ln.bindir}/uwsgi", "--http11-socket", f"{HOST}:{ln.port}", "--master",
+        "--workers", "1", *extra, "--wsgi-file", f"{ln.module}.py", "--callable", "app",
+        "--disable-logging", "--die-on-term", "--need-app", "--strict",
+    ]
+
+
+def _bjoern(ln: Launch) -> list[str]:
+    return [ln.python, str(BENCH / "bjoern_runner.py"), f"{ln.module}:app", HOST, str(ln.port)]
+
+
+CONFIGS: list[Config] = [
+    Config("gunicorn-sync", "gunicorn", "sync", False, _gunicorn(["-k", "sync"]),
+           _exe("gunicorn")),
+    Config("gunicorn-gthread", "gunicorn", "gthread --threads 8", True,
+           _gunicorn(["-k", "gthread", "--threads", "8"]), _exe("gunicorn")),
+    Config("granian", "granian", "wsgi, default blocking threads", False, _granian([]),
+           _exe("granian")),
+    Config("granian-bt8", "granian", "wsgi --blocking-threads 8", True,
+           _granian(["--blocking-threads", "8"]), _exe("granian")),
+    Config("uwsgi", "uwsgi", "http11-socket, 1 thread", False, _uwsgi([]), _exe("uwsgi")),
+    Config("uwsgi-t8", "uwsgi", "http11-socket --threads 8", True, _uwsgi(["--threads", "8"]),
+           _exe("uwsgi")),
+    Config("bjoern", "bjoern", "bjoern.run", False, _bjoern, _importable("bjoern")),
+    Config("ferrocorn-sync", "ferrocorn", "sync", False, _ferrocorn([]), _exe("ferrocorn")),
+    Config("ferrocorn-gthread", "ferrocorn", "gthread --threads 8", True,
+           _ferrocorn(["-k", "gthread", "--threads", "8"]), _exe("ferrocorn")),
+]
+
+
+# --------------------------------------------------------------------------------------------
+# scenarios
+
+
+@dataclass(frozen=True)
+class Scenario:
+    key: str
+    title: str
+    module: str
+    connections: int
+    wrk_extra: tuple[str, ...] = ()
+    threaded_only: bool = False
+    rss_before: bool = False  # also sample RSS before the measured run (file_wrapper)
+    must_close: bool = False  # the server must close after each response (Connection: close)
+    note: str = ""
+
+
+SCENARIOS: list[Scenario] = [
+    Scenario("hello", "Hello world, keep-alive", "hello", 50,
+             note="13-byte body; RSS is the whole process tree after this run"),
+    Scenario("hello-close", "Hello world, Connection: close", "hello", 50,
+             ("-H", "Connection: close"), must_close=True,
+             note="a new TCP connection for every request"),
+    Scenario("response-1mib", "1 MiB response", "big", 50),
+    Scenario("post-64kib", "64 KiB POST read fully by the app", "upload", 50,
+             ("-s", str(BENCH / "post64k.lua"))),
+    Scenario("sleep-10ms", "App sleeping 10 ms, 8 threads", "sleepy", 8, threaded_only=True,
+             note=f"8 connections; the ideal is {IDEAL_SLEEP_RPS:.0f} req/s"),
+    Scenario("flask", "Flask hello route", "flask_hello", 50),
+    Scenario("file-10mib", "10 MiB file through wsgi.file_wrapper", "filewrap", 10,
+             rss_before=True, note="RSS column: process tree before → after the measured run"),
+]
+
+
+# --------------------------------------------------------------------------------------------
+# /proc helpers
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # "pid (comm) state ppid ...": comm may hold spaces and parens, so split after the last ')'
+    return raw[raw.rindex(")") + 2:].split()
+
+
+def process_tree(root: int) -> list[int]:
+    """root and all its descendants that are alive now."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        fields = _stat_fields(int(entry))
+        if fields is not None:
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        if Path(f"/proc/{pid}").exists():
+            out.append(pid)
+        todo.extend(children.get(pid, []))
+    return out
+
+
+def rss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def tree_rss_kib(root: int) -> tuple[int, int]:
+    """(RSS of root + descendants, RSS of the descendants only, or of root when it has none)."""
+    pids = process_tree(root)
+    total = sum(rss_kib(p) for p in pids)
+    workers = [p for p in pids if p != root] or [root]
+    return total, sum(rss_kib(p) for p in workers)
+
+
+def cpu_ticks(pid: int) -> int:
+    """utime + stime of one process (all its threads, alive or exited), in clock ticks."""
+    fields = _stat_fields(pid)
+    return int(fields[11]) + int(fields[12]) if fields else 0
+
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_s(root: int) -> float:
+    """CPU seconds (user + system) used so far by root and its live descendants."""
+    return sum(cpu_ticks(p) for p in process_tree(root)) / CLK_TCK
+
+
+def core_ticks() -> dict[str, tuple[int, int]]:
+    """Per core, from /proc/stat: (ticks in user, nice, system and steal; all ticks). Interrupt
+    time is left out of the first figure: networking work there is not charged to any process."""
+    out: dict[str, tuple[int, int]] = {}
+    try:
+        lines = Path("/proc/stat").read_text().splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        name, *rest = line.split()
+        if name in (f"cpu{SERVER_CPU}", f"cpu{CLIENT_CPU}"):
+            v = [int(x) for x in rest[:8]]  # user nice system idle iowait irq softirq steal
+            out[name] = (v[0] + v[1] + v[2] + v[7], sum(v))
+    return out
+
+
+def other_load(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]],
+               core: str, own_s: float) -> float | None:
+    """Share of one core used by anything but our own process(es) between two samples."""
+    if core not in before or core not in after:
+        return None
+    busy = after[core][0] - before[core][0]
+    total = after[core][1] - before[core][1]
+    if total <= 0:
+        return None
+    return max(0.0, (busy - own_s * CLK_TCK) / total)
+
+
+# --------------------------------------------------------------------------------------------
+# starting and stopping servers
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+class ServerError(Exception):
+    pass
+
+
+class Server:
+    """One running server configuration, in its own process group, pinned to SERVER_CPU."""
+
+    def __init__(self, config: Config, launch: Launch, env: dict[str, str], logdir: Path):
+        self.config = config
+        self.launch = launch
+        self.argv = config.argv(launch)
+        self.log_path = logdir / f"{config.key}-{launch.module}-{launch.port}.log"
+        self._log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            ["taskset", "-c", SERVER_CPU, *self.argv], cwd=APPS, env=env,
+            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def log_tail(self, lines: int = 6) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return ""
+        return " | ".join(line.strip() for line in text[-lines:])
+
+    def wait_ready(self, deadline: float = START_DEADLINE) -> None:
+        """Polls until a GET / answers 200 (connect, request, status line), with a deadline."""
+        end = time.monotonic() + deadline
+        request = f"GET / HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n".encode()
+        while True:
+            if self.proc.poll() is not None:
+                raise ServerError(f"exited with {self.proc.returncode}: {self.log_tail()}")
+            try:
+                with socket.create_connection((HOST, self.launch.port), timeout=2) as s:
+                    s.sendall(request)
+                    head = s.recv(64)
+                if head.startswith((b"HTTP/1.1 200", b"HTTP/1.0 200")):
+                    return
+            except OSError:
+                pass
+            if time.monotonic() > end:
+                raise ServerError(f"not ready after {deadline:.0f}s: {self.log_tail()}")
+            time.sleep(0.05)
+
+    def closes_on_request(self) -> bool:
+        """Whether the server closes the connection after answering a request that says
+        `Connection: close` (RFC 9112 requires it)."""
+        request = f"GET / HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n".encode()
+        with socket.create_connection((HOST, self.launch.port), timeout=2) as s:
+            s.sendall(request)
+            s.settimeout(1.0)
+            try:
+                while s.recv(65536):
+                    pass
+            except socket.timeout:
+                return False
+        return True
+
+    def stop(self) -> None:
+        pgid = self.proc.pid
+        for sig, grace in ((signal.SIGTERM, STOP_GRACE), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(pgid, sig)
+            except ProcessLookupError:
+                break
+            end = time.monotonic() + grace
+            while time.monotonic() < end and _group_alive(pgid):
+                if self.proc.poll() is None:
+                    try:
+                        self.proc.wait(0.05)
+                    except subprocess.TimeoutExpired:
+                        pass
+                else:
+                    time.sleep(0.05)
+            if not _group_alive(pgid):
+                break
+        if self.proc.poll() is None:
+            self.proc.wait(5)
+        self._log.close()
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # zombies still count for killpg; look for a live member
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            fields = _stat_fields(int(entry))
+            if fields and int(fields[2]) == pgid and fields[0] != "Z":
+                return True
+    return False
+
+
+# --------------------------------------------------------------------------------------------
+# wrk
+
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
+
+
+def _ms(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text.strip())
+    if not m:
+        raise ValueError(f"bad wrk duration {text!r}")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+@dataclass
+class WrkResult:
+    rps: float = 0.0
+    requests: int = 0
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    non2xx: int = 0
+    socket_errors: dict[str, int] = field(default_factory=dict)
+    client_cpu_s: float | None = None  # CPU time wrk itself used
+
+    @property
+    def errors(self) -> int:
+        return self.non2xx + sum(self.socket_errors.values())
+
+
+def parse_wrk(out: str) -> WrkResult:
+    r = WrkResult()
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if not m:
+        raise ValueError("no Requests/sec in wrk output")
+    r.rps = float(m.group(1))
+    m = re.search(r"(\d+) requests in", out)
+    r.requests = int(m.group(1)) if m else 0
+    for pct, attr in (("50", "p50_ms"), ("99", "p99_ms")):
+        m = re.search(rf"^\s+{pct}(?:\.0+)?%\s+(\S+)", out, re.MULTILINE)
+        if m:
+            setattr(r, attr, _ms(m.group(1)))
+    m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    r.non2xx = int(m.group(1)) if m else 0
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if m:
+        r.socket_errors = dict(zip(("connect", "read", "write", "timeout"),
+                                   (int(g) for g in m.groups())))
+    return r
+
+
+def wrk_argv(sc: Scenario, port: int, seconds: float) -> list[str]:
+    return [
+        "taskset", "-c", CLIENT_CPU, "wrk", "-t1", f"-c{sc.connections}", f"-d{seconds:g}s",
+        "--timeout", "5s", "--latency", *sc.wrk_extra, f"http://{HOST}:{port}/",
+    ]
+
+
+def run_wrk(sc: Scenario, port: int, seconds: float) -> WrkResult:
+    argv = wrk_argv(sc, port, seconds)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    proc = subprocess.run(argv, check=False, capture_output=True, text=True,
+                          timeout=seconds + 30)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        msg = (proc.stderr.strip() or proc.stdout.strip())[-300:]
+        raise ServerError(f"wrk exited {proc.returncode}: {msg}")
+    res = parse_wrk(proc.stdout)
+    # wrk is the only child reaped meanwhile (servers are reaped when they are stopped)
+    res.client_cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return res
+
+
+# --------------------------------------------------------------------------------------------
+# one cell: a scenario on a server configuration, several runs
+
+
+@dataclass
+class Cell:
+    scenario: str
+    config: str
+    server: str
+    label: str
+    command: str
+    keep: int = 2  # how many runs the summary uses: the quietest ones when there are more
+    status: str = "ok"  # ok, not installed, failed, skipped
+    error: str = ""
+    runs: list[dict[str, Any]] = field(default_factory=list)
+
+    def ok_runs(self) -> list[dict[str, Any]]:
+        return [r for r in self.runs if r.get("rps") is not None]
+
+    def used_runs(self) -> list[dict[str, Any]]:
+        """The `keep` successful runs with the least other load on the two cores."""
+        runs = self.ok_runs()
+        if len(runs) > self.keep:
+            runs = sorted(runs, key=lambda r: r.get("other_load_pct") or 0.0)[: self.keep]
+        return runs
+
+    def noisy(self, threshold: float) -> bool:
+        runs = self.used_runs()
+        return any((r.get("other_load_pct") or 0.0) > threshold for r in runs)
+
+    def summary(self) -> dict[str, Any] | None:
+        runs = self.used_runs()
+        if not runs:
+            return None
+        rps = [r["rps"] for r in runs]
+        med = statistics.median(rps)
+
+        def med_of(key: str) -> float | None:
+            vals = [r[key] for r in runs if r.get(key) is not None]
+            return statistics.median(vals) if vals else None
+
+        return {
+            "runs": len(runs),
+            "runs_measured": len(self.ok_runs()),
+            "other_load_pct": med_of("other_load_pct"),
+            "rps_median": med,
+            "rps_min": min(rps),
+            "rps_max": max(rps),
+            "spread_pct": (max(rps) - min(rps)) / 2 / med * 100 if med else 0.0,
+            "p50_ms": med_of("p50_ms"),
+            "p99_ms": med_of("p99_ms"),
+            "errors": sum(r["errors"] for r in runs),
+            "cpu_pct": med_of("cpu_pct"),
+            "client_cpu_pct": med_of("client_cpu_pct"),
+            "cpu_us_per_req": med_of("cpu_us_per_req"),
+            "closes": (None if not any("closes" in r for r in runs)
+                       else all(r.get("closes", True) for r in runs)),
+            "rss_kib": med_of("rss_kib"),
+            "rss_before_kib": med_of("rss_before_kib"),
+            "worker_rss_before_kib": med_of("worker_rss_before_kib"),
+            "worker_rss_after_kib": med_of("worker_rss_after_kib"),
+            "worker_rss_growth_kib": max(
+                (r["worker_rss_after_kib"] - r["worker_rss_before_kib"] for r in runs
+                 if r.get("worker_rss_before_kib") is not None), default=None),
+        }
+
+
+def measure_once(
+    cell: Cell, config: Config, sc: Scenario, launch_base: Launch, env: dict[str, str],
+    logdir: Path, warmup: float, duration: float,
+) -> None:
+    launch = dataclasses.replace(launch_base, port=free_port(), module=sc.module)
+    run: dict[str, Any] = {"rps": None}
+    server: Server | None = None
+    try:
+        server = Server(config, launch, env, logdir)
+        server.wait_ready()
+        root = server.proc.pid
+        if warmup > 0:
+            run_wrk(sc, launch.port, warmup)
+        if sc.must_close:
+            run["closes"] = server.closes_on_request()
+        if sc.rss_before:
+            run["rss_before_kib"], run["worker_rss_before_kib"] = tree_rss_kib(root)
+        cpu0, cores0 = tree_cpu_s(root), core_ticks()
+        res = run_wrk(sc, launch.port, duration)
+        cpu, cores1 = tree_cpu_s(root) - cpu0, core_ticks()
+        loads = [other_load(cores0, cores1, f"cpu{SERVER_CPU}", cpu),
+                 other_load(cores0, cores1, f"cpu{CLIENT_CPU}", res.client_cpu_s or 0.0)]
+        if None not in loads:
+            run["other_load_pct"] = round(max(x for x in loads if x is not None) * 100, 1)
+        run["cpu_s"] = round(cpu, 3)
+        run["cpu_pct"] = round(cpu / duration * 100, 1)
+        run["cpu_us_per_req"] = round(cpu / res.requests * 1e6, 1) if res.requests else None
+        if res.client_cpu_s is not None:
+            run["client_cpu_pct"] = round(res.client_cpu_s / duration * 100, 1)
+        run["rss_kib"], run["worker_rss_after_kib"] = tree_rss_kib(root)
+        if not sc.rss_before:
+            run.pop("worker_rss_after_kib")
+        run["processes"] = len(process_tree(root))
+        if server.proc.poll() is not None:
+            raise ServerError(f"server died during the run: {server.log_tail()}")
+        run.update(
+            rps=res.rps, requests=res.requests, p50_ms=res.p50_ms, p99_ms=res.p99_ms,
+            non2xx=res.non2xx, socket_errors=res.socket_errors, errors=res.errors,
+        )
+        if res.requests == 0:
+            run["rps"] = None
+            run["error"] = "no request completed"
+    except (ServerError, ValueError, OSError, subprocess.TimeoutExpired) as exc:
+        run["rps"] = None
+        run["error"] = str(exc)[:400]
+    finally:
+        if server is not None:
+            server.stop()
+    cell.runs.append(run)
+    if run["rps"] is None:
+        cell.status = "failed" if not cell.ok_runs() else cell.status
+        cell.error = run.get("error", "")
+
+
+# --------------------------------------------------------------------------------------------
+# reporting
+
+
+def fmt_rps(s: dict[str, Any]) -> str:
+    text = f"{s['rps_median']:,.0f}"
+    if s["runs"] > 1:
+        text += f" ± {s['spread_pct']:.1f}%"
+    return text
+
+
+def fmt_ms(v: float | None) -> str:
+    if v is None:
+        return "–"
+    return f"{v:.2f}" if v < 10 else f"{v:.1f}"
+
+
+def fmt_mib(kib: float | None) -> str:
+    return "–" if kib is None else f"{kib / 1024:.1f}"
+
+
+def ratio_text(num: float | None, den: float | None) -> str:
+    if not num or not den:
+        return "–"
+    return f"{num / den:.2f}×"
+
+
+def scenario_table(sc: Scenario, cells: list[Cell]) -> list[str]:
+    by_key = {c.config: c for c in cells}
+    ferro = {k: by_key[k].summary() for k in ("ferrocorn-sync", "ferrocorn-gthread")
+             if k in by_key}
+    ferro_rps = {k: (v["rps_median"] if v else None) for k, v in ferro.items()}
+    rss_head = "RSS before → after MiB" if sc.rss_before else "RSS MiB"
+    cols = ["server", "config", "req/s (median ± spread)", "p50 ms", "p99 ms", "errors",
+            "CPU µs/req", "busy: server / wrk", "other load", rss_head]
+    ratio_cols = [k for k in ("ferrocorn-sync", "ferrocorn-gthread") if k in ferro_rps]
+    cols += [f"{k.replace('ferrocorn-', 'ferrocorn ')} ÷ this" for k in ratio_cols]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    kept_open = False
+    for c in cells:
+        s = c.summary()
+        if s is None:
+            why = c.status if c.status != "ok" else "failed"
+            detail = f"{why}: {c.error}" if c.error else why
+            row = [c.server, c.label, detail.replace("|", "/")[:160]] + ["–"] * (len(cols) - 3)
+        else:
+            rss = (f"{fmt_mib(s['rss_before_kib'])} → {fmt_mib(s['rss_kib'])}" if sc.rss_before
+                   else fmt_mib(s["rss_kib"]))
+            label = c.label
+            if s["closes"] is False:
+                label += " †"
+                kept_open = True
+            cpu_us = "–" if s["cpu_us_per_req"] is None else f"{s['cpu_us_per_req']:,.1f}"
+            cpu_pct = " / ".join("–" if v is None else f"{v:.0f}%"
+                                 for v in (s["cpu_pct"], s["client_cpu_pct"]))
+            other = "–" if s["other_load_pct"] is None else f"{s['other_load_pct']:.0f}%"
+            row = [c.server, label, fmt_rps(s), fmt_ms(s["p50_ms"]), fmt_ms(s["p99_ms"]),
+                   str(s["errors"]), cpu_us, cpu_pct, other, rss]
+            row += ["–" if k == c.config else ratio_text(ferro_rps[k], s["rps_median"])
+                    for k in ratio_cols]
+            if c.server == "ferrocorn":
+                row[0] = "**ferrocorn**"
+        lines.append("| " + " | ".join(row) + " |")
+    if kept_open:
+        lines += ["", ("† kept the connection open after answering a request with `Connection: "
+                       "close` (checked before each run), so its row measures keep-alive, not a "
+                       "new connection per request; the bar leaves it out.")]
+    return lines
+
+
+@dataclass
+class BarLine:
+    text: str
+    status: str  # PASS, FAIL, SKIP
+    detail: str
+
+
+def _s(cells: dict[str, dict[str, Cell]], sc: str, key: str) -> dict[str, Any] | None:
+    cell = cells.get(sc, {}).get(key)
+    return cell.summary() if cell else None
+
+
+def _best_peer(cells: dict[str, dict[str, Cell]], sc: str,
+               servers: Sequence[str] | None = None) -> tuple[str, float] | None:
+    best: tuple[str, float] | None = None
+    for key, cell in cells.get(sc, {}).items():
+        if cell.server == "ferrocorn" or (servers and cell.server not in servers):
+            continue
+        s = cell.summary()
+        if s and s["closes"] is not False and (best is None or s["rps_median"] > best[1]):
+            best = (key, s["rps_median"])
+    return best
+
+
+def _best_ferro(cells: dict[str, dict[str, Cell]], sc: str) -> tuple[str, float] | None:
+    best: tuple[str, float] | None = None
+    for key in ("ferrocorn-sync", "ferrocorn-gthread"):
+        s = _s(cells, sc, key)
+        if s and (best is None or s["rps_median"] > best[1]):
+            best = (key, s["rps_median"])
+    return best
+
+
+def _cpu_note(cells: dict[str, dict[str, Cell]], sc: str, a: str, b: str) -> str:
+    sa, sb = _s(cells, sc, a), _s(cells, sc, b)
+    if not sa or not sb or not sa["cpu_us_per_req"] or not sb["cpu_us_per_req"]:
+        return ""
+    return (f"; server CPU per request {sa['cpu_us_per_req']:,.0f} µs vs "
+            f"{sb['cpu_us_per_req']:,.0f} µs ({sb['cpu_us_per_req'] / sa['cpu_us_per_req']:.2f}× "
+            "less)")
+
+
+def check_bar(cells: dict[str, dict[str, Cell]], sleep_ms: float | None = None) -> list[BarLine]:
+    out: list[BarLine] = []
+
+    def verdict(ok: bool) -> str:
+        return "PASS" if ok else "FAIL"
+
+    def skip(text: str, why: str) -> None:
+        out.append(BarLine(text, "SKIP", why))
+
+    # hello keep-alive: sync >= 1.5x granian's best, >= bjoern
+    text = "hello keep-alive: ferrocorn sync ≥ 1.5× granian's best config and ≥ bjoern"
+    fs = _s(cells, "hello", "ferrocorn-sync")
+    gran = _best_peer(cells, "hello", ["granian"])
+    bj = _s(cells, "hello", "bjoern")
+    if not fs or not gran or not bj:
+        skip(text, "ferrocorn sync, granian or bjoern not measured")
+    else:
+        r1, r2 = fs["rps_median"] / gran[1], fs["rps_median"] / bj["rps_median"]
+        out.append(BarLine(text, verdict(r1 >= 1.5 and r2 >= 1.0),
+                           f"ferrocorn sync {fs['rps_median']:,.0f} req/s = {r1:.2f}× "
+                           f"{gran[0]} ({gran[1]:,.0f}), {r2:.2f}× bjoern "
+                           f"({bj['rps_median']:,.0f})"))
+
+    for sc, factor, label in (("hello-close", 1.0, "hello Connection: close"),
+                              ("post-64kib", 1.2, "64 KiB POST"),
+                              ("response-1mib", 1.2, "1 MiB response")):
+        text = f"{label}: ferrocorn ≥ {factor:g}× the best peer"
+        f, p = _best_ferro(cells, sc), _best_peer(cells, sc)
+        if not f or not p:
+            skip(text, "ferrocorn or every peer not measured")
+            continue
+        r = f[1] / p[1]
+        left_out = [k for k, c in cells[sc].items()
+                    if (cs := c.summary()) and cs["closes"] is False]
+        note = (f" (left out: {', '.join(left_out)}, which kept connections open)"
+                if left_out else "")
+        if sc == "response-1mib":
+            note += _cpu_note(cells, sc, f[0], p[0])
+        out.append(BarLine(text, verdict(r >= factor),
+                           f"{f[0]} {f[1]:,.0f} req/s = {r:.2f}× best peer {p[0]} "
+                           f"({p[1]:,.0f}){note}"))
+
+    text = (f"sleep 10 ms: ferrocorn gthread --threads 8 ≥ 97% of {IDEAL_SLEEP_RPS:.0f} req/s "
+            "and p99 < 15 ms")
+    fg = _s(cells, "sleep-10ms", "ferrocorn-gthread")
+    if not fg:
+        skip(text, "ferrocorn gthread not measured")
+    else:
+        frac = fg["rps_median"] / IDEAL_SLEEP_RPS
+        p99 = fg["p99_ms"] or float("inf")
+        note = ""
+        if sleep_ms:
+            note = (f"; time.sleep(0.010) alone takes {sleep_ms:.2f} ms on this machine, which "
+                    f"caps 8 threads at {8000 / sleep_ms:,.0f} req/s")
+        out.append(BarLine(text, verdict(frac >= 0.97 and p99 < 15.0),
+                           f"{fg['rps_median']:,.1f} req/s = {frac * 100:.1f}% of ideal, "
+                           f"p99 {p99:.2f} ms{note}"))
+
+    text = "Flask hello: ferrocorn ≥ bjoern"
+    f, bj = _best_ferro(cells, "flask"), _s(cells, "flask", "bjoern")
+    if not f or not bj:
+        skip(text, "ferrocorn or bjoern not measured")
+    else:
+        r = f[1] / bj["rps_median"]
+        out.append(BarLine(text, verdict(r >= 1.0),
+                           f"{f[0]} {f[1]:,.0f} req/s = {r:.2f}× bjoern "
+                           f"({bj['rps_median']:,.0f})"))
+
+    text = ("10 MiB file_wrapper: ferrocorn ≥ 1.5× gunicorn, worker RSS flat "
+            f"(grows < {RSS_FLAT_KIB // 1024} MiB over the run)")
+    f, g = _best_ferro(cells, "file-10mib"), _best_peer(cells, "file-10mib", ["gunicorn"])
+    if not f or not g:
+        skip(text, "ferrocorn or gunicorn not measured")
+    else:
+        s = _s(cells, "file-10mib", f[0])
+        growth = s["worker_rss_growth_kib"] if s else None
+        r = f[1] / g[1]
+        flat = growth is not None and growth < RSS_FLAT_KIB
+        gtxt = "?" if growth is None else f"{growth / 1024:+.1f} MiB"
+        out.append(BarLine(text, verdict(r >= 1.5 and flat),
+                           f"{f[0]} {f[1]:,.0f} req/s = {r:.2f}× {g[0]} ({g[1]:,.0f}); "
+                           f"worker RSS growth {gtxt} (worst run)"
+                           + _cpu_note(cells, "file-10mib", f[0], g[0])))
+
+    for fk, gk in (("ferrocorn-sync", "gunicorn-sync"), ("ferrocorn-gthread", "gunicorn-gthread")):
+        text = f"RSS master+worker after hello: {fk.replace('-', ' ')} ≤ {gk.replace('-', ' ')}"
+        fs, gs = _s(cells, "hello", fk), _s(cells, "hello", gk)
+        if not fs or not gs or fs["rss_kib"] is None or gs["rss_kib"] is None:
+            skip(text, "not measured")
+            continue
+        out.append(BarLine(text, verdict(fs["rss_kib"] <= gs["rss_kib"]),
+                           f"{fs['rss_kib'] / 1024:.1f} MiB vs {gs['rss_kib'] / 1024:.1f} MiB"))
+    return out
+
+
+def sleep_calibration(python: str) -> float | None:
+    """Mean wall time of time.sleep(0.010) in ms, in a Python pinned to the server core."""
+    code = ("import time\nn = 100\nt = time.perf_counter()\nfor _ in range(n):\n"
+            "    time.sleep(0.010)\nprint((time.perf_counter() - t) / n * 1000)\n")
+    try:
+        out = subprocess.run(["taskset", "-c", SERVER_CPU, python, "-c", code], check=False,
+                             capture_output=True, text=True, timeout=30)
+        return round(float(out.stdout), 3)
+    except (ValueError, subprocess.SubprocessError, OSError):
+        return None
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def versions(python: str, bindir: str) -> dict[str, str]:
+    code = (
+        "import importlib.metadata as m, json, sys\n"
+        "out = {'python': sys.version.split()[0]}\n"
+        "for name in ('ferrocorn', 'gunicorn', 'granian', 'uWSGI', 'bjoern', 'flask',"
+        " 'matplotlib'):\n"
+        "    try:\n"
+        "        out[name.lower()] = m.version(name)\n"
+        "    except m.PackageNotFoundError:\n"
+        "        out[name.lower()] = 'not installed'\n"
+        "print(json.dumps(out))\n"
+    )
+    vers: dict[str, str] = {}
+    try:
+        probe = subprocess.run([python, "-c", code], check=False, capture_output=True,
+                               text=True, timeout=60)
+        vers = json.loads(probe.stdout)
+    except (ValueError, subprocess.SubprocessError, OSError):
+        pass
+    try:
+        wrk = subprocess.run(["wrk", "-v"], check=False, capture_output=True, text=True,
+                             timeout=10)
+        m = re.search(r"wrk (\S+)", wrk.stdout + wrk.stderr)
+        vers["wrk"] = m.group(1) if m else "unknown"
+    except (subprocess.SubprocessError, OSError):
+        vers["wrk"] = "missing"
+    return vers
+
+
+def machine_info() -> dict[str, Any]:
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "kernel": platform.release(),
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+    }
+
+
+def render_markdown(meta: dict[str, Any], scenarios: list[Scenario],
+                    cells: dict[str, dict[str, Cell]], bar: list[BarLine],
+                    heading_level: int = 1) -> str:
+    h = "#" * heading_level
+    mach, vers, opts = meta["machine"], meta["versions"], meta["options"]
+    out = [f"{h} ferrocorn benchmark results", ""]
+    out.append(f"- date: {meta['started']} (took {meta['elapsed_s'] / 60:.1f} min)")
+    out.append(f"- machine: {mach['cpu']}, {mach['cores']} cores, {mach['memory_gib']} GiB, "
+               f"Linux {mach['kernel']}")
+    out.append("- versions: " + ", ".join(f"{k} {v}" for k, v in vers.items()))
+    out.append(f"- server pinned to core {SERVER_CPU} (one worker process, master included), "
+               f"wrk pinned to core {CLIENT_CPU}, {HOST} only")
+    out.append(f"- per cell: {opts['warmup']:g} s warm-up, {opts['duration']:g} s measured, "
+               f"{opts['runs']} run(s); req/s is the median, ± half the range (max − min) "
+               "relative to it; p50/p99 are medians over runs; errors are summed over runs")
+    out.append(f"- other load: the share of core {SERVER_CPU} or {CLIENT_CPU} (the larger) taken "
+               "by other work on the machine during the measured run (median); a run above "
+               f"{opts['noise_threshold']:g}% is measured again (up to {opts['retries']} more "
+               f"times) and the {opts['runs']} quietest runs are kept")
+    out.append(f"- command: `{meta['command']}`")
+    spreads = [s["spread_pct"] for per in cells.values() for c in per.values()
+               if (s := c.summary()) and s["runs"] > 1]
+    if spreads and max(spreads) > 5:
+        out.append(f"- noise: the largest spread is ±{max(spreads):.1f}% (the machine is shared "
+                   "with other work; compare ratios within one run rather than absolute figures)")
+    out.append("")
+    out.append(f"{h}# The bar")
+    out.append("")
+    if not bar:
+        out.append("Nothing to check (no scenario measured).")
+    for b in bar:
+        out.append(f"- **{b.status}** {b.text}: {b.detail}")
+    out.append("")
+    for sc in scenarios:
+        if sc.key not in cells:
+            continue
+        wrk = " ".join(shlex.quote(a) for a in wrk_argv(sc, 0, opts["duration"]))
+        wrk = wrk.replace(str(BENCH), "bench").replace(f"{HOST}:0", f"{HOST}:PORT")
+        out.append(f"{h}# {sc.title} (`{sc.key}`)")
+        out.append("")
+        out.append(f"App `bench/apps/{sc.module}.py`; load `{wrk}`."
+                   + (f" {sc.note[0].upper()}{sc.note[1:]}." if sc.note else ""))
+        out.append("")
+        out.extend(scenario_table(sc, list(cells[sc.key].values())))
+        out.append("")
+    out.append(f"{h}# Server commands")
+    out.append("")
+    out.append(f"Each runs as `taskset -c {SERVER_CPU} COMMAND` in `bench/apps`, MODULE being the "
+               "scenario's app:")
+    out.append("")
+    for c, cmd in meta["commands"].items():
+        out.append(f"- {c}: `{cmd}`")
+    out.append("")
+    return "\n".join(out)
+
+
+def render_chart(scenarios: list[Scenario], cells: dict[str, dict[str, Cell]],
+                 path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = [sc for sc in scenarios if sc.key in cells]
+    if not shown:
+        return
+    fig, axes = plt.subplots(len(shown), 2, figsize=(13, 2.6 * len(shown) + 0.6),
+                             squeeze=False)
+    for row, sc in enumerate(shown):
+        cl = list(cells[sc.key].values())
+        sums = [c.summary() for c in cl]
+        names = [c.config + (" †" if s and s["closes"] is False else "")
+                 for c, s in zip(cl, sums)]
+        colors = ["#c0392b" if c.server == "ferrocorn" else "#7f8c8d" for c in cl]
+        ys = list(range(len(cl)))
+        rps = [s["rps_median"] if s else 0.0 for s in sums]
+        lo = [s["rps_median"] - s["rps_min"] if s else 0.0 for s in sums]
+        hi = [s["rps_max"] - s["rps_median"] if s else 0.0 for s in sums]
+        ax = axes[row][0]
+        ax.barh(ys, rps, xerr=[lo, hi], color=colors, capsize=2)
+        ax.set_yticks(ys, names, fontsize=7)
+        ax.invert_yaxis()
+        ax.set_title(f"{sc.title}: req/s (higher is better)", fontsize=9)
+        ax.tick_params(axis="x", labelsize=7)
+        if sc.key == "sleep-10ms":
+            ax.axvline(IDEAL_SLEEP_RPS, color="k", linestyle="--", linewidth=0.8)
+        for y, s in zip(ys, sums):
+            ax.text(s["rps_max"] if s else 0, y, " " + (f"{s['rps_median']:,.0f}" if s else
+                    f"n/a ({cl[y].status})"), va="center", fontsize=7)
+        ax.margins(x=0.15)
+        ax = axes[row][1]
+        p99 = [s["p99_ms"] if s and s["p99_ms"] is not None else 0.0 for s in sums]
+        ax.barh(ys, p99, color=colors)
+        ax.set_yticks(ys, [""] * len(ys))
+        ax.invert_yaxis()
+        ax.set_title(f"{sc.title}: p99 latency ms (lower is better)", fontsize=9)
+        ax.tick_params(axis="x", labelsize=7)
+        for y, s, v in zip(ys, sums, p99):
+            ax.text(v, y, " " + (fmt_ms(s["p99_ms"]) if s else "n/a"), va="center", fontsize=7)
+        ax.margins(x=0.15)
+    fig.suptitle("ferrocorn (red) vs peers: one worker on core 0, wrk on core 1; "
+                 "bars: median, whiskers: min–max; † ignored Connection: close", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def update_docs(markdown: str) -> bool:
+    try:
+        text = DOCS.read_text()
+    except OSError:
+        return False
+    start, end = text.find(DOCS_BEGIN), text.find(DOCS_END)
+    if start < 0 or end < start:
+        return False
+    DOCS.write_text(text[: start + len(DOCS_BEGIN)] + "\n\n" + markdown.strip() + "\n\n"
+                    + text[end:])
+    return True
+
+
+# --------------------------------------------------------------------------------------------
+# main
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true",
+                   help="1 s warm-up, 3 s measured, 1 run: to try the harness out")
+    p.add_argument("--only", default="",
+                   help="comma-separated scenarios: " + ",".join(s.key for s in SCENARIOS))
+    p.add_argument("--servers", default="",
+                   help="comma-separated servers or configs: "
+                        + ",".join(sorted({c.server for c in CONFIGS} | {c.key for c in CONFIGS})))
+    p.add_argument("--runs", type=int, default=None, help="measured runs per cell (default 2)")
+    p.add_argument("--warmup", type=int, default=None,
+                   help="warm-up seconds, whole (default 3; 0 skips it)")
+    p.add_argument("--duration", type=int, default=None,
+                   help="measured seconds, whole (default 10)")
+    p.add_argument("--max-minutes", type=float, default=60.0,
+                   help="hard bound on the whole run; cells past it are skipped (default 60)")
+    p.add_argument("--noise-threshold", type=float, default=15.0,
+                   help="a run during which other work took more than this %% of core 0 or 1 "
+                        "is measured again (default 15)")
+    p.add_argument("--retries", type=int, default=None,
+                   help="rounds of measuring disturbed runs again (default 2, 0 with --quick)")
+    p.add_argument("--out", type=Path, default=RESULTS, help="results directory")
+    p.add_argument("--update-docs", action="store_true",
+                   help="also write the results into docs/performance.md")
+    p.add_argument("--python", default=sys.executable, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    quick = args.quick
+    args.runs = args.runs or (1 if quick else 2)
+    args.retries = args.retries if args.retries is not None else (0 if quick else 2)
+    args.warmup = args.warmup if args.warmup is not None else (1 if quick else 3)
+    args.duration = args.duration or (3 if quick else 10)
+    if args.runs < 1 or args.duration <= 0 or args.warmup < 0:
+        p.error("--runs must be ≥ 1, --duration > 0, --warmup ≥ 0")
+    names = {s.key for s in SCENARIOS}
+    args.scenarios = [s for s in SCENARIOS
+                      if not args.only or s.key in args.only.split(",")]
+    unknown = [x for x in args.only.split(",") if x and x not in names]
+    if unknown:
+        p.error(f"unknown scenario(s): {', '.join(unknown)}")
+    wanted = [x for x in args.servers.split(",") if x]
+    known = {c.server for c in CONFIGS} | {c.key for c in CONFIGS}
+    if bad := [x for x in wanted if x not in known]:
+        p.error(f"unknown server(s): {', '.join(bad)}")
+    args.configs = [c for c in CONFIGS if not wanted or c.server in wanted or c.key in wanted]
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    for tool in ("wrk", "taskset"):
+        if shutil.which(tool) is None:
+            print(f"{tool} is missing: run bash bench/run.sh, which installs it", file=sys.stderr)
+            return 1
+    if (os.cpu_count() or 1) < 2:
+        print("this benchmark needs 2 cores (server on core 0, wrk on core 1)", file=sys.stderr)
+        return 1
+    python = args.python
+    bindir = str(Path(python).parent)
+    base = Launch(port=0, module="", python=python, bindir=bindir)
+    started = time.monotonic()
+    deadline = started + args.max_minutes * 60
+
+    plan = [(sc, [c for c in args.configs if c.threaded or not sc.threaded_only])
+            for sc in args.scenarios]
+    n_meas = sum(len(cfgs) for _, cfgs in plan) * args.runs
+    estimate = n_meas * (args.warmup + args.duration + 2.5)
+    print(f"{len(plan)} scenario(s), {n_meas} measured runs, about {estimate / 60:.0f} min "
+          f"(bounded at {args.max_minutes:g} min)", flush=True)
+
+    tmp = Path(tempfile.mkdtemp(prefix="ferrocorn-bench-"))
+    data_file = tmp / "file-10mib.bin"
+    with data_file.open("wb") as f:
+        block = os.urandom(1 << 20)
+        for _ in range(FILE_SIZE // len(block)):
+            f.write(block)
+    logdir = tmp / "logs"
+    logdir.mkdir()
+    env = dict(os.environ, BENCH_FILE=str(data_file), PYTHONDONTWRITEBYTECODE="1")
+    env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
+
+    installed = {c.key: c.installed(base) for c in args.configs}
+    commands = {c.key: " ".join(shlex.quote(a) for a in c.argv(
+        dataclasses.replace(base, port=0, module="MODULE")))
+        .replace(bindir + "/", "").replace(python, "python").replace(str(BENCH), "bench")
+        .replace(f"{HOST}:0", f"{HOST}:PORT").replace("--port 0", "--port PORT")
+        .replace(f"{HOST} 0", f"{HOST} PORT")
+        for c in args.configs}
+    cells: dict[str, dict[str, Cell]] = {}
+    try:
+        for sc, cfgs in plan:
+            cells[sc.key] = {c.key: Cell(sc.key, c.key, c.server, c.label, commands[c.key],
+                                         keep=args.runs) for c in cfgs}
+            for c in cfgs:
+                if not installed[c.key]:
+                    cells[sc.key][c.key].status = "not installed"
+
+            def measure(c: Config, tag: str, sc: Scenario = sc) -> None:
+                cell = cells[sc.key][c.key]
+                if time.monotonic() + args.warmup + args.duration + 10 > deadline:
+                    cell.status = "skipped" if not cell.ok_runs() else cell.status
+                    cell.error = cell.error or f"time bound of {args.max_minutes:g} min"
+                    return
+                measure_once(cell, c, sc, base, env, logdir, args.warmup, args.duration)
+                last = cell.runs[-1]
+                if last["rps"] is None:
+                    msg = f"FAILED {last.get('error', '')[:200]}"
+                else:
+                    msg = (f"{last['rps']:>10,.0f} req/s  p99 {fmt_ms(last['p99_ms']):>6} ms  "
+                           f"err {last['errors']}  rss {fmt_mib(last['rss_kib'])} MiB  "
+                           f"other load {last.get('other_load_pct', '?')}%")
+                print(f"[{(time.monotonic() - started) / 60:5.1f} min] {sc.key:<14} "
+                      f"{tag:<9} {c.key:<18} {msg}", flush=True)
+
+            live = [c for c in cfgs if installed[c.key]]
+            for run in range(args.runs):
+                # rotate the order each run so that no server always goes first or last
+                k = run % len(live) if live else 0
+                for c in live[k:] + live[:k]:
+                    measure(c, f"run {run + 1}/{args.runs}")
+            # runs disturbed by other work on the machine are measured again, a bounded
+            # number of times; the summary then uses the quietest runs
+            for retry in range(args.retries):
+                noisy = [c for c in live if cells[sc.key][c.key].noisy(args.noise_threshold)
+                         and cells[sc.key][c.key].ok_runs()]
+                for c in noisy:
+                    measure(c, f"retry {retry + 1}")
+    except KeyboardInterrupt:
+        print("interrupted: writing what was measured", file=sys.stderr)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    elapsed = time.monotonic() - started
+    cmd = "bash bench/run.sh" + "".join(
+        f" {shlex.quote(a)}" for a in (sys.argv[1:] if argv is None else argv))
+    meta = {
+        "started": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
+        "elapsed_s": round(elapsed, 1),
+        "machine": machine_info(),
+        "versions": versions(python, bindir),
+        "options": {"warmup": args.warmup, "duration": args.duration, "runs": args.runs,
+                    "retries": args.retries, "noise_threshold": args.noise_threshold,
+                    "quick": args.quick, "max_minutes": args.max_minutes},
+        "command": cmd,
+        "commands": commands,
+    }
+    sleep_ms = (sleep_calibration(python) if any(sc.key == "sleep-10ms" for sc in args.scenarios)
+                else None)
+    meta["sleep_10ms_actual_ms"] = sleep_ms
+    bar = check_bar(cells, sleep_ms)
+    args.out.mkdir(parents=True, exist_ok=True)
+    md = render_markdown(meta, args.scenarios, cells, bar)
+    (args.out / "results.md").write_text(md)
+    payload = {
+        "meta": meta,
+        "scenarios": {
+            sc.key: {
+                "title": sc.title, "app": f"bench/apps/{sc.module}.py",
+                "connections": sc.connections,
+                "cells": [dict(dataclasses.asdict(c), summary=c.summary())
+                          for c in cells[sc.key].values()],
+            } for sc in args.scenarios if sc.key in cells
+        },
+        "bar": [dataclasses.asdict(b) for b in bar],
+    }
+    (args.out / "results.json").write_text(json.dumps(payload, indent=1) + "\n")
+    try:
+        render_chart(args.scenarios, cells, args.out / "chart.png")
+    except ImportError as exc:
+        print(f"no chart: {exc}", file=sys.stderr)
+    if args.update_docs:
+        body = render_markdown(meta, args.scenarios, cells, bar, heading_level=2)
+        body = body.split("\n", 2)[2]  # the docs page has its own title
+        if not update_docs(body):
+            print(f"could not find the results markers in {DOCS}", file=sys.stderr)
+    print()
+    for b in bar:
+        print(f"{b.status}  {b.text}: {b.detail}")
+    print(f"\nwrote {args.out / 'results.md'}, results.json, chart.png "
+          f"in {elapsed / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
