@@ -83,7 +83,7 @@ impl Limits {
 }
 
 /// A parsed request head. Bytes are as sent; the WSGI layer decodes them.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct RequestHead {
     pub method: Box<str>,
     /// The request target exactly as sent (RAW_URI).

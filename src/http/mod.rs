@@ -6,6 +6,8 @@
 //! - [`date`]: the cached `Date` header value.
 
 pub mod body;
+#[cfg(test)]
+mod corpus_tests;
 pub mod date;
 pub mod error;
 pub mod forwarded;
