@@ -148,7 +148,8 @@ class Config:
 
 
 class CommandLineApp:
-    """`server.app` when started from the command line: holds `cfg` and loads APP_MODULE."""
+    """`server.app` when started from the command line: holds `cfg` and loads APP_MODULE (or
+    the `--paste` file)."""
 
     def __init__(self, cfg: Config, app_uri: str | None) -> None:
         self.cfg = cfg
@@ -157,9 +158,13 @@ class CommandLineApp:
 
     def wsgi(self) -> Callable[..., Any]:
         if self.callable is None:
-            from ferrocorn._loader import import_app
+            from ferrocorn import _loader
 
-            self.callable = import_app(self.app_uri or "")
+            if self.cfg.paste is not None:
+                self.callable = _loader.load_paste(
+                    self.app_uri or "", list(self.cfg.raw_paste_global_conf or []))
+            else:
+                self.callable = _loader.import_app(self.app_uri or "")
         return self.callable
 
 

@@ -1,10 +1,13 @@
-"""Import the WSGI application named by APP_MODULE (`module:variable` or `module:factory(...)`)."""
+"""Load the WSGI application: import the one APP_MODULE names (`module:variable` or
+`module:factory(...)`), or load it from a PasteDeploy ini file (`--paste FILE[#NAME]`)."""
 
 from __future__ import annotations
 
 import ast
 import importlib
 import os
+import re
+import sysconfig
 from typing import Any, Callable
 
 
@@ -65,6 +68,78 @@ def import_app(uri: str) -> Callable[..., Any]:
         app = app(*args, **kwargs)
     if app is None:
         raise AppImportError(f"Failed to find application object: {target!r}")
+    if not callable(app):
+        raise AppImportError("Application object must be callable.")
+    return app
+
+
+def paste_global_conf(raw: list[str]) -> dict[str, str]:
+    """`--paste-global` entries -> PasteDeploy's `global_conf`. An entry splits at its first `=`
+    not preceded by a backslash; `\\=` then stands for `=` in the key and the value."""
+    conf = {}
+    for entry in raw:
+        parts = re.split(r"(?<!\\)=", entry, maxsplit=1)
+        if len(parts) != 2:
+            raise AppImportError(
+                f"invalid value for raw_paste_global_conf: {entry!r} (expected KEY=VALUE)")
+        key, value = (p.replace("\\=", "=") for p in parts)
+        conf[key] = value
+    return conf
+
+
+def _outside_app(exc: BaseException, paste_dir: str) -> bool:
+    """Whether `exc` was raised with no frame of the application's code on the stack: only
+    ferrocorn, PasteDeploy, the standard library and the import system. Such an error means
+    the ini file names something missing or wrong, not that the application failed."""
+    paths = sysconfig.get_paths()
+    stdlib = [os.path.abspath(paths[k]) for k in ("stdlib", "platstdlib")]
+    # site-packages may sit inside the standard library's directory; what is there is not it.
+    installed = [os.path.abspath(paths[k]) for k in ("purelib", "platlib")]
+
+    def under(path: str, dirs: list[str]) -> bool:
+        return any(path.startswith(d + os.sep) for d in dirs)
+
+    ours = [os.path.dirname(os.path.abspath(__file__)), paste_dir]
+    tb = exc.__traceback__
+    while tb is not None:
+        name = tb.tb_frame.f_code.co_filename
+        tb = tb.tb_next
+        if name.startswith("<frozen "):
+            continue
+        path = os.path.abspath(name)
+        if under(path, ours):
+            continue
+        if under(path, stdlib) and not under(path, installed):
+            continue
+        return False
+    return True
+
+
+def load_paste(uri: str, raw_global_conf: list[str]) -> Callable[..., Any]:
+    """The application of a PasteDeploy file: `uri` is `/abs/FILE` or `/abs/FILE#NAME` (any
+    `scheme:...` URI is passed on as is), loaded relative to the working directory with the
+    `--paste-global` variables."""
+    try:
+        import paste.deploy
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("paste", "paste.deploy"):
+            raise
+        raise AppImportError(
+            f"PasteDeploy is not installed; it is needed to load the application from {uri} "
+            "(pip install PasteDeploy).") from None
+
+    from ferrocorn.app.pasterapp import get_wsgi_app
+
+    global_conf = paste_global_conf(raw_global_conf)
+    try:
+        app = get_wsgi_app(uri, defaults=global_conf)
+    except Exception as exc:
+        paste_dir = os.path.dirname(os.path.abspath(paste.deploy.__file__))
+        if not _outside_app(exc, paste_dir):
+            raise
+        raise AppImportError(
+            f"Failed to load the application from {uri}: {type(exc).__name__}: {exc}"
+        ) from None
     if not callable(app):
         raise AppImportError("Application object must be callable.")
     return app

@@ -140,7 +140,7 @@ pub fn serve(
     }
     let load = || match &application {
         Some(obj) => embed::wsgi(py, obj),
-        None => load_app(py, settings.app_uri.as_deref().unwrap_or_default()),
+        None => load_app(py, &settings),
     };
     if settings.bool("check_config") {
         return match load() {

@@ -3,6 +3,7 @@
 Compiled by src/config/validate.rs into a private module; not part of the public package.
 """
 
+import configparser
 import importlib
 import inspect
 import os
@@ -49,6 +50,27 @@ def load_module(name):
         return dict(vars(importlib.import_module(name))), None
     except BaseException as exc:  # noqa: BLE001
         return None, _failure(exc)
+
+
+def paste_config(location):
+    """`--paste FILE[#NAME]` -> (absolute URI, absolute FILE, whether FILE exists, whether FILE
+    has a `[loggers]` section), reading the file as Gunicorn does. Raises `RuntimeError` when
+    PasteDeploy is missing: Gunicorn imports it at this point too, so it fails before starting."""
+    try:
+        importlib.import_module("paste.deploy")
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("paste", "paste.deploy"):
+            raise
+        raise RuntimeError(
+            "PasteDeploy is not installed; --paste needs it to load the application "
+            "(pip install PasteDeploy).") from None
+    uri = os.path.abspath(location)
+    path = uri.split("#")[0]
+    if not os.path.exists(path):
+        return uri, path, False, False
+    parser = configparser.ConfigParser()
+    parser.read([path])
+    return uri, path, True, parser.has_section("loggers")
 
 
 def import_object(spec):

@@ -261,26 +261,33 @@ impl Builder {
         })
     }
 
-    /// Gunicorn's application-specific step: the APP_MODULE names the default process title.
+    /// Gunicorn's application-specific step: the APP_MODULE, or the `--paste` file, names the
+    /// default process title; a `--paste` file with a `[loggers]` section is the default
+    /// `logconfig`.
     fn app_specific(&mut self, cli: &Source) -> Result<(), ConfigError> {
         let paste = match cli.get("paste") {
             Some(Raw::Str(p)) => Some(p.trim().to_owned()),
             _ => None,
         };
         if let Some(paste) = paste {
-            let abs = std::env::current_dir()
-                .map(|d| d.join(&paste))
-                .unwrap_or_else(|_| paste.clone().into());
-            let abs = abs.to_string_lossy().into_owned();
-            let file = abs.split('#').next().unwrap_or(&abs).to_owned();
-            if !Path::new(&file).exists() {
+            let (uri, file, exists, has_loggers) = Python::attach(|py| {
+                validate::helpers(py)
+                    .and_then(|h| h.getattr("paste_config")?.call1((&paste,)))
+                    .and_then(|r| r.extract::<(String, String, bool, bool)>())
+                    .map_err(|e| ConfigError::new(e.value(py).to_string()))
+            })?;
+            if !exists {
                 return Err(ConfigError::new(format!(
                     "{} not found",
                     table::py_repr_str(&file)
                 )));
             }
+            // Config files and the command line can still choose another logconfig.
+            if has_loggers {
+                self.set_default("logconfig", Value::Str(file.clone()));
+            }
             self.set_default("default_proc_name", Value::Str(file));
-            self.app_uri = Some(abs);
+            self.app_uri = Some(uri);
         } else if let Some(app) = cli.args.first() {
             self.set_default("default_proc_name", Value::Str(app.clone()));
             self.app_uri = Some(app.clone());
@@ -333,6 +340,18 @@ impl Builder {
         }
         settings.worker_base =
             normalize_worker_class(settings.get("worker_class")).map_err(ConfigError::new)?;
+        // Only a `--paste` application reads these, so only then are they checked (before
+        // any worker starts, where a bad one would otherwise stop the load).
+        if settings.str("paste").is_some() {
+            for entry in settings.list("raw_paste_global_conf") {
+                if !has_unescaped_equals(entry) {
+                    return Err(ConfigError::new(format!(
+                        "invalid value for raw_paste_global_conf: {} (expected KEY=VALUE)",
+                        table::py_repr_str(entry)
+                    )));
+                }
+            }
+        }
         for entry in settings.list("raw_env") {
             if !entry.contains('=') {
                 return Err(ConfigError::new(format!(
@@ -353,6 +372,15 @@ impl Builder {
         }
         Ok(settings)
     }
+}
+
+/// Whether `entry` has a `=` not preceded by a backslash (`\=` is a literal `=`).
+fn has_unescaped_equals(entry: &str) -> bool {
+    let bytes = entry.as_bytes();
+    let before = std::iter::once(0).chain(bytes.iter().copied());
+    before
+        .zip(bytes)
+        .any(|(prev, &b)| b == b'=' && prev != b'\\')
 }
 
 fn control_socket_default(env: &dyn Fn(&str) -> Option<String>) -> String {
@@ -581,6 +609,17 @@ fn validate_setting<'py>(
     stored.to_py(py)
 }
 
+/// The namespace of a config file (`PATH`, `file:PATH` or `python:MODULE`), run as `-c` runs
+/// it (`Application.load_config_from_file`). Raises `RuntimeError` saying why when the file
+/// does not exist or raises.
+#[pyfunction]
+fn read_config_file(py: Python<'_>, location: &str) -> PyResult<Vec<(String, Py<PyAny>)>> {
+    run_config_file(py, location).map_err(|e| {
+        let message = e.message.strip_prefix("Error: ").unwrap_or(&e.message);
+        pyo3::exceptions::PyRuntimeError::new_err(message.to_owned())
+    })
+}
+
 /// `(name, section, default, doc)` of one setting.
 type SettingRow = (&'static str, &'static str, Py<PyAny>, &'static str);
 
@@ -603,6 +642,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(settings_markdown, m)?)?;
     m.add_function(wrap_pyfunction!(validate_setting, m)?)?;
     m.add_function(wrap_pyfunction!(setting_table, m)?)?;
+    m.add_function(wrap_pyfunction!(read_config_file, m)?)?;
     Ok(())
 }
 

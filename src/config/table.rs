@@ -791,7 +791,16 @@ pub static SETTINGS: &[Setting] = &[
     set("paste", MECHANICS, V::String, D::None)
         .cli(&["--paste", "--paster"])
         .meta("STRING")
-        .doc("Load a PasteDeploy application from `FILE#SECTION`. Default none."),
+        .on()
+        .doc(
+            "Load the application from a PasteDeploy ini file, `FILE` or `FILE#NAME` (NAME picks \
+              the `[app:NAME]`, pipeline or composite section; `main` by default), instead of an APP_MODULE. \
+              Needs the PasteDeploy package. When the file has a `[loggers]` section, \
+              `logconfig` defaults to the file. For `[server:main]`, PasteDeploy's server \
+              runner is `use = egg:ferrocorn#main`. Give it on the command line: as in Gunicorn, \
+              `paste` set only in a config file or `GUNICORN_CMD_ARGS` does not name the \
+              file to load. Default none.",
+        ),
     // Server Hooks
     set("on_starting", HOOKS, V::Callable(1), D::Hook).on().doc(
         "Hook `on_starting(server)`, called in the master before it starts. Default: \
@@ -1002,9 +1011,11 @@ pub static SETTINGS: &[Setting] = &[
     )
     .append(&["--paste-global"])
     .meta("CONF")
+    .on()
     .doc(
-        "A `KEY=VALUE` global passed to a PasteDeploy application; repeat for several. \
-              Default none.",
+        "A `KEY=VALUE` variable added to the PasteDeploy global configuration (`global_conf`) \
+              the `--paste` application is loaded with; repeat for several. `\\=` stands \
+              for a `=` inside the key or the value. Default none.",
     ),
     set(
         "permit_obsolete_folding",

@@ -132,6 +132,29 @@ fn missing_app_and_bad_env_entries() {
     assert!(e.message.contains("raw_env: 'NOVALUE'"));
 }
 
+#[test]
+fn paste_globals_are_checked_only_with_paste() {
+    init();
+    let finish = |args: &str| {
+        let mut b = Builder::with_defaults(&no_env).expect("defaults");
+        b.app_specific(&source("app:x")).expect("app");
+        b.apply(source(args)).expect("cli");
+        b.finish()
+    };
+    let e = finish("--paste x.ini --paste-global A=1 --paste-global NOVALUE")
+        .err()
+        .expect("bad global");
+    assert_eq!(
+        e.message,
+        "Error: invalid value for raw_paste_global_conf: 'NOVALUE' (expected KEY=VALUE)"
+    );
+    // Only an unescaped `=` separates the key from the value.
+    assert!(finish(r"--paste x.ini --paste-global A\\=B").is_err());
+    assert!(finish(r"--paste x.ini --paste-global A\\=B=C --paste-global =D").is_ok());
+    // Without --paste nothing reads them, as in Gunicorn.
+    assert!(finish("--paste-global NOVALUE").is_ok());
+}
+
 fn settings_with(args: &str) -> Result<Settings, ConfigError> {
     init();
     let mut b = Builder::with_defaults(&no_env)?;

@@ -287,7 +287,7 @@ fn load(
 ) -> Result<Py<PyAny>, i32> {
     let loaded = match application {
         Some(obj) => crate::arbiter::embed::wsgi(py, obj),
-        None => load_app(py, settings.app_uri.as_deref().unwrap_or_default()),
+        None => load_app(py, settings),
     };
     match loaded {
         Ok(app) => Ok(app),

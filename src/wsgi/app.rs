@@ -1,18 +1,29 @@
-//! Loading the application named by APP_MODULE.
+//! Loading the application named by APP_MODULE, or by `--paste` from a PasteDeploy file.
 
 use pyo3::prelude::*;
 
+use crate::config::Settings;
+
 /// Why the application could not be loaded, mapped to Gunicorn's exit statuses.
 pub enum LoadError {
-    /// APP_MODULE names nothing usable: a one-line reason, exit 4 ("App failed to load.").
+    /// APP_MODULE (or the PasteDeploy file) names nothing usable: a one-line reason, exit 4
+    /// ("App failed to load.").
     NotFound(String),
     /// The application's own code raised while importing: logged with its traceback, exit 3.
     Raised(PyErr),
 }
 
-pub fn load_app(py: Python<'_>, uri: &str) -> Result<Py<PyAny>, LoadError> {
+/// The application the settings name: through PasteDeploy when `paste` is set (as Gunicorn
+/// decides), else by importing APP_MODULE.
+pub fn load_app(py: Python<'_>, settings: &Settings) -> Result<Py<PyAny>, LoadError> {
+    let uri = settings.app_uri.as_deref().unwrap_or_default();
     let loader = py.import("ferrocorn._loader").map_err(LoadError::Raised)?;
-    match loader.call_method1("import_app", (uri,)) {
+    let loaded = if settings.str("paste").is_some() {
+        loader.call_method1("load_paste", (uri, settings.list("raw_paste_global_conf")))
+    } else {
+        loader.call_method1("import_app", (uri,))
+    };
+    match loaded {
         Ok(app) => Ok(app.unbind()),
         Err(err) => {
             let not_found = loader

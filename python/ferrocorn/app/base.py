@@ -10,6 +10,7 @@ forking with `preload_app`.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any, Callable
 
@@ -139,12 +140,32 @@ class BaseApplication:
         sys.exit(_ferrocorn.run_application(self, dict(self.cfg.explicit)))
 
 
+def get_default_config_file() -> str | None:
+    """The config file the command line reads without `-c`: `./ferrocorn.conf.py`, else
+    `./gunicorn.conf.py`, else None."""
+    for name in ("ferrocorn.conf.py", "gunicorn.conf.py"):
+        path = os.path.join(os.getcwd(), name)
+        if os.path.exists(path):
+            return path
+    return None
+
+
 class Application(BaseApplication):
-    """Gunicorn's `Application` layer: `chdir()` before loading."""
+    """Gunicorn's `Application` layer: config files and `chdir()`."""
+
+    def load_config_from_module_name_or_filename(self, location: str) -> dict[str, Any]:
+        """Runs a config file (`PATH`, `file:PATH` or `python:MODULE`) as `-c` does and sets
+        the settings it assigns; returns everything it assigned."""
+        namespace = dict(_ferrocorn.read_config_file(location))
+        for name, value in namespace.items():
+            if name in self.cfg.settings:
+                self.cfg.set(name.lower(), value)
+        return namespace
+
+    def load_config_from_file(self, filename: str) -> dict[str, Any]:
+        return self.load_config_from_module_name_or_filename(filename)
 
     def chdir(self) -> None:
-        import os
-
         os.chdir(self.cfg.chdir)
         if self.cfg.chdir not in sys.path:
             sys.path.insert(0, self.cfg.chdir)
