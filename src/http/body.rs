@@ -61,6 +61,14 @@ impl BodyDecoder {
         matches!(self, BodyDecoder::Done)
     }
 
+    /// Body bytes still expected when the framing says (Content-Length), else 0.
+    pub fn remaining_hint(&self) -> u64 {
+        match self {
+            BodyDecoder::Length { remaining } => *remaining,
+            _ => 0,
+        }
+    }
+
     /// Decodes from `input`, appending at most `max_out` body bytes to `out`.
     pub fn decode(
         &mut self,

@@ -63,6 +63,12 @@ impl Conn {
     }
 
     pub async fn serve(mut self) {
+        // The request usually arrives with the connection: read it now rather than wait for
+        // the event loop to report the new socket readable.
+        match read_now(self.fd(), &mut self.buf, READ_CHUNK) {
+            Ok(Some((0, _))) | Err(_) => return,
+            Ok(_) => {}
+        }
         let mut first = true;
         while let Ok(Next::Continue) = self.serve_one(first).await {
             first = false;
@@ -271,8 +277,11 @@ impl Conn {
                 body.raw.drain(..body.raw_pos);
                 body.raw_pos = 0;
             }
+            // Room for the rest of a Content-Length body, so it arrives in as few reads as
+            // the socket allows.
+            let want = body.decoder.remaining_hint().min(room as u64) as usize;
             let deadline = Instant::now() + self.worker.options.body_timeout;
-            match timeout_at(deadline, read_into(&self.sock, &mut body.raw)).await {
+            match timeout_at(deadline, read_into(&self.sock, &mut body.raw, want)).await {
                 Ok(Ok(0)) | Ok(Err(_)) => return Err(io::ErrorKind::UnexpectedEof.into()),
                 Ok(Ok(_)) => {}
                 Err(_) => return Ok(Err(HttpError::body_timeout())),
@@ -305,7 +314,7 @@ impl Conn {
                 body.raw.drain(..body.raw_pos);
                 body.raw_pos = 0;
             }
-            match timeout_at(deadline, read_into(&self.sock, &mut body.raw)).await {
+            match timeout_at(deadline, read_into(&self.sock, &mut body.raw, READ_CHUNK)).await {
                 Ok(Ok(n)) if n > 0 => {}
                 _ => return Ok(false),
             }
@@ -316,7 +325,7 @@ impl Conn {
     }
 
     async fn read_more(&mut self) -> io::Result<usize> {
-        read_into(&self.sock, &mut self.buf).await
+        read_into(&self.sock, &mut self.buf, READ_CHUNK).await
     }
 
     /// Writes the whole queue. The client may take as long as it likes overall, but a stall
@@ -355,13 +364,18 @@ impl Conn {
     /// Half-closes, then reads and discards briefly so the client gets our last response
     /// rather than a reset caused by unread bytes.
     async fn linger_close(&mut self) {
+        if self.buf.is_empty() && unread_bytes(self.fd()) == 0 {
+            // Nothing the client sent is left unread, so closing sends a plain FIN; only a
+            // client still sending would get a reset, and one that asked to close does not.
+            return;
+        }
         // SAFETY: shutdown on our own socket.
         unsafe { libc::shutdown(self.fd(), libc::SHUT_WR) };
         let deadline = Instant::now() + LINGER;
         let mut total = 0usize;
         while total < 256 * 1024 {
             self.buf.clear();
-            match timeout_at(deadline, read_into(&self.sock, &mut self.buf)).await {
+            match timeout_at(deadline, read_into(&self.sock, &mut self.buf, READ_CHUNK)).await {
                 Ok(Ok(n)) if n > 0 => total += n,
                 _ => break,
             }
@@ -369,23 +383,61 @@ impl Conn {
     }
 }
 
-/// Reads once (waiting for readiness) and appends to `buf`. `Ok(0)`: the peer closed.
-pub async fn read_into(sock: &AsyncFd<OwnedFd>, buf: &mut Vec<u8>) -> io::Result<usize> {
+/// Bytes waiting in the socket's receive queue (0 when unknown).
+fn unread_bytes(fd: i32) -> libc::c_int {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int.
+    if unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) } < 0 {
+        return 0;
+    }
+    n
+}
+
+/// Reads once (waiting for readiness) and appends at most `max` bytes to `buf` (at least
+/// [`READ_CHUNK`] of room is offered). `Ok(0)`: the peer closed.
+pub async fn read_into(
+    sock: &AsyncFd<OwnedFd>,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> io::Result<usize> {
     loop {
         let mut guard = sock.readable().await?;
-        match guard.try_io(|s| {
-            buf.reserve(READ_CHUNK);
-            let spare = buf.spare_capacity_mut();
-            // SAFETY: reading into spare capacity, then growing the length by what was read.
-            let n = unsafe { libc::read(s.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len()) };
-            if n < 0 {
-                return Err(io::Error::last_os_error());
+        match read_now(sock.as_raw_fd(), buf, max) {
+            Ok(Some((n, drained))) => {
+                // With edge-triggered readiness, a drained socket sends the next wait straight
+                // to the event loop instead of costing a read that fails with EAGAIN.
+                if drained {
+                    guard.clear_ready();
+                }
+                return Ok(n);
             }
-            unsafe { buf.set_len(buf.len() + n as usize) };
-            Ok(n as usize)
-        }) {
-            Ok(result) => return result,
-            Err(_would_block) => continue,
+            Ok(None) => guard.clear_ready(),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// One non-blocking read appending at most `max` bytes (at least [`READ_CHUNK`]) to `buf`.
+/// `None`: nothing to read yet. Otherwise the count and whether the read drained the socket.
+fn read_now(fd: i32, buf: &mut Vec<u8>, max: usize) -> io::Result<Option<(usize, bool)>> {
+    let max = max.max(READ_CHUNK);
+    buf.reserve(max);
+    let spare = buf.spare_capacity_mut();
+    let room = spare.len().min(max);
+    loop {
+        // SAFETY: reading into spare capacity, then growing the length by what was read.
+        let n = unsafe { libc::read(fd, spare.as_mut_ptr().cast(), room) };
+        if n >= 0 {
+            let n = n as usize;
+            // SAFETY: the kernel initialised `n` bytes of the spare capacity.
+            unsafe { buf.set_len(buf.len() + n) };
+            return Ok(Some((n, n > 0 && n < room)));
+        }
+        let err = io::Error::last_os_error();
+        match err.kind() {
+            io::ErrorKind::WouldBlock => return Ok(None),
+            io::ErrorKind::Interrupted => continue,
+            _ => return Err(err),
         }
     }
 }

@@ -37,8 +37,16 @@ impl Pool {
     /// Runs the request cycle on a pool thread.
     pub async fn run(&self, ctx: Arc<AppContext>, request: Request) -> Option<Outcome> {
         let (tx, rx) = tokio::sync::oneshot::channel();
+        let fd = request.fd;
         let job: Job = Box::new(move || {
-            let outcome = Python::attach(|py| call::handle(py, &ctx, request));
+            let mut outcome = Python::attach(|py| call::handle(py, &ctx, request));
+            // Write what the socket takes right away, from this thread: the client gets its
+            // answer without waiting for the event loop to wake up. The connection is idle on
+            // the event loop side until `rx` resolves, so nothing else writes to it; whatever
+            // is left (a full socket, an error) the event loop handles as usual.
+            if outcome.paused.is_none() {
+                let _ = outcome.out.write_to(fd);
+            }
             let _ = tx.send(outcome);
         });
         self.sender.as_ref()?.send(job).ok()?;
