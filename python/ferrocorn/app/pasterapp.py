@@ -53,7 +53,7 @@ def serve(app: WSGIApp, global_conf: dict[str, Any], **local_conf: Any) -> None:
     elif host:
         local_conf["bind"] = host.split(",")
 
-    class PasterServerApplication(Application):
+    class ServerSection(Application):
         def load_config(self) -> None:
             self.cfg.set("default_proc_name", config_file)
             if has_logging_config(config_file):
@@ -69,4 +69,4 @@ def serve(app: WSGIApp, global_conf: dict[str, Any], **local_conf: Any) -> None:
         def load(self) -> WSGIApp:
             return app
 
-    PasterServerApplication().run()
+    ServerSection().run()
