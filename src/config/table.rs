@@ -838,7 +838,7 @@ pub static SETTINGS: &[Setting] = &[
             "Hook `worker_abort(worker)`, called in a worker killed with SIGABRT after a \
               timeout. Default: does nothing.",
         ),
-    set("pre_exec", HOOKS, V::Callable(1), D::Hook).doc(
+    set("pre_exec", HOOKS, V::Callable(1), D::Hook).on().doc(
         "Hook `pre_exec(server)`, called before a new master is executed on SIGUSR2. \
               Default: does nothing.",
     ),
