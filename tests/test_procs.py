@@ -207,12 +207,14 @@ def test_group_applies_to_workers_only(run_server):
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to change users")
-@pytest.mark.skipif(not _world_traversable(os.path.dirname(os.__file__)),
-                    reason="the interpreter's standard library is not readable by nobody")
 def test_user_and_group_apply_to_workers_only(run_server, tmp_path):
     nobody = pwd.getpwnam("nobody")
     tmp_path.chmod(0o755)
-    srv = run_server("-u", "nobody", "-g", str(nobody.pw_gid), "-w", "1", APP)
+    # Where nobody cannot read the interpreter's files (a Python under /root), the app is
+    # loaded by the master before the worker switches user, as a --preload deployment does.
+    readable = _world_traversable(os.path.dirname(os.__file__))
+    preload = [] if readable else ["--preload"]
+    srv = run_server("-u", "nobody", "-g", str(nobody.pw_gid), "-w", "1", *preload, APP)
     srv.wait_for_line("Booting worker")
     assert body(srv, "/uid") == f"{nobody.pw_uid}:{nobody.pw_gid}"
     master_uid = int(Path(f"/proc/{srv.proc.pid}/status").read_text().split("Uid:")[1].split()[0])
