@@ -147,6 +147,25 @@ def test_pipelined_requests_answered_in_order(echo_server):
                       b"POST /p4 len=22\nGET /fake HTTP/1.1\r\n\r\n", b"GET /p5 len=0\n"]
 
 
+@pytest.mark.parametrize("pieces", [1, 7])
+def test_pipelined_large_bodies_keep_their_bounds(echo_server, pieces):
+    """Bodies larger than one socket read, with requests right behind them: every body gets
+    exactly its bytes, and what follows each body is parsed as the next request."""
+    sizes = [100_000, 16_384, 40_001]
+    bodies = [bytes([65 + i]) * n for i, n in enumerate(sizes)]
+    batch = b"".join(req("POST", f"/b{i}", body=b) for i, b in enumerate(bodies))
+    batch += req("GET", "/last", {"Connection": "close"})
+    step = -(-len(batch) // pieces)
+    with echo_server.connect() as s:
+        for start in range(0, len(batch), step):
+            s.sendall(batch[start:start + step])
+            time.sleep(0.02 if pieces > 1 else 0)
+        r = SocketReader(s)
+        got = [r.response()[2] for _ in range(len(bodies) + 1)]
+    expected = [b"POST /b%d len=%d\n" % (i, len(b)) + b for i, b in enumerate(bodies)]
+    assert got == [*expected, b"GET /last len=0\n"]
+
+
 @pytest.mark.parametrize("framing", ["content-length", "chunked"])
 def test_unread_request_body_is_skipped(run_server, worker_args, marker, framing):
     """A body the app did not read is discarded, never parsed as the next request."""

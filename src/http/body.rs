@@ -69,6 +69,17 @@ impl BodyDecoder {
         }
     }
 
+    /// Accounts for `n` bytes of a Content-Length body that the caller placed in the output
+    /// itself (they need no decoding). `n` must not exceed [`remaining_hint`](Self::remaining_hint).
+    pub fn skip_decoded(&mut self, n: usize) {
+        if let BodyDecoder::Length { remaining } = self {
+            *remaining -= (n as u64).min(*remaining);
+            if *remaining == 0 {
+                *self = BodyDecoder::Done;
+            }
+        }
+    }
+
     /// Decodes from `input`, appending at most `max_out` body bytes to `out`.
     pub fn decode(
         &mut self,
@@ -329,6 +340,27 @@ fn is_tchar(b: u8) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bytes_placed_directly_count_against_the_length() {
+        let mut dec = BodyDecoder::new(Framing::Length(10));
+        dec.skip_decoded(4);
+        assert_eq!(dec.remaining_hint(), 6);
+        let mut out = Vec::new();
+        let got = dec
+            .decode(b"123456GET", &mut out, usize::MAX)
+            .expect("decodes");
+        assert_eq!(
+            (out.as_slice(), got.consumed, dec.is_done()),
+            (&b"123456"[..], 6, true)
+        );
+        let mut chunked = BodyDecoder::new(Framing::Chunked);
+        chunked.skip_decoded(3);
+        assert!(
+            matches!(chunked, BodyDecoder::Chunked(_)),
+            "only a length can be skipped"
+        );
+    }
 
     /// Feeds `input` in pieces of `step` bytes; returns the body and the bytes left over.
     fn run(framing: Framing, input: &[u8], step: usize) -> Result<(Vec<u8>, Vec<u8>), HttpError> {

@@ -65,7 +65,7 @@ impl Conn {
     pub async fn serve(mut self) {
         // The request usually arrives with the connection: read it now rather than wait for
         // the event loop to report the new socket readable.
-        match read_now(self.fd(), &mut self.buf, READ_CHUNK) {
+        match read_now(self.fd(), &mut self.buf, READ_CHUNK, None) {
             Ok(Some((0, _))) | Err(_) => return,
             Ok(_) => {}
         }
@@ -281,8 +281,19 @@ impl Conn {
             // the socket allows.
             let want = body.decoder.remaining_hint().min(room as u64) as usize;
             let deadline = Instant::now() + self.worker.options.body_timeout;
-            match timeout_at(deadline, read_into(&self.sock, &mut body.raw, want)).await {
+            // A Content-Length body is read straight into the decoded body (capped at what is
+            // still expected, so nothing after it is taken), saving a copy.
+            let direct = body.reads_direct() && want > 0;
+            let before = body.body.len();
+            let (target, max, spill) = if direct {
+                (&mut body.body, want, Some(&mut body.raw))
+            } else {
+                (&mut body.raw, want.max(READ_CHUNK), None)
+            };
+            let read = read_split(&self.sock, target, max, spill);
+            match timeout_at(deadline, read).await {
                 Ok(Ok(0)) | Ok(Err(_)) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(Ok(_)) if direct => body.decoder.skip_decoded(body.body.len() - before),
                 Ok(Ok(_)) => {}
                 Err(_) => return Ok(Err(HttpError::body_timeout())),
             }
@@ -393,16 +404,28 @@ fn unread_bytes(fd: i32) -> libc::c_int {
     n
 }
 
-/// Reads once (waiting for readiness) and appends at most `max` bytes to `buf` (at least
-/// [`READ_CHUNK`] of room is offered). `Ok(0)`: the peer closed.
+/// Reads once (waiting for readiness) and appends at most `max` bytes to `buf`.
+/// `Ok(0)`: the peer closed.
 pub async fn read_into(
     sock: &AsyncFd<OwnedFd>,
     buf: &mut Vec<u8>,
     max: usize,
 ) -> io::Result<usize> {
+    read_split(sock, buf, max, None).await
+}
+
+/// Like [`read_into`], with bytes past the first `max` going to `spill` (up to
+/// [`READ_CHUNK`]): the end of a body lands in its buffer and whatever follows it in the
+/// connection's, in one system call that also tells whether the socket was drained.
+pub async fn read_split(
+    sock: &AsyncFd<OwnedFd>,
+    buf: &mut Vec<u8>,
+    max: usize,
+    mut spill: Option<&mut Vec<u8>>,
+) -> io::Result<usize> {
     loop {
         let mut guard = sock.readable().await?;
-        match read_now(sock.as_raw_fd(), buf, max) {
+        match read_now(sock.as_raw_fd(), buf, max, spill.as_deref_mut()) {
             Ok(Some((n, drained))) => {
                 // With edge-triggered readiness, a drained socket sends the next wait straight
                 // to the event loop instead of costing a read that fails with EAGAIN.
@@ -417,20 +440,46 @@ pub async fn read_into(
     }
 }
 
-/// One non-blocking read appending at most `max` bytes (at least [`READ_CHUNK`]) to `buf`.
-/// `None`: nothing to read yet. Otherwise the count and whether the read drained the socket.
-fn read_now(fd: i32, buf: &mut Vec<u8>, max: usize) -> io::Result<Option<(usize, bool)>> {
-    let max = max.max(READ_CHUNK);
+/// One non-blocking read appending at most `max` bytes to `buf`, and what follows (up to
+/// [`READ_CHUNK`]) to `spill` when given. `None`: nothing to read yet. Otherwise the count
+/// and whether the read drained the socket.
+fn read_now(
+    fd: i32,
+    buf: &mut Vec<u8>,
+    max: usize,
+    mut spill: Option<&mut Vec<u8>>,
+) -> io::Result<Option<(usize, bool)>> {
     buf.reserve(max);
-    let spare = buf.spare_capacity_mut();
-    let room = spare.len().min(max);
+    let first = buf.spare_capacity_mut();
+    let first_len = first.len().min(max);
+    let mut iov = [libc::iovec {
+        iov_base: first.as_mut_ptr().cast(),
+        iov_len: first_len,
+    }; 2];
+    let mut count = 1;
+    if let Some(extra) = spill.as_deref_mut() {
+        extra.reserve(READ_CHUNK);
+        let second = extra.spare_capacity_mut();
+        iov[1] = libc::iovec {
+            iov_base: second.as_mut_ptr().cast(),
+            iov_len: second.len().min(READ_CHUNK),
+        };
+        count = 2;
+    }
+    let room: usize = iov[..count].iter().map(|v| v.iov_len).sum();
     loop {
-        // SAFETY: reading into spare capacity, then growing the length by what was read.
-        let n = unsafe { libc::read(fd, spare.as_mut_ptr().cast(), room) };
+        // SAFETY: the iovecs point into the spare capacity of `buf` and `spill`, which are not
+        // touched until the lengths grow by what the kernel wrote.
+        let n = unsafe { libc::readv(fd, iov.as_ptr(), count as libc::c_int) };
         if n >= 0 {
             let n = n as usize;
-            // SAFETY: the kernel initialised `n` bytes of the spare capacity.
-            unsafe { buf.set_len(buf.len() + n) };
+            let to_first = n.min(first_len);
+            // SAFETY: the kernel initialised `to_first` bytes of `buf`'s spare capacity and
+            // the rest of `n` at the start of `spill`'s.
+            unsafe { buf.set_len(buf.len() + to_first) };
+            if let Some(extra) = spill.as_deref_mut() {
+                unsafe { extra.set_len(extra.len() + (n - to_first)) };
+            }
             return Ok(Some((n, n > 0 && n < room)));
         }
         let err = io::Error::last_os_error();

@@ -72,6 +72,13 @@ impl BodyState {
             self.body.drain(..self.body_pos);
             self.body_pos = 0;
         }
+        if self.body.is_empty() && self.raw_pos == 0 && self.raw_is_body(max_out) {
+            // Every buffered byte is body as it stands: hand the buffer over instead of
+            // copying it.
+            std::mem::swap(&mut self.body, &mut self.raw);
+            self.decoder.skip_decoded(self.body.len());
+            return Ok(self.body.len());
+        }
         let before = self.body.len();
         let decoded = self
             .decoder
@@ -82,6 +89,20 @@ impl BodyState {
             self.raw_pos = 0;
         }
         Ok(self.body.len() - before)
+    }
+
+    /// Whether all of `raw` (at most `max_out` bytes) is Content-Length body, which needs no
+    /// decoding.
+    fn raw_is_body(&self, max_out: usize) -> bool {
+        let len = self.raw.len() - self.raw_pos;
+        matches!(self.decoder, BodyDecoder::Length { remaining } if len as u64 <= remaining)
+            && len <= max_out
+    }
+
+    /// Whether the socket can be read straight into `body`: a Content-Length body with no
+    /// undecoded bytes buffered, so a read capped at the bytes still expected is all body.
+    pub fn reads_direct(&self) -> bool {
+        self.raw_pos == self.raw.len() && matches!(self.decoder, BodyDecoder::Length { .. })
     }
 
     /// Adds more decoded body, reading the socket if needed (blocking; call without the GIL).
