@@ -215,17 +215,19 @@ fn check_incomplete(data: &[u8], limits: &Limits) -> Result<(), HttpError> {
 
 /// The `httparse` path for ordinary heads; `None` sends the head to [`slow_split`].
 fn fast_split<'a>(head: &'a [u8], limits: &Limits) -> Option<RawHead<'a>> {
-    const STACK: usize = 64;
+    // Room for the fields of nearly every real request without touching the heap; a head
+    // with more is parsed again with room for the limit (+1, to notice a head over it).
+    const STACK: usize = 32;
     let mut stack = [httparse::EMPTY_HEADER; STACK];
     let mut heap;
-    let slots: &mut [httparse::Header<'a>] = if limits.fields < STACK {
-        &mut stack[..limits.fields + 1]
-    } else {
+    let mut req = httparse::Request::new(&mut stack[..(limits.fields + 1).min(STACK)]);
+    let mut parsed = req.parse(head);
+    if matches!(parsed, Err(httparse::Error::TooManyHeaders)) && limits.fields + 1 > STACK {
         heap = vec![httparse::EMPTY_HEADER; limits.fields + 1];
-        &mut heap
-    };
-    let mut req = httparse::Request::new(slots);
-    match req.parse(head) {
+        req = httparse::Request::new(&mut heap);
+        parsed = req.parse(head);
+    }
+    match parsed {
         Ok(httparse::Status::Complete(n)) if n == head.len() => {}
         _ => return None,
     }
@@ -562,9 +564,9 @@ fn is_token(b: u8) -> bool {
 }
 
 /// Percent-decodes a request path like `urllib.parse.unquote_to_bytes`: invalid escapes stay.
-pub fn percent_decode(raw: &[u8]) -> Vec<u8> {
+pub fn percent_decode(raw: &[u8]) -> Cow<'_, [u8]> {
     if memchr::memchr(b'%', raw).is_none() {
-        return raw.to_vec();
+        return Cow::Borrowed(raw);
     }
     let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
     let mut out = Vec::with_capacity(raw.len());
@@ -580,7 +582,7 @@ pub fn percent_decode(raw: &[u8]) -> Vec<u8> {
         out.push(raw[i]);
         i += 1;
     }
-    out
+    Cow::Owned(out)
 }
 
 /// Parsing limits from the settings.
@@ -774,7 +776,7 @@ mod tests {
     #[test]
     fn percent_decoding() {
         assert_eq!(
-            percent_decode(b"/caf%C3%A9/%2f%zz%4"),
+            &*percent_decode(b"/caf%C3%A9/%2f%zz%4"),
             b"/caf\xc3\xa9//%zz%4"
         );
     }

@@ -295,29 +295,37 @@ impl EnvironBuilder {
         }
 
         let info = self.listeners.get(listener);
-        let (server_name, server_port) = match info {
-            Some(info) if !info.is_unix => (info.server_name.clone(), info.server_port.clone()),
-            _ => match host {
-                Some(host) => {
-                    let host = String::from_utf8_lossy(host).into_owned();
-                    match host
-                        .rsplit_once(':')
-                        .filter(|(h, _)| !h.ends_with(']') || h.starts_with('['))
-                    {
-                        Some((name, port)) if !name.is_empty() => {
-                            (name.to_owned(), port.to_owned())
+        match info {
+            Some(info) if !info.is_unix => {
+                env.set_item(&k.server_name, &info.server_name)?;
+                env.set_item(&k.server_port, &info.server_port)?;
+            }
+            _ => {
+                let (name, port) = match host {
+                    Some(host) => {
+                        let host = String::from_utf8_lossy(host);
+                        match host
+                            .rsplit_once(':')
+                            .filter(|(h, _)| !h.ends_with(']') || h.starts_with('['))
+                        {
+                            Some((name, port)) if !name.is_empty() => {
+                                (name.to_owned(), port.to_owned())
+                            }
+                            _ => (
+                                host.into_owned(),
+                                if https { "443".into() } else { "80".into() },
+                            ),
                         }
-                        _ => (host, if https { "443".into() } else { "80".into() }),
                     }
-                }
-                None => (
-                    info.map(|i| i.server_name.clone()).unwrap_or_default(),
-                    String::new(),
-                ),
-            },
-        };
-        env.set_item(&k.server_name, server_name)?;
-        env.set_item(&k.server_port, server_port)?;
+                    None => (
+                        info.map(|i| i.server_name.clone()).unwrap_or_default(),
+                        String::new(),
+                    ),
+                };
+                env.set_item(&k.server_name, name)?;
+                env.set_item(&k.server_port, port)?;
+            }
+        }
 
         let script = match script_name {
             Some(v) => String::from_utf8_lossy(v).into_owned(),

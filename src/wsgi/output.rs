@@ -19,6 +19,8 @@ use super::sockio;
 /// Python `bytes` shorter than this are copied into the current buffer; longer ones are
 /// referenced.
 const COPY_LIMIT: usize = 16 * 1024;
+/// Segments written per `writev` call.
+const MAX_IOV: usize = 64;
 
 pub enum Segment {
     Owned {
@@ -163,20 +165,25 @@ impl OutQueue {
                 }
                 continue;
             }
-            let mut iov: Vec<libc::iovec> = Vec::with_capacity(self.segments.len().min(64));
-            for seg in self.segments.iter().take(64) {
+            let mut iov = [libc::iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: 0,
+            }; MAX_IOV];
+            let mut count = 0;
+            for seg in self.segments.iter().take(MAX_IOV) {
                 let (ptr, len) = match seg {
                     Segment::Owned { data, pos } => (data[*pos..].as_ptr(), data.len() - pos),
                     // SAFETY: pos <= len, within the bytes object's buffer.
                     Segment::Bytes { ptr, len, pos, .. } => (unsafe { ptr.add(*pos) }, len - pos),
                     Segment::File { .. } => break,
                 };
-                iov.push(libc::iovec {
+                iov[count] = libc::iovec {
                     iov_base: ptr as *mut libc::c_void,
                     iov_len: len,
-                });
+                };
+                count += 1;
             }
-            let n = sockio::try_writev(sock, &iov)?;
+            let n = sockio::try_writev(sock, &iov[..count])?;
             if n == 0 {
                 return Ok(Progress::Blocked);
             }

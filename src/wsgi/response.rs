@@ -185,26 +185,25 @@ impl ResponseState {
                     "invalid value for header {name:?}"
                 )));
             }
-            let lname = name.to_ascii_lowercase();
             let value = value.trim_matches([' ', '\t']);
-            if HOP_BY_HOP.contains(&lname.as_str()) {
+            let is = |known: &str| name.eq_ignore_ascii_case(known);
+            if let Some(hop) = HOP_BY_HOP.iter().find(|h| is(h)) {
                 // PEP 3333 forbids them; the connection's framing is the server's. Like
                 // Gunicorn, the header is not forwarded; the operator is told once.
-                warn_hop_by_hop(&lname);
-                if lname == "connection" && value.eq_ignore_ascii_case("close") {
+                warn_hop_by_hop(hop);
+                if *hop == "connection" && value.eq_ignore_ascii_case("close") {
                     self.must_close = true;
                 }
                 continue;
             }
-            match lname.as_str() {
+            if is("server") || is("date") {
                 // The server sets these itself.
-                "server" | "date" => continue,
-                "content-length" => {
-                    length = Some(value.parse::<u64>().map_err(|_| {
-                        PyValueError::new_err(format!("invalid Content-Length {value:?}"))
-                    })?);
-                }
-                _ => {}
+                continue;
+            }
+            if is("content-length") {
+                length = Some(value.parse::<u64>().map_err(|_| {
+                    PyValueError::new_err(format!("invalid Content-Length {value:?}"))
+                })?);
             }
             parsed.push((name, value.to_owned()));
         }
