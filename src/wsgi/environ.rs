@@ -70,6 +70,11 @@ pub struct EnvironBuilder {
     template: Py<PyDict>,
     keys: Keys,
     header_keys: Mutex<HashMap<Box<[u8]>, Py<PyString>>>,
+    /// SERVER_NAME and SERVER_PORT of each TCP listener, made once.
+    listener_keys: Vec<(Py<PyString>, Py<PyString>)>,
+    /// The last client address seen: a worker mostly hears from the same few peers, and
+    /// every request of a kept-alive connection comes from one.
+    last_peer: Mutex<Option<(IpAddr, Py<PyString>)>>,
     /// SCRIPT_NAME from the server's environment.
     script_name: String,
     pub forwarded: ForwardedPolicy,
@@ -148,10 +153,16 @@ impl EnvironBuilder {
             template.set_item(key, &keys.empty)?;
         }
         let script_name = std::env::var("SCRIPT_NAME").unwrap_or_default();
+        let listener_keys = listeners
+            .iter()
+            .map(|l| (intern(py, &l.server_name), intern(py, &l.server_port)))
+            .collect();
         Ok(EnvironBuilder {
             template: template.unbind(),
             keys,
             header_keys: Mutex::new(HashMap::new()),
+            listener_keys,
+            last_peer: Mutex::new(None),
             script_name,
             forwarded,
             listeners,
@@ -178,6 +189,19 @@ impl EnvironBuilder {
             cache.insert(name.as_bytes().into(), key.clone().unbind());
         }
         key
+    }
+
+    /// REMOTE_ADDR for `ip`, reusing the string of the previous request's peer.
+    fn peer_string<'py>(&self, py: Python<'py>, ip: IpAddr) -> Bound<'py, PyString> {
+        let mut last = self.last_peer.lock().unwrap_or_else(|e| e.into_inner());
+        match &*last {
+            Some((seen, text)) if *seen == ip => text.bind(py).clone(),
+            _ => {
+                let text = PyString::new(py, &ip.to_string());
+                *last = Some((ip, text.clone().unbind()));
+                text
+            }
+        }
     }
 
     /// Builds the environ of one request. `input` is the `wsgi.input` object.
@@ -210,8 +234,13 @@ impl EnvironBuilder {
             PyString::new(py, &head.method)
         };
         env.set_item(&k.request_method, method)?;
-        env.set_item(&k.query_string, latin1(py, &head.query))?;
-        env.set_item(&k.raw_uri, latin1(py, &head.target))?;
+        if head.query.is_empty() {
+            env.set_item(&k.query_string, &k.empty)?;
+        } else {
+            env.set_item(&k.query_string, latin1(py, &head.query))?;
+        }
+        let raw_uri = latin1(py, &head.target);
+        env.set_item(&k.raw_uri, &raw_uri)?;
         match head.version_minor {
             0 => env.set_item(&k.server_protocol, &k.http_1_0)?,
             1 => env.set_item(&k.server_protocol, &k.http_1_1)?,
@@ -285,7 +314,7 @@ impl EnvironBuilder {
 
         match peer {
             Peer::Tcp(addr) => {
-                env.set_item(&k.remote_addr, addr.ip().to_string())?;
+                env.set_item(&k.remote_addr, self.peer_string(py, addr.ip()))?;
                 let mut port = itoa::Buffer::new();
                 env.set_item(&k.remote_port, port.format(addr.port()))?;
             }
@@ -297,8 +326,9 @@ impl EnvironBuilder {
         let info = self.listeners.get(listener);
         match info {
             Some(info) if !info.is_unix => {
-                env.set_item(&k.server_name, &info.server_name)?;
-                env.set_item(&k.server_port, &info.server_port)?;
+                let (name, port) = &self.listener_keys[listener];
+                env.set_item(&k.server_name, name)?;
+                env.set_item(&k.server_port, port)?;
             }
             _ => {
                 let (name, port) = match host {
@@ -344,7 +374,12 @@ impl EnvironBuilder {
             ))));
         };
         let decoded = crate::http::head::percent_decode(path);
-        env.set_item(&k.path_info, latin1(py, &decoded))?;
+        if *decoded == *head.target {
+            // The usual `GET /path`: PATH_INFO is RAW_URI's string.
+            env.set_item(&k.path_info, &raw_uri)?;
+        } else {
+            env.set_item(&k.path_info, latin1(py, &decoded))?;
+        }
         if script.is_empty() {
             env.set_item(&k.script_name, &k.empty)?;
         } else {
