@@ -194,6 +194,27 @@ def test_permit_unconventional_http_method(run_server, worker_args):
     assert status == 200 and json.loads(body)["REQUEST_METHOD"] == "M-SEARCH#"
 
 
+def test_permit_unconventional_http_version(run_server, worker_args):
+    """The application sees the version as sent; the answer is in the nearest version the
+    server speaks (RFC 9110 section 6.2; Gunicorn echoes the request's), with that version's
+    framing: 2.0 keeps 1.1's persistent connection, 0.9 gets 1.0's close-delimited body."""
+    srv = run_server(*worker_args, "--permit-unconventional-http-version", APP)
+    with srv.connect() as s:
+        s.sendall(b"GET /e HTTP/2.0\r\nHost: x\r\n\r\n")
+        reader = SocketReader(s)
+        status, headers, body, _ = reader.response()
+        assert status == 200 and json.loads(body)["SERVER_PROTOCOL"] == "HTTP/2.0"
+        assert headers["connection"] == "keep-alive"
+        s.sendall(b"GET /e HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert reader.response()[0] == 200, "the connection stayed usable"
+    with srv.connect() as s:
+        s.sendall(b"GET /e HTTP/0.9\r\nHost: x\r\n\r\n")
+        data = read_until_close(s)
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 200 ") and b"connection: close" in head.lower()
+    assert json.loads(body)["SERVER_PROTOCOL"] == "HTTP/0.9"
+
+
 def test_casefold_http_method(run_server, worker_args, marker):
     srv = run_server(*worker_args, "--permit-unconventional-http-method", "--casefold-http-method", APP)
     with srv.connect() as s:

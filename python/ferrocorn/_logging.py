@@ -337,15 +337,15 @@ def custom_access(logger: Any, request: tuple[Any, ...], response: tuple[Any, ..
                   environ: Any, micros: int) -> None:
     """`logger.access(resp, req, environ, request_time)` for a custom logger class.
 
-    `request` is (method, uri, path, query, minor version, headers, peer address) and
+    `request` is (method, uri, path, query, (major, minor) version, headers, peer address) and
     `response` is (status line, status code, headers, body bytes sent).
     """
     from ferrocorn._hooks import Request, Response
 
-    method, uri, path, query, minor, headers, peer = request
+    method, uri, path, query, version, headers, peer = request
     status, status_code, resp_headers, sent = response
     scheme = environ.get("wsgi.url_scheme", "http") if isinstance(environ, dict) else "http"
-    req = Request(method, uri, path, query, "", (1, minor), headers, scheme, peer)
+    req = Request(method, uri, path, query, "", version, headers, scheme, peer)
     resp = Response(status, status_code, resp_headers, sent, True)
     logger.access(resp, req, environ, datetime.timedelta(microseconds=micros))
 

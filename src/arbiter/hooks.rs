@@ -473,7 +473,7 @@ pub struct RequestView<'a> {
     pub target: &'a [u8],
     pub path: &'a [u8],
     pub query: &'a [u8],
-    pub version_minor: u8,
+    pub version: crate::http::head::Version,
     pub headers: &'a [(Box<str>, Box<[u8]>)],
     pub peer: Option<std::net::SocketAddr>,
 }
@@ -538,7 +538,9 @@ impl RequestHooks {
                 latin1(v.path).into_pyobject(py)?.into_any(),
                 latin1(v.query).into_pyobject(py)?.into_any(),
                 latin1(fragment(v.target)).into_pyobject(py)?.into_any(),
-                (1u8, v.version_minor).into_pyobject(py)?.into_any(),
+                (v.version.major, v.version.minor)
+                    .into_pyobject(py)?
+                    .into_any(),
                 headers.into_any(),
                 "http".into_pyobject(py)?.into_any(),
                 peer,

@@ -815,8 +815,13 @@ fn check_request(want: &PyVal, got: &Served, setup: &Setup) -> Result<(), String
                 }
             }
             (b"version", PyVal::Seq(v)) => {
-                if v[..] != [PyVal::Int(1), PyVal::Int(head.version_minor.into())] {
-                    return Err(format!("HTTP/1.{}, want {v:?}", head.version_minor));
+                if v[..]
+                    != [
+                        PyVal::Int(head.version.major.into()),
+                        PyVal::Int(head.version.minor.into()),
+                    ]
+                {
+                    return Err(format!("{}, want {v:?}", head.version));
                 }
             }
             (b"headers", PyVal::Seq(want)) => {

@@ -94,8 +94,9 @@ pub struct RequestHead {
     pub query: Box<[u8]>,
     /// Fragment without the `#`; empty when absent.
     pub fragment: Box<[u8]>,
-    /// Minor version of HTTP/1.x.
-    pub version_minor: u8,
+    /// The HTTP version of the request line (other than 1.x only with
+    /// `--permit-unconventional-http-version`).
+    pub version: Version,
     /// Header fields in order: name as sent, value with surrounding whitespace removed.
     pub headers: Vec<(Box<str>, Box<[u8]>)>,
     pub framing: Framing,
@@ -103,6 +104,27 @@ pub struct RequestHead {
     pub keep_alive: bool,
     /// `Expect: 100-continue` was sent on HTTP/1.1.
     pub expect_continue: bool,
+}
+
+/// An HTTP version, `major.minor`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Version {
+    pub major: u8,
+    pub minor: u8,
+}
+
+impl Version {
+    /// Whether HTTP/1.1 semantics apply: persistent connections by default, chunked framing,
+    /// `Expect: 100-continue`. Versions before 1.1 (0.9 when permitted) get 1.0's.
+    pub fn is_1_1_or_later(self) -> bool {
+        (self.major, self.minor) >= (1, 1)
+    }
+}
+
+impl std::fmt::Display for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HTTP/{}.{}", self.major, self.minor)
+    }
 }
 
 /// A head split into its parts, before the checks shared by both parsers.
@@ -381,7 +403,7 @@ fn finish(raw: RawHead<'_>, limits: &Limits) -> Result<RequestHead, HttpError> {
     }
     let (path, query, fragment) = split_target(target, is_connect);
 
-    let version_minor = parse_version(raw.version, limits)?;
+    let version = parse_version(raw.version, limits)?;
 
     let mut framing = Framing::None;
     let mut content_length: Option<&[u8]> = None;
@@ -441,7 +463,7 @@ fn finish(raw: RawHead<'_>, limits: &Limits) -> Result<RequestHead, HttpError> {
         } else if name.eq_ignore_ascii_case(b"expect") {
             if value.eq_ignore_ascii_case(b"100-continue") {
                 // RFC 9110 section 10.1.1: ignored on HTTP/1.0.
-                expect_continue = version_minor >= 1;
+                expect_continue = version.is_1_1_or_later();
             } else {
                 return Err(HttpError::expectation_failed(value));
             }
@@ -454,7 +476,7 @@ fn finish(raw: RawHead<'_>, limits: &Limits) -> Result<RequestHead, HttpError> {
         return Err(HttpError::invalid_header(b"TRANSFER-ENCODING"));
     }
     if chunked {
-        if version_minor == 0 {
+        if !version.is_1_1_or_later() {
             return Err(HttpError::invalid_header(b"TRANSFER-ENCODING"));
         }
         if content_length.is_some() {
@@ -475,14 +497,14 @@ fn finish(raw: RawHead<'_>, limits: &Limits) -> Result<RequestHead, HttpError> {
             Framing::Length(n)
         };
     }
-    let keep_alive = !is_connect && connection.unwrap_or(version_minor >= 1);
+    let keep_alive = !is_connect && connection.unwrap_or(version.is_1_1_or_later());
     Ok(RequestHead {
         method,
         target: target.into(),
         path: path.into(),
         query: query.into(),
         fragment: fragment.into(),
-        version_minor,
+        version,
         headers,
         framing,
         keep_alive,
@@ -501,7 +523,7 @@ fn request_line_error(raw: &RawHead<'_>) -> HttpError {
 }
 
 /// `HTTP/d.d`; 1.x unless unconventional versions are permitted.
-fn parse_version(version: &[u8], limits: &Limits) -> Result<u8, HttpError> {
+fn parse_version(version: &[u8], limits: &Limits) -> Result<Version, HttpError> {
     let bad = || HttpError::invalid_version(version);
     match version {
         [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
@@ -510,7 +532,10 @@ fn parse_version(version: &[u8], limits: &Limits) -> Result<u8, HttpError> {
             if *major != b'1' && !limits.permit_unconventional_http_version {
                 return Err(bad());
             }
-            Ok(minor - b'0')
+            Ok(Version {
+                major: major - b'0',
+                minor: minor - b'0',
+            })
         }
         _ => Err(bad()),
     }
@@ -627,7 +652,7 @@ mod tests {
         assert_eq!(&*head.path, b"/a/b");
         assert_eq!(&*head.query, b"x=1");
         assert_eq!(&*head.fragment, b"frag");
-        assert_eq!(head.version_minor, 1);
+        assert_eq!(head.version, Version { major: 1, minor: 1 });
         assert_eq!(head.headers[1].1.as_ref(), b"v");
         assert!(head.keep_alive);
         assert_eq!(head.framing, Framing::None);
@@ -760,7 +785,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(&*head.method, "GET");
-        assert_eq!(head.version_minor, 2);
+        assert_eq!(head.version, Version { major: 1, minor: 2 });
         assert_eq!(&*head.headers[0].0, "Name");
         assert_eq!(head.headers[0].1.as_ref(), b"a b");
     }

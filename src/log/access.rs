@@ -201,7 +201,7 @@ fn request_header<'a>(head: &'a RequestHead, name: &str) -> Option<&'a [u8]> {
 }
 
 fn protocol(head: &RequestHead) -> String {
-    format!("HTTP/1.{}", head.version_minor)
+    head.version.to_string()
 }
 
 fn render_atom(out: &mut String, atom: &Atom, rec: &AccessRecord<'_>) {
@@ -424,7 +424,7 @@ pub fn emit(format: &AccessFormat, data: AccessData, duration: Duration) {
             target: &data.head.target,
             path: &data.head.path,
             query: &data.head.query,
-            version_minor: data.head.version_minor,
+            version: data.head.version,
             headers: &data.head.headers,
             peer: data.peer,
             status: data.status_line.as_deref(),

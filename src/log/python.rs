@@ -284,7 +284,7 @@ pub struct AccessCall<'a> {
     pub target: &'a [u8],
     pub path: &'a [u8],
     pub query: &'a [u8],
-    pub version_minor: u8,
+    pub version: crate::http::head::Version,
     pub headers: &'a [(Box<str>, Box<[u8]>)],
     pub peer: Option<std::net::SocketAddr>,
     pub status: Option<&'a str>,
@@ -327,7 +327,7 @@ pub fn access_call(call: AccessCall<'_>) {
                 latin1(call.target),
                 latin1(call.path),
                 latin1(call.query),
-                call.version_minor,
+                (call.version.major, call.version.minor),
                 headers,
                 peer,
             );

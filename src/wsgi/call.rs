@@ -195,7 +195,7 @@ fn with_hooks(py: Python<'_>, ctx: &AppContext, req: Request, hooks: &RequestHoo
         target: &req.head.target,
         path: &req.head.path,
         query: &req.head.query,
-        version_minor: req.head.version_minor,
+        version: req.head.version,
         headers: &req.head.headers,
         peer: match req.conn.peer {
             Peer::Tcp(addr) => Some(addr),
@@ -249,7 +249,7 @@ fn cycle(
         status_line: None,
     };
     let facts = RequestFacts {
-        version_minor: tail.head.version_minor,
+        version: tail.head.version,
         is_head: &*tail.head.method == "HEAD",
         keep_alive: tail.head.keep_alive,
         closing,

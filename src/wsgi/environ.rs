@@ -241,10 +241,10 @@ impl EnvironBuilder {
         }
         let raw_uri = latin1(py, &head.target);
         env.set_item(&k.raw_uri, &raw_uri)?;
-        match head.version_minor {
-            0 => env.set_item(&k.server_protocol, &k.http_1_0)?,
-            1 => env.set_item(&k.server_protocol, &k.http_1_1)?,
-            minor => env.set_item(&k.server_protocol, format!("HTTP/1.{minor}"))?,
+        match (head.version.major, head.version.minor) {
+            (1, 0) => env.set_item(&k.server_protocol, &k.http_1_0)?,
+            (1, 1) => env.set_item(&k.server_protocol, &k.http_1_1)?,
+            _ => env.set_item(&k.server_protocol, head.version.to_string())?,
         }
         env.set_item(&k.wsgi_input, input)?;
 

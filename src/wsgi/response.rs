@@ -31,7 +31,7 @@ const HOP_BY_HOP: [&str; 8] = [
 /// What the response needs to know about its request.
 #[derive(Clone, Copy)]
 pub struct RequestFacts {
-    pub version_minor: u8,
+    pub version: crate::http::head::Version,
     pub is_head: bool,
     /// The client allows the connection to stay open.
     pub keep_alive: bool,
@@ -218,7 +218,7 @@ impl ResponseState {
         }
         self.headers = parsed;
         self.length = length;
-        self.chunked = length.is_none() && self.facts.version_minor >= 1 && !self.omits_body;
+        self.chunked = length.is_none() && self.facts.version.is_1_1_or_later() && !self.omits_body;
         Ok(())
     }
 
@@ -233,7 +233,9 @@ impl ResponseState {
             .status
             .as_deref()
             .unwrap_or("500 Internal Server Error");
-        let minor = self.facts.version_minor.min(1);
+        // An unconventional request version (permitted by a setting) is answered in the
+        // nearest one this server speaks, as RFC 9110 section 6.2 asks.
+        let http11 = self.facts.version.is_1_1_or_later();
         let mut size = 96 + status.len();
         for (n, v) in &self.headers {
             size += n.len() + v.len() + 4;
@@ -241,11 +243,7 @@ impl ResponseState {
         let buf = self.out.tail_buf();
         let start = buf.len();
         buf.reserve(size);
-        buf.extend_from_slice(if minor == 1 {
-            b"HTTP/1.1 "
-        } else {
-            b"HTTP/1.0 "
-        });
+        buf.extend_from_slice(if http11 { b"HTTP/1.1 " } else { b"HTTP/1.0 " });
         buf.extend_from_slice(status.as_bytes());
         buf.extend_from_slice(b"\r\nServer: ferrocorn\r\nDate: ");
         buf.extend_from_slice(&date::now());

@@ -56,7 +56,8 @@ def app(environ, start_response):
         start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(out)))])
         return [out]
     keys = ("REQUEST_METHOD", "SCRIPT_NAME", "PATH_INFO", "QUERY_STRING", "RAW_URI",
-            "REMOTE_ADDR", "REMOTE_PORT", "SERVER_NAME", "SERVER_PORT", "wsgi.url_scheme")
+            "REMOTE_ADDR", "REMOTE_PORT", "SERVER_NAME", "SERVER_PORT", "SERVER_PROTOCOL",
+            "wsgi.url_scheme")
     info = {k: environ[k] for k in keys if k in environ}
     info["headers"] = {k: v for k, v in environ.items() if k.startswith("HTTP_")}
     info["body"] = environ["wsgi.input"].read().decode("latin-1")
