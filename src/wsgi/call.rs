@@ -293,18 +293,16 @@ fn cycle(
             }
         }
     }
-    let responder = match Bound::new(
-        py,
-        StartResponse {
-            state: ResponseState::bounded(
-                facts,
-                fd,
-                ctx.write_timeout,
-                ctx.output_bound,
-                ctx.pause_output,
-            ),
-        },
-    ) {
+    let mut state = ResponseState::bounded(
+        facts,
+        fd,
+        ctx.write_timeout,
+        ctx.output_bound,
+        ctx.pause_output,
+    );
+    // The access log and `post_request` read the response headers after the response.
+    state.keep_headers = tail.remote_addr.is_some() || tail.hook.is_some();
+    let responder = match Bound::new(py, StartResponse { state }) {
         Ok(r) => r,
         Err(e) => {
             log_exception(py, "Cannot create start_response", &e);

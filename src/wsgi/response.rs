@@ -43,7 +43,13 @@ pub struct ResponseState {
     pub facts: RequestFacts,
     pub status: Option<String>,
     pub status_code: u16,
+    /// The application's headers as (name, value), kept only when something reads them after
+    /// the response (the access log, `post_request`): see [`ResponseState::keep_headers`].
     pub headers: Vec<(String, String)>,
+    /// The application's header lines, ready for the wire (`Name: value\r\n` each).
+    rendered: Vec<u8>,
+    /// Whether `headers` is filled.
+    pub keep_headers: bool,
     pub headers_sent: bool,
     /// Content-Length given by the application.
     pub length: Option<u64>,
@@ -86,6 +92,8 @@ impl ResponseState {
             status: None,
             status_code: 0,
             headers: Vec::new(),
+            rendered: Vec::new(),
+            keep_headers: false,
             headers_sent: false,
             length: None,
             chunked: false,
@@ -143,7 +151,10 @@ impl ResponseState {
         let code = parse_status(&status)
             .ok_or_else(|| PyValueError::new_err(format!("invalid status {status:?}")))?;
 
+        // 204 and 1xx answers carry no body, so no Content-Length either.
+        let bodiless = code == 204 || (100..200).contains(&code);
         let mut parsed = Vec::new();
+        let mut rendered = Vec::with_capacity(128);
         let mut length = None;
         for item in headers.try_iter()? {
             let item = item?;
@@ -160,8 +171,7 @@ impl ResponseState {
             let name = name
                 .cast::<PyString>()
                 .map_err(|_| PyTypeError::new_err(format!("header name {name} is not a string")))?
-                .to_str()?
-                .to_owned();
+                .to_str()?;
             let value = value
                 .cast::<PyString>()
                 .map_err(|_| {
@@ -204,19 +214,33 @@ impl ResponseState {
                 length = Some(value.parse::<u64>().map_err(|_| {
                     PyValueError::new_err(format!("invalid Content-Length {value:?}"))
                 })?);
+                if bodiless {
+                    continue;
+                }
             }
-            parsed.push((name, value.to_owned()));
+            rendered.extend_from_slice(name.as_bytes());
+            rendered.extend_from_slice(b": ");
+            if value.is_ascii() {
+                rendered.extend_from_slice(value.as_bytes());
+            } else {
+                // Latin-1 code points (checked above): one byte each.
+                rendered.extend(value.chars().map(|c| c as u32 as u8));
+            }
+            rendered.extend_from_slice(b"\r\n");
+            if self.keep_headers {
+                parsed.push((name.to_owned(), value.to_owned()));
+            }
         }
 
         self.status_code = code;
         self.status = Some(status);
         self.omits_body =
             self.facts.is_head || code == 204 || code == 304 || (100..200).contains(&code);
-        if code == 204 || (100..200).contains(&code) {
-            parsed.retain(|(n, _)| !n.eq_ignore_ascii_case("content-length"));
+        if bodiless {
             length = None;
         }
         self.headers = parsed;
+        self.rendered = rendered;
         self.length = length;
         self.chunked = length.is_none() && self.facts.version.is_1_1_or_later() && !self.omits_body;
         Ok(())
@@ -236,10 +260,7 @@ impl ResponseState {
         // An unconventional request version (permitted by a setting) is answered in the
         // nearest one this server speaks, as RFC 9110 section 6.2 asks.
         let http11 = self.facts.version.is_1_1_or_later();
-        let mut size = 96 + status.len();
-        for (n, v) in &self.headers {
-            size += n.len() + v.len() + 4;
-        }
+        let size = 96 + status.len() + self.rendered.len();
         let buf = self.out.tail_buf();
         let start = buf.len();
         buf.reserve(size);
@@ -255,13 +276,7 @@ impl ResponseState {
         if self.chunked {
             buf.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
         }
-        for (name, value) in &self.headers {
-            buf.extend_from_slice(name.as_bytes());
-            buf.extend_from_slice(b": ");
-            // Values are latin-1 code points (checked in start): one byte each.
-            buf.extend(value.chars().map(|c| c as u32 as u8));
-            buf.extend_from_slice(b"\r\n");
-        }
+        buf.extend_from_slice(&self.rendered);
         buf.extend_from_slice(b"\r\n");
         let n = buf.len() - start;
         self.out.note_appended(n);
