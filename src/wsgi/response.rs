@@ -431,7 +431,7 @@ impl StartResponse {
         exc_info: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         slf.borrow_mut().state.start(status, headers, exc_info)?;
-        slf.getattr("write")
+        slf.getattr(pyo3::intern!(slf.py(), "write"))
     }
 
     /// PEP 3333's `write(data)` callable.
