@@ -106,6 +106,12 @@ pub struct RequestHead {
     pub expect_continue: bool,
 }
 
+/// The ends of a request head and of a line, searched for on every read: built once.
+static HEAD_END: std::sync::LazyLock<memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memmem::Finder::new(b"\r\n\r\n"));
+static LINE_END: std::sync::LazyLock<memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memmem::Finder::new(b"\r\n"));
+
 /// An HTTP version, `major.minor`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Version {
@@ -153,12 +159,12 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<(RequestHead, usize)>
         // Only one empty line is tolerated before a request.
         return Err(HttpError::invalid_request_line(&data[..data.len().min(16)]));
     }
-    let Some(end) = memmem::find(data, b"\r\n\r\n").map(|i| i + 4) else {
+    let Some(end) = HEAD_END.find(data).map(|i| i + 4) else {
         check_incomplete(data, limits)?;
         return Ok(None);
     };
     let head = &data[..end];
-    let line_len = memmem::find(head, b"\r\n").unwrap_or(0);
+    let line_len = LINE_END.find(head).unwrap_or(0);
     if line_len > limits.request_line {
         return Err(HttpError::line_too_long(line_len, limits.request_line));
     }

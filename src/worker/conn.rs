@@ -110,7 +110,7 @@ impl Conn {
                 }
                 return Err(e);
             }
-            outcome = Some(worker.resume(paused));
+            outcome = Some(worker.resume(*paused));
         }
         worker.request_done();
         let Some(Outcome {

@@ -64,7 +64,8 @@ pub struct Outcome {
     /// What the access log needs, when it is on.
     pub access: Option<Box<AccessData>>,
     /// The response is paused at the output bound: write `out`, then [`resume`] it.
-    pub paused: Option<Paused>,
+    /// Boxed: rare, and large enough to make every `Outcome` move costly.
+    pub paused: Option<Box<Paused>>,
 }
 
 /// A served request, kept for its access log line.
@@ -362,13 +363,13 @@ fn pause(
     let mut guard = responder.borrow_mut();
     let out = std::mem::take(&mut guard.state.out);
     let mut outcome = Outcome::ended(out, None, guard.state.status_code);
-    outcome.paused = Some(Paused {
+    outcome.paused = Some(Box::new(Paused {
         iter: iter.unbind(),
         iterable: iterable.unbind(),
         responder: responder.clone().unbind(),
         input: input.unbind(),
         tail,
-    });
+    }));
     outcome
 }
 
