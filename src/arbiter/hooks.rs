@@ -474,7 +474,7 @@ pub struct RequestView<'a> {
     pub path: &'a [u8],
     pub query: &'a [u8],
     pub version: crate::http::head::Version,
-    pub headers: &'a [(Box<str>, Box<[u8]>)],
+    pub headers: crate::http::head::Fields<'a>,
     pub peer: Option<std::net::SocketAddr>,
 }
 

@@ -518,12 +518,11 @@ impl Setup {
     /// The refusals the environ adds to the parser's: `--header-map refuse` and contradictory
     /// secure-scheme headers from a trusted peer.
     fn environ_check(&self, head: &RequestHead) -> Result<(), HttpError> {
-        for (name, _) in &head.headers {
+        for (name, _) in head.headers().iter() {
             self.keeps(name)?;
         }
         if self.trusted() {
-            self.forwarded
-                .scheme(head.headers.iter().map(|(n, v)| (&**n, &**v)))?;
+            self.forwarded.scheme(head.headers().iter())?;
         }
         Ok(())
     }
@@ -794,20 +793,20 @@ fn check_request(want: &PyVal, got: &Served, setup: &Setup) -> Result<(), String
                 }
             }
             (b"uri", PyVal::Uri(target)) => {
-                if target.as_slice() != &*head.target {
+                if target.as_slice() != head.target() {
                     return Err(format!(
                         "target {:?}, want {:?}",
-                        text(&head.target),
+                        text(head.target()),
                         text(target)
                     ));
                 }
                 if let Some((path, query)) = expected_path_query(target) {
-                    if &*head.method != "CONNECT" && (path != &*head.path || query != &*head.query)
+                    if &*head.method != "CONNECT" && (path != head.path() || query != head.query())
                     {
                         return Err(format!(
                             "path {:?} query {:?}, want {:?} {:?}",
-                            text(&head.path),
-                            text(&head.query),
+                            text(head.path()),
+                            text(head.query()),
                             text(path),
                             text(query)
                         ));
@@ -826,7 +825,7 @@ fn check_request(want: &PyVal, got: &Served, setup: &Setup) -> Result<(), String
             }
             (b"headers", PyVal::Seq(want)) => {
                 let mut kept = Vec::new();
-                for (name, value) in &head.headers {
+                for (name, value) in head.headers().iter() {
                     if setup.keeps(name).map_err(|e| e.message)? {
                         kept.push((name, value));
                     }
@@ -850,7 +849,7 @@ fn check_request(want: &PyVal, got: &Served, setup: &Setup) -> Result<(), String
                     let same_length = name.eq_ignore_ascii_case("content-length")
                         && text(want_value).parse::<u64>().ok() == text(value).parse::<u64>().ok();
                     if !want_name.eq_ignore_ascii_case(name.as_bytes())
-                        || want_value.as_slice() != &***value && !same_length
+                        || want_value.as_slice() != *value && !same_length
                     {
                         return Err(format!("headers {:?}, want {want:?}", shown()));
                     }

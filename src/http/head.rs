@@ -6,6 +6,7 @@
 //! HTTP/1.2, unconventional methods). Both paths end in the same checks ([`finish`]).
 
 use std::borrow::Cow;
+use std::ops::Range;
 
 use memchr::memmem;
 
@@ -83,28 +84,131 @@ impl Limits {
 }
 
 /// A parsed request head. Bytes are as sent; the WSGI layer decodes them.
+///
+/// The target and the header fields live in one buffer (`text`), so a head costs two
+/// allocations however many fields it has.
 #[derive(Debug, PartialEq, Eq)]
 pub struct RequestHead {
-    pub method: Box<str>,
-    /// The request target exactly as sent (RAW_URI).
-    pub target: Box<[u8]>,
-    /// Path part of the target, not percent-decoded (for absolute-form, without scheme://host).
-    pub path: Box<[u8]>,
-    /// Query without the `?`; empty when absent.
-    pub query: Box<[u8]>,
-    /// Fragment without the `#`; empty when absent.
-    pub fragment: Box<[u8]>,
+    /// A common method is a static string (no allocation per request).
+    pub method: Cow<'static, str>,
+    /// The target, then each field's name and value.
+    text: Vec<u8>,
+    /// Within `text`: the target, and its path, query and fragment parts.
+    target: Range<usize>,
+    path: Range<usize>,
+    query: Range<usize>,
+    fragment: Range<usize>,
+    /// Each field's name `text[.0...1]` and value `text[.1...2]`.
+    fields: Vec<(usize, usize, usize)>,
     /// The HTTP version of the request line (other than 1.x only with
     /// `--permit-unconventional-http-version`).
     pub version: Version,
-    /// Header fields in order: name as sent, value with surrounding whitespace removed.
-    pub headers: Vec<(Box<str>, Box<[u8]>)>,
     pub framing: Framing,
     /// Whether the connection may stay open after this request (version default + Connection).
     pub keep_alive: bool,
     /// `Expect: 100-continue` was sent on HTTP/1.1.
     pub expect_continue: bool,
 }
+
+impl RequestHead {
+    /// The request target exactly as sent (RAW_URI).
+    pub fn target(&self) -> &[u8] {
+        &self.text[self.target.clone()]
+    }
+
+    /// Path part of the target, not percent-decoded (for absolute-form, without
+    /// scheme://host).
+    pub fn path(&self) -> &[u8] {
+        &self.text[self.path.clone()]
+    }
+
+    /// Query without the `?`; empty when absent.
+    pub fn query(&self) -> &[u8] {
+        &self.text[self.query.clone()]
+    }
+
+    /// Fragment without the `#`; empty when absent.
+    pub fn fragment(&self) -> &[u8] {
+        &self.text[self.fragment.clone()]
+    }
+
+    /// Header fields in order: name as sent, value with surrounding whitespace removed.
+    pub fn headers(&self) -> Fields<'_> {
+        Fields {
+            text: &self.text,
+            fields: &self.fields,
+        }
+    }
+}
+
+/// The header fields of a [`RequestHead`].
+#[derive(Clone, Copy, Debug)]
+pub struct Fields<'a> {
+    text: &'a [u8],
+    fields: &'a [(usize, usize, usize)],
+}
+
+/// Iterates the fields of a head as (name, value).
+#[derive(Clone, Debug)]
+pub struct FieldIter<'a> {
+    text: &'a [u8],
+    fields: std::slice::Iter<'a, (usize, usize, usize)>,
+}
+
+impl<'a> FieldIter<'a> {
+    fn field(&self, &(name, value, end): &(usize, usize, usize)) -> (&'a str, &'a [u8]) {
+        // Names are tokens, checked ASCII when parsed.
+        (
+            std::str::from_utf8(&self.text[name..value]).unwrap_or_default(),
+            &self.text[value..end],
+        )
+    }
+}
+
+impl<'a> Iterator for FieldIter<'a> {
+    type Item = (&'a str, &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let f = self.fields.next()?;
+        Some(self.field(f))
+    }
+}
+
+impl DoubleEndedIterator for FieldIter<'_> {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        let f = self.fields.next_back()?;
+        Some(self.field(f))
+    }
+}
+
+impl<'a> IntoIterator for Fields<'a> {
+    type Item = (&'a str, &'a [u8]);
+    type IntoIter = FieldIter<'a>;
+
+    fn into_iter(self) -> FieldIter<'a> {
+        self.iter()
+    }
+}
+
+impl<'a> Fields<'a> {
+    pub fn iter(self) -> FieldIter<'a> {
+        FieldIter {
+            text: self.text,
+            fields: self.fields.iter(),
+        }
+    }
+
+    pub fn len(self) -> usize {
+        self.fields.len()
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.fields.is_empty()
+    }
+}
+
+/// Methods most requests use, matched exactly (already upper-case, so casefolding keeps them).
+const COMMON_METHODS: [&str; 5] = ["GET", "POST", "HEAD", "PUT", "DELETE"];
 
 /// The ends of a request head and of a line, searched for on every read: built once.
 static HEAD_END: std::sync::LazyLock<memmem::Finder<'static>> =
@@ -375,15 +479,18 @@ fn finish(raw: RawHead<'_>, limits: &Limits) -> Result<RequestHead, HttpError> {
     if method.is_empty() || !method.iter().all(|&b| is_token(b)) {
         return Err(HttpError::invalid_method(method));
     }
-    let method = if limits.casefold_http_method {
-        method.to_ascii_uppercase()
-    } else {
-        method.to_vec()
+    let method: Cow<'static, str> = match COMMON_METHODS.iter().find(|m| m.as_bytes() == method) {
+        Some(known) => Cow::Borrowed(known),
+        None => {
+            let method = if limits.casefold_http_method {
+                method.to_ascii_uppercase()
+            } else {
+                method.to_vec()
+            };
+            // Tokens are ASCII.
+            Cow::Owned(String::from_utf8(method).unwrap_or_default())
+        }
     };
-    // Tokens are ASCII.
-    let method: Box<str> = String::from_utf8(method)
-        .unwrap_or_default()
-        .into_boxed_str();
 
     let target = raw.target;
     if target.is_empty() || !target.iter().all(|&b| (0x21..=0x7e).contains(&b)) {
@@ -408,6 +515,9 @@ fn finish(raw: RawHead<'_>, limits: &Limits) -> Result<RequestHead, HttpError> {
         }
     }
     let (path, query, fragment) = split_target(target, is_connect);
+    let field_bytes: usize = raw.headers.iter().map(|(n, v)| n.len() + v.len()).sum();
+    let mut text = Vec::with_capacity(target.len() + field_bytes);
+    text.extend_from_slice(target);
 
     let version = parse_version(raw.version, limits)?;
 
@@ -419,7 +529,7 @@ fn finish(raw: RawHead<'_>, limits: &Limits) -> Result<RequestHead, HttpError> {
     let mut expect_continue = false;
     let mut seen_host = false;
     let mut seen_type = false;
-    let mut headers = Vec::with_capacity(raw.headers.len());
+    let mut fields = Vec::with_capacity(raw.headers.len());
     for (name, value) in raw.headers.iter() {
         let name: &[u8] = name;
         let value: &[u8] = value;
@@ -474,9 +584,11 @@ fn finish(raw: RawHead<'_>, limits: &Limits) -> Result<RequestHead, HttpError> {
                 return Err(HttpError::expectation_failed(value));
             }
         }
-        // Names are tokens: ASCII.
-        let name: Box<str> = String::from_utf8_lossy(name).into();
-        headers.push((name, Box::<[u8]>::from(value)));
+        let start = text.len();
+        text.extend_from_slice(name);
+        let value_start = text.len();
+        text.extend_from_slice(value);
+        fields.push((start, value_start, text.len()));
     }
     if transfer_encoding && !chunked {
         return Err(HttpError::invalid_header(b"TRANSFER-ENCODING"));
@@ -504,14 +616,16 @@ fn finish(raw: RawHead<'_>, limits: &Limits) -> Result<RequestHead, HttpError> {
         };
     }
     let keep_alive = !is_connect && connection.unwrap_or(version.is_1_1_or_later());
+    let target = 0..target.len();
     Ok(RequestHead {
         method,
-        target: target.into(),
-        path: path.into(),
-        query: query.into(),
-        fragment: fragment.into(),
+        text,
+        target,
+        path,
+        query,
+        fragment,
+        fields,
         version,
-        headers,
         framing,
         keep_alive,
         expect_continue,
@@ -548,28 +662,28 @@ fn parse_version(version: &[u8], limits: &Limits) -> Result<Version, HttpError> 
 }
 
 /// Splits a target into path, query and fragment. Absolute-form loses its scheme and host.
-fn split_target(target: &[u8], is_connect: bool) -> (&[u8], &[u8], &[u8]) {
+fn split_target(target: &[u8], is_connect: bool) -> (Range<usize>, Range<usize>, Range<usize>) {
+    let end = target.len();
     if is_connect {
-        return (b"", b"", b"");
+        return (0..0, 0..0, 0..0);
     }
-    let mut rest = target;
-    if !rest.starts_with(b"/") {
-        if let Some(i) = memmem::find(rest, b"://") {
-            let after = &rest[i + 3..];
-            let authority_end = after
+    let mut start = 0;
+    if !target.starts_with(b"/") {
+        if let Some(i) = memmem::find(target, b"://") {
+            let after = i + 3;
+            start = target[after..]
                 .iter()
                 .position(|&b| b == b'/' || b == b'?' || b == b'#')
-                .unwrap_or(after.len());
-            rest = &after[authority_end..];
+                .map_or(end, |p| after + p);
         }
     }
-    let (rest, fragment) = match memchr::memchr(b'#', rest) {
-        Some(i) => (&rest[..i], &rest[i + 1..]),
-        None => (rest, &b""[..]),
+    let (rest_end, fragment) = match memchr::memchr(b'#', &target[start..]) {
+        Some(i) => (start + i, start + i + 1..end),
+        None => (end, end..end),
     };
-    let (path, query) = match memchr::memchr(b'?', rest) {
-        Some(i) => (&rest[..i], &rest[i + 1..]),
-        None => (rest, &b""[..]),
+    let (path, query) = match memchr::memchr(b'?', &target[start..rest_end]) {
+        Some(i) => (start..start + i, start + i + 1..rest_end),
+        None => (start..rest_end, rest_end..rest_end),
     };
     (path, query, fragment)
 }
@@ -655,11 +769,11 @@ mod tests {
     fn simple_get() {
         let head = ok(b"GET /a/b?x=1#frag HTTP/1.1\r\nHost: example.com\r\nX-A:  v \r\n\r\n");
         assert_eq!(&*head.method, "GET");
-        assert_eq!(&*head.path, b"/a/b");
-        assert_eq!(&*head.query, b"x=1");
-        assert_eq!(&*head.fragment, b"frag");
+        assert_eq!(head.path(), b"/a/b");
+        assert_eq!(head.query(), b"x=1");
+        assert_eq!(head.fragment(), b"frag");
         assert_eq!(head.version, Version { major: 1, minor: 1 });
-        assert_eq!(head.headers[1].1.as_ref(), b"v");
+        assert_eq!(head.headers().iter().nth(1).expect("field").1, b"v");
         assert!(head.keep_alive);
         assert_eq!(head.framing, Framing::None);
     }
@@ -792,16 +906,16 @@ mod tests {
             .unwrap();
         assert_eq!(&*head.method, "GET");
         assert_eq!(head.version, Version { major: 1, minor: 2 });
-        assert_eq!(&*head.headers[0].0, "Name");
-        assert_eq!(head.headers[0].1.as_ref(), b"a b");
+        assert_eq!(head.headers().iter().next().expect("field").0, "Name");
+        assert_eq!(head.headers().iter().next().expect("field").1, b"a b");
     }
 
     #[test]
     fn absolute_form_and_asterisk() {
         let head = ok(b"GET http://example.com:80/p/q?x HTTP/1.1\r\n\r\n");
-        assert_eq!(&*head.path, b"/p/q");
-        assert_eq!(&*head.query, b"x");
-        assert_eq!(&*ok(b"OPTIONS * HTTP/1.1\r\n\r\n").path, b"*");
+        assert_eq!(head.path(), b"/p/q");
+        assert_eq!(head.query(), b"x");
+        assert_eq!(ok(b"OPTIONS * HTTP/1.1\r\n\r\n").path(), b"*");
     }
 
     #[test]

@@ -193,11 +193,11 @@ fn push_bytes(out: &mut String, value: &[u8]) {
 
 fn request_header<'a>(head: &'a RequestHead, name: &str) -> Option<&'a [u8]> {
     // Like a dict built from the headers: the last occurrence wins.
-    head.headers
+    head.headers()
         .iter()
         .rev()
         .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| &**v)
+        .map(|(_, v)| v)
 }
 
 fn protocol(head: &RequestHead) -> String {
@@ -225,7 +225,7 @@ fn render_atom(out: &mut String, atom: &Atom, rec: &AccessRecord<'_>) {
         Atom::RequestLine => {
             push_escaped(out, &head.method);
             out.push(' ');
-            push_bytes(out, &head.target);
+            push_bytes(out, head.target());
             out.push(' ');
             out.push_str(&protocol(head));
         }
@@ -233,8 +233,8 @@ fn render_atom(out: &mut String, atom: &Atom, rec: &AccessRecord<'_>) {
             let _ = write!(out, "{}", rec.status);
         }
         Atom::Method => push_escaped(out, &head.method),
-        Atom::Path => push_bytes(out, &crate::http::head::percent_decode(&head.path)),
-        Atom::Query => push_bytes(out, &head.query),
+        Atom::Path => push_bytes(out, &crate::http::head::percent_decode(head.path())),
+        Atom::Query => push_bytes(out, head.query()),
         Atom::Protocol => out.push_str(&protocol(head)),
         Atom::BytesNumber | Atom::BytesOrDash => {
             let _ = write!(out, "{}", rec.sent);
@@ -421,11 +421,11 @@ pub fn emit(format: &AccessFormat, data: AccessData, duration: Duration) {
     if super::python::custom() {
         super::python::access_call(super::python::AccessCall {
             method: &data.head.method,
-            target: &data.head.target,
-            path: &data.head.path,
-            query: &data.head.query,
+            target: data.head.target(),
+            path: data.head.path(),
+            query: data.head.query(),
             version: data.head.version,
-            headers: &data.head.headers,
+            headers: data.head.headers(),
             peer: data.peer,
             status: data.status_line.as_deref(),
             status_code: data.status,

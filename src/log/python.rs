@@ -285,7 +285,7 @@ pub struct AccessCall<'a> {
     pub path: &'a [u8],
     pub query: &'a [u8],
     pub version: crate::http::head::Version,
-    pub headers: &'a [(Box<str>, Box<[u8]>)],
+    pub headers: crate::http::head::Fields<'a>,
     pub peer: Option<std::net::SocketAddr>,
     pub status: Option<&'a str>,
     pub status_code: u16,

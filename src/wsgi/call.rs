@@ -193,11 +193,11 @@ pub fn handle(py: Python<'_>, ctx: &AppContext, req: Request) -> Outcome {
 fn with_hooks(py: Python<'_>, ctx: &AppContext, req: Request, hooks: &RequestHooks) -> Outcome {
     let view = RequestView {
         method: &req.head.method,
-        target: &req.head.target,
-        path: &req.head.path,
-        query: &req.head.query,
+        target: req.head.target(),
+        path: req.head.path(),
+        query: req.head.query(),
         version: req.head.version,
-        headers: &req.head.headers,
+        headers: req.head.headers(),
         peer: match req.conn.peer {
             Peer::Tcp(addr) => Some(addr),
             Peer::Unix => None,
@@ -586,7 +586,7 @@ fn close_iterable(iterable: &Bound<'_, PyAny>) -> PyResult<()> {
 
 /// The request line as it appears in log messages.
 fn uri(head: &RequestHead) -> String {
-    String::from_utf8_lossy(&head.target).into_owned()
+    String::from_utf8_lossy(head.target()).into_owned()
 }
 
 /// Logs `message` and the Python traceback of `err` to the error log (Gunicorn's

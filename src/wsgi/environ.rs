@@ -238,12 +238,12 @@ impl EnvironBuilder {
             PyString::new(py, &head.method)
         };
         env.set_item(&k.request_method, method)?;
-        if head.query.is_empty() {
+        if head.query().is_empty() {
             env.set_item(&k.query_string, &k.empty)?;
         } else {
-            env.set_item(&k.query_string, latin1(py, &head.query)?)?;
+            env.set_item(&k.query_string, latin1(py, head.query())?)?;
         }
-        let raw_uri = latin1(py, &head.target)?;
+        let raw_uri = latin1(py, head.target())?;
         env.set_item(&k.raw_uri, &raw_uri)?;
         match (head.version.major, head.version.minor) {
             (1, 0) => env.set_item(&k.server_protocol, &k.http_1_0)?,
@@ -256,7 +256,7 @@ impl EnvironBuilder {
         let mut host: Option<&[u8]> = None;
         let mut script_name: Option<&[u8]> = None;
         let mut repeated: Vec<(Bound<'py, PyString>, Vec<&[u8]>)> = Vec::new();
-        for (name, value) in &head.headers {
+        for (name, value) in head.headers().iter() {
             let name: &str = name;
             if name.contains('_') && !(trusted && self.forwarded.forwards(name)) {
                 // Ambiguous with the `-` spelling once mapped to the environ.
@@ -308,7 +308,7 @@ impl EnvironBuilder {
 
         let scheme = if trusted {
             self.forwarded
-                .scheme(head.headers.iter().map(|(n, v)| (&**n, &**v)))
+                .scheme(head.headers().iter())
                 .map_err(Fill::Http)?
         } else {
             None
@@ -365,7 +365,7 @@ impl EnvironBuilder {
             Some(v) => String::from_utf8_lossy(v).into_owned(),
             None => self.script_name.clone(),
         };
-        let path = &head.path[..];
+        let path = head.path();
         let path = if script.is_empty() {
             path
         } else if path.starts_with(script.as_bytes()) {
@@ -378,7 +378,7 @@ impl EnvironBuilder {
             ))));
         };
         let decoded = crate::http::head::percent_decode(path);
-        if *decoded == *head.target {
+        if *decoded == *head.target() {
             // The usual `GET /path`: PATH_INFO is RAW_URI's string.
             env.set_item(&k.path_info, &raw_uri)?;
         } else {
