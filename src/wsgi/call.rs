@@ -578,7 +578,7 @@ fn close_iterable(iterable: &Bound<'_, PyAny>) -> PyResult<()> {
     if iterable.cast::<PyList>().is_ok() {
         return Ok(());
     }
-    match iterable.getattr("close") {
+    match iterable.getattr(pyo3::intern!(iterable.py(), "close")) {
         Ok(close) => close.call0().map(|_| ()),
         Err(_) => Ok(()),
     }
