@@ -20,9 +20,7 @@ fuzz_target!(|data: &[u8]| {
     match head::parse(&input[..used], &limits) {
         Ok(Some((again, n))) => {
             assert_eq!(n, used);
-            assert_eq!(again.method, parsed.method);
-            assert_eq!(again.target, parsed.target);
-            assert_eq!(again.framing, parsed.framing);
+            assert_eq!(again, parsed);
         }
         other => panic!(
             "head parses whole but not alone: {:?}",

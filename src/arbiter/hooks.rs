@@ -27,6 +27,7 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList, PyTuple};
 
 use crate::config::Settings;
+use crate::http::latin1;
 use crate::log;
 use crate::wsgi::call::log_exception;
 
@@ -479,10 +480,6 @@ pub struct RequestView<'a> {
 }
 
 /// Latin-1, as PEP 3333 decodes request bytes.
-fn latin1(bytes: &[u8]) -> String {
-    bytes.iter().map(|&b| char::from(b)).collect()
-}
-
 /// The fragment of a request target (after `#`), empty when there is none.
 fn fragment(target: &[u8]) -> &[u8] {
     match memchr::memchr(b'#', target) {
@@ -599,12 +596,6 @@ mod tests {
         assert_eq!(fragment(b"/a?b#frag"), b"frag");
         assert_eq!(fragment(b"/a?b"), b"");
         assert_eq!(fragment(b"/#"), b"");
-    }
-
-    #[test]
-    fn latin1_maps_every_byte() {
-        assert_eq!(latin1(b"caf\xe9"), "caf\u{e9}");
-        assert_eq!(latin1(b""), "");
     }
 
     #[test]

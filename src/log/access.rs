@@ -187,7 +187,7 @@ fn push_escaped(out: &mut String, value: &str) {
 }
 
 fn push_bytes(out: &mut String, value: &[u8]) {
-    let text: String = value.iter().map(|&b| b as char).collect();
+    let text = crate::http::latin1(value);
     push_escaped(out, &text);
 }
 

@@ -21,6 +21,7 @@ use pyo3::types::{PyDict, PyList, PyTuple};
 
 use super::Level;
 use crate::config::{Settings, Value};
+use crate::http::latin1;
 
 const RUST: u8 = 0;
 /// `ferrocorn._logging.Logger` over Python's `logging`, for a logging config.
@@ -293,10 +294,6 @@ pub struct AccessCall<'a> {
     pub sent: u64,
     pub environ: Option<Py<PyAny>>,
     pub duration: Duration,
-}
-
-fn latin1(bytes: &[u8]) -> String {
-    bytes.iter().map(|&b| b as char).collect()
 }
 
 /// Calls the custom logger's `access(resp, req, environ, request_time)`.

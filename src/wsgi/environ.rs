@@ -86,7 +86,7 @@ fn intern(py: Python<'_>, s: &str) -> Py<PyString> {
 }
 
 /// Python `str` from bytes, one code point per byte (PEP 3333's latin-1 rule).
-pub fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyString>> {
+fn py_latin1<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyString>> {
     // Latin-1 decoding is a plain widening; for ASCII, a copy (no UTF-8 validation pass).
     // SAFETY: the pointer and length describe a live slice; the result is a new reference
     // to a `str`, or NULL with the error set.
@@ -241,9 +241,9 @@ impl EnvironBuilder {
         if head.query().is_empty() {
             env.set_item(&k.query_string, &k.empty)?;
         } else {
-            env.set_item(&k.query_string, latin1(py, head.query())?)?;
+            env.set_item(&k.query_string, py_latin1(py, head.query())?)?;
         }
-        let raw_uri = latin1(py, head.target())?;
+        let raw_uri = py_latin1(py, head.target())?;
         env.set_item(&k.raw_uri, &raw_uri)?;
         match (head.version.major, head.version.minor) {
             (1, 0) => env.set_item(&k.server_protocol, &k.http_1_0)?,
@@ -273,10 +273,10 @@ impl EnvironBuilder {
             } else if name.eq_ignore_ascii_case("script_name") {
                 script_name = Some(value);
             } else if name.eq_ignore_ascii_case("content-type") {
-                env.set_item(&k.content_type, latin1(py, value)?)?;
+                env.set_item(&k.content_type, py_latin1(py, value)?)?;
                 continue;
             } else if name.eq_ignore_ascii_case("content-length") {
-                env.set_item(&k.content_length, latin1(py, value)?)?;
+                env.set_item(&k.content_length, py_latin1(py, value)?)?;
                 continue;
             }
             let key = self.header_key(py, name);
@@ -289,7 +289,7 @@ impl EnvironBuilder {
                     None => repeated.push((key, vec![value])),
                 }
             } else {
-                env.set_item(key, latin1(py, value)?)?;
+                env.set_item(key, py_latin1(py, value)?)?;
             }
         }
         for (key, values) in repeated {
@@ -303,7 +303,7 @@ impl EnvironBuilder {
                 joined.push(b',');
                 joined.extend_from_slice(v);
             }
-            env.set_item(key, latin1(py, &joined)?)?;
+            env.set_item(key, py_latin1(py, &joined)?)?;
         }
 
         let scheme = if trusted {
@@ -382,7 +382,7 @@ impl EnvironBuilder {
             // The usual `GET /path`: PATH_INFO is RAW_URI's string.
             env.set_item(&k.path_info, &raw_uri)?;
         } else {
-            env.set_item(&k.path_info, latin1(py, &decoded)?)?;
+            env.set_item(&k.path_info, py_latin1(py, &decoded)?)?;
         }
         if script.is_empty() {
             env.set_item(&k.script_name, &k.empty)?;
