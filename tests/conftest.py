@@ -12,6 +12,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -30,16 +31,20 @@ LISTENING = re.compile(r"Listening at: (\S+) \(\d+\)")
 class Server:
     """A running server process whose error log is collected line by line."""
 
-    def __init__(self, args: list[str], cwd: Path, env: dict[str, str]) -> None:
+    def __init__(self, args: list[str], cwd: Path, env: dict[str, str], *,
+                 command: list[str] | None = None, pass_fds: tuple[int, ...] = ()) -> None:
+        """`command` replaces the `ferrocorn` command (e.g. a Python script that embeds it);
+        `pass_fds` are inherited by the process (for `--bind fd://N`)."""
         self.args = args
         self.proc = subprocess.Popen(
-            SERVER_COMMAND + args,
+            (SERVER_COMMAND if command is None else command) + args,
             cwd=str(cwd),
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            pass_fds=pass_fds,
         )
         self.lines: list[str] = []
         self._cond = threading.Condition()
@@ -324,26 +329,9 @@ def get(server: Server, path: str = "/", headers: dict[str, str] | None = None) 
 # --- Helpers for the CLI, master, framework and proxy tests -------------------------------------
 
 
-class FdPassingServer(Server):
-    """A Server whose process inherits the given file descriptors (for `--bind fd://N`)."""
-
-    def __init__(self, args: list[str], cwd: Path, env: dict[str, str], pass_fds: tuple[int, ...]) -> None:
-        self.args = args
-        self.proc = subprocess.Popen(
-            SERVER_COMMAND + args,
-            cwd=str(cwd),
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            pass_fds=pass_fds,
-        )
-        self.lines = []
-        self._cond = threading.Condition()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        self.addresses = []
+def script_server(args: list[str], cwd: Path) -> Server:
+    """A Python script that ends up running ferrocorn, watched like the `ferrocorn` command."""
+    return Server(args, cwd, server_env(), command=[sys.executable])
 
 
 def run_command(args: list[str], cwd: Path | None = None, env: dict[str, str] | None = None,

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from conftest import (
     SERVER_COMMAND,
-    FdPassingServer,
+    Server,
     SocketReader,
     booted_worker_pids,
     connect_to,
@@ -180,7 +180,7 @@ def test_bind_fd(tmp_path):
     listener.listen(64)
     port = listener.getsockname()[1]
     fd = listener.fileno()
-    srv = FdPassingServer(["-b", f"fd://{fd}", "cli_app:app"], tmp_path, server_env(), pass_fds=(fd,))
+    srv = Server(["-b", f"fd://{fd}", "cli_app:app"], tmp_path, server_env(), pass_fds=(fd,))
     try:
         srv.wait_ready()
         assert srv.port == port, srv.address

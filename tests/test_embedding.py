@@ -6,35 +6,18 @@ from __future__ import annotations
 import re
 import signal
 import subprocess
-import sys
-import threading
 from pathlib import Path
 
 import pytest
-from conftest import APPS_DIR, Server, get, server_env
-
-
-class ScriptServer(Server):
-    """A Python script that embeds ferrocorn, run like the `ferrocorn` command."""
-
-    def __init__(self, args: list[str], cwd: Path) -> None:
-        self.args = args
-        self.proc = subprocess.Popen(
-            [sys.executable, *args], cwd=str(cwd), env=server_env(), stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-        self.lines = []
-        self._cond = threading.Condition()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        self.addresses = []
+from conftest import APPS_DIR, Server, get, script_server
 
 
 @pytest.fixture
 def run_script(tmp_path: Path):
-    started: list[ScriptServer] = []
+    started: list[Server] = []
 
-    def start(*args: str, ready: bool = True) -> ScriptServer:
-        srv = ScriptServer(list(args), tmp_path)
+    def start(*args: str, ready: bool = True) -> Server:
+        srv = script_server(list(args), tmp_path)
         started.append(srv)
         if ready:
             srv.wait_ready()

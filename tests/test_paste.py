@@ -8,14 +8,11 @@ import os
 import re
 import signal
 import socket
-import subprocess
-import sys
 import textwrap
-import threading
 from pathlib import Path
 
 import pytest
-from conftest import APPS_DIR, Server, get, run_command, server_env, wait_until
+from conftest import APPS_DIR, Server, get, run_command, script_server, wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -238,21 +235,6 @@ server(loadapp(uri))
 """
 
 
-class ScriptServer(Server):
-    """A Python script (PasteDeploy's caller) that ends up running ferrocorn."""
-
-    def __init__(self, args: list[str], cwd: Path) -> None:
-        self.args = args
-        self.proc = subprocess.Popen(
-            [sys.executable, *args], cwd=str(cwd), env=server_env(), stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-        self.lines = []
-        self._cond = threading.Condition()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        self.addresses = []
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -274,7 +256,7 @@ def test_server_runner_from_pastedeploy(tmp_path):
         workers = 2
         """))
     (tmp_path / "run.py").write_text(RUNNER)
-    srv = ScriptServer(["run.py", str(ini)], tmp_path)
+    srv = script_server(["run.py", str(ini)], tmp_path)
     try:
         srv.wait_ready()
         assert srv.address == f"http://127.0.0.1:{port}"
