@@ -474,18 +474,10 @@ pub struct RequestView<'a> {
     pub target: &'a [u8],
     pub path: &'a [u8],
     pub query: &'a [u8],
+    pub fragment: &'a [u8],
     pub version: crate::http::head::Version,
     pub headers: crate::http::head::Fields<'a>,
     pub peer: Option<std::net::SocketAddr>,
-}
-
-/// Latin-1, as PEP 3333 decodes request bytes.
-/// The fragment of a request target (after `#`), empty when there is none.
-fn fragment(target: &[u8]) -> &[u8] {
-    match memchr::memchr(b'#', target) {
-        Some(i) => &target[i + 1..],
-        None => &[],
-    }
 }
 
 impl RequestHooks {
@@ -534,7 +526,7 @@ impl RequestHooks {
                 latin1(target).into_pyobject(py)?.into_any(),
                 latin1(v.path).into_pyobject(py)?.into_any(),
                 latin1(v.query).into_pyobject(py)?.into_any(),
-                latin1(fragment(v.target)).into_pyobject(py)?.into_any(),
+                latin1(v.fragment).into_pyobject(py)?.into_any(),
                 (v.version.major, v.version.minor)
                     .into_pyobject(py)?
                     .into_any(),
@@ -590,13 +582,6 @@ impl RequestHooks {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn fragment_is_after_the_hash() {
-        assert_eq!(fragment(b"/a?b#frag"), b"frag");
-        assert_eq!(fragment(b"/a?b"), b"");
-        assert_eq!(fragment(b"/#"), b"");
-    }
 
     #[test]
     fn log_levels_follow_python_numbers() {

@@ -766,6 +766,17 @@ mod tests {
     }
 
     #[test]
+    fn fragment_is_after_the_hash() {
+        let fragment = |target: &str| {
+            let head = ok(format!("GET {target} HTTP/1.1\r\n\r\n").as_bytes());
+            head.fragment().to_vec()
+        };
+        assert_eq!(fragment("/a?b#frag"), b"frag");
+        assert_eq!(fragment("/a?b"), b"");
+        assert_eq!(fragment("/#"), b"");
+    }
+
+    #[test]
     fn simple_get() {
         let head = ok(b"GET /a/b?x=1#frag HTTP/1.1\r\nHost: example.com\r\nX-A:  v \r\n\r\n");
         assert_eq!(&*head.method, "GET");

@@ -196,6 +196,7 @@ fn with_hooks(py: Python<'_>, ctx: &AppContext, req: Request, hooks: &RequestHoo
         target: req.head.target(),
         path: req.head.path(),
         query: req.head.query(),
+        fragment: req.head.fragment(),
         version: req.head.version,
         headers: req.head.headers(),
         peer: match req.conn.peer {

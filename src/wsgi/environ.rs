@@ -70,15 +70,20 @@ pub struct EnvironBuilder {
     template: Py<PyDict>,
     keys: Keys,
     header_keys: Mutex<HashMap<Box<[u8]>, Py<PyString>>>,
-    /// SERVER_NAME and SERVER_PORT of each TCP listener, made once.
-    listener_keys: Vec<(Py<PyString>, Py<PyString>)>,
     /// The last client address seen: a worker mostly hears from the same few peers, and
     /// every request of a kept-alive connection comes from one.
     last_peer: Mutex<Option<(IpAddr, Py<PyString>)>>,
     /// SCRIPT_NAME from the server's environment.
     script_name: String,
     pub forwarded: ForwardedPolicy,
-    listeners: Vec<ListenerInfo>,
+    /// SERVER_NAME and SERVER_PORT of each listener, as Python strings made once.
+    listeners: Vec<ListenerStrings>,
+}
+
+struct ListenerStrings {
+    server_name: Py<PyString>,
+    server_port: Py<PyString>,
+    is_unix: bool,
 }
 
 fn intern(py: Python<'_>, s: &str) -> Py<PyString> {
@@ -157,15 +162,18 @@ impl EnvironBuilder {
             template.set_item(key, &keys.empty)?;
         }
         let script_name = std::env::var("SCRIPT_NAME").unwrap_or_default();
-        let listener_keys = listeners
+        let listeners = listeners
             .iter()
-            .map(|l| (intern(py, &l.server_name), intern(py, &l.server_port)))
+            .map(|l| ListenerStrings {
+                server_name: intern(py, &l.server_name),
+                server_port: intern(py, &l.server_port),
+                is_unix: l.is_unix,
+            })
             .collect();
         Ok(EnvironBuilder {
             template: template.unbind(),
             keys,
             header_keys: Mutex::new(HashMap::new()),
-            listener_keys,
             last_peer: Mutex::new(None),
             script_name,
             forwarded,
@@ -328,36 +336,33 @@ impl EnvironBuilder {
         }
 
         let info = self.listeners.get(listener);
-        match info {
-            Some(info) if !info.is_unix => {
-                let (name, port) = &self.listener_keys[listener];
-                env.set_item(&k.server_name, name)?;
-                env.set_item(&k.server_port, port)?;
+        match (info, host) {
+            (Some(info), _) if !info.is_unix => {
+                env.set_item(&k.server_name, &info.server_name)?;
+                env.set_item(&k.server_port, &info.server_port)?;
             }
-            _ => {
-                let (name, port) = match host {
-                    Some(host) => {
-                        let host = String::from_utf8_lossy(host);
-                        match host
-                            .rsplit_once(':')
-                            .filter(|(h, _)| !h.ends_with(']') || h.starts_with('['))
-                        {
-                            Some((name, port)) if !name.is_empty() => {
-                                (name.to_owned(), port.to_owned())
-                            }
-                            _ => (
-                                host.into_owned(),
-                                if https { "443".into() } else { "80".into() },
-                            ),
-                        }
+            (_, Some(host)) => {
+                let host = String::from_utf8_lossy(host);
+                match host
+                    .rsplit_once(':')
+                    .filter(|(h, _)| !h.ends_with(']') || h.starts_with('['))
+                {
+                    Some((name, port)) if !name.is_empty() => {
+                        env.set_item(&k.server_name, name)?;
+                        env.set_item(&k.server_port, port)?;
                     }
-                    None => (
-                        info.map(|i| i.server_name.clone()).unwrap_or_default(),
-                        String::new(),
-                    ),
-                };
-                env.set_item(&k.server_name, name)?;
-                env.set_item(&k.server_port, port)?;
+                    _ => {
+                        env.set_item(&k.server_name, &*host)?;
+                        env.set_item(&k.server_port, if https { "443" } else { "80" })?;
+                    }
+                }
+            }
+            (info, None) => {
+                match info {
+                    Some(info) => env.set_item(&k.server_name, &info.server_name)?,
+                    None => env.set_item(&k.server_name, &k.empty)?,
+                }
+                env.set_item(&k.server_port, &k.empty)?;
             }
         }
 

@@ -234,8 +234,7 @@ impl ResponseState {
 
         self.status_code = code;
         self.status = Some(status);
-        self.omits_body =
-            self.facts.is_head || code == 204 || code == 304 || (100..200).contains(&code);
+        self.omits_body = self.facts.is_head || code == 304 || bodiless;
         if bodiless {
             length = None;
         }
