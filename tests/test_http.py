@@ -10,6 +10,7 @@ from __future__ import annotations
 import email.utils
 import re
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -145,6 +146,36 @@ def test_pipelined_requests_answered_in_order(echo_server):
         bodies = [r.response()[2] for _ in range(5)]
     assert bodies == [b"GET /p1 len=0\n", b"POST /p2 len=5\nhello", b"GET /p3?x=1 len=0\n",
                       b"POST /p4 len=22\nGET /fake HTTP/1.1\r\n\r\n", b"GET /p5 len=0\n"]
+
+
+def test_concurrent_connections_each_get_their_own_responses(run_server, worker_args):
+    # The sync worker holds the responses of a turn of its event loop and writes them in one
+    # burst: every response must still reach its own connection, in order, pipelined or not.
+    server = run_server(*worker_args, "h_apps:spin")
+    connections, rounds, depth = 24, 25, 3
+    failures: list[str] = []
+
+    def client(n: int) -> None:
+        try:
+            with server.connect() as s:
+                reader = SocketReader(s, timeout=10)
+                for r in range(rounds):
+                    paths = [f"/c{n}/r{r}/q{q}" for q in range(depth if r % 2 else 1)]
+                    s.sendall(b"".join(req("GET", p) for p in paths))
+                    got = [reader.response()[2].decode() for _ in paths]
+                    if got != paths:
+                        failures.append(f"connection {n} round {r}: sent {paths}, got {got}")
+                        return
+        except OSError as e:
+            failures.append(f"connection {n}: {e!r}")
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(connections)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not any(t.is_alive() for t in threads), "clients still waiting after 60 s"
+    assert failures == []
 
 
 @pytest.mark.parametrize("pieces", [1, 7])

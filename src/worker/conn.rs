@@ -127,6 +127,7 @@ impl Conn {
             }
             return Ok(Next::Close);
         };
+        worker.hold_response().await;
         let written = self.write_out(&mut out).await;
         // The one branch a finished request costs when nothing observes it.
         if worker.reports {
@@ -469,8 +470,15 @@ fn read_now(
     let room: usize = iov[..count].iter().map(|v| v.iov_len).sum();
     loop {
         // SAFETY: the iovecs point into the spare capacity of `buf` and `spill`, which are not
-        // touched until the lengths grow by what the kernel wrote.
-        let n = unsafe { libc::readv(fd, iov.as_ptr(), count as libc::c_int) };
+        // touched until the lengths grow by what the kernel wrote. One buffer goes through
+        // read(2), which spares the kernel copying in and checking an iovec array.
+        let n = unsafe {
+            if count == 1 {
+                libc::read(fd, iov[0].iov_base, iov[0].iov_len)
+            } else {
+                libc::readv(fd, iov.as_ptr(), count as libc::c_int)
+            }
+        };
         if n >= 0 {
             let n = n as usize;
             let to_first = n.min(first_len);

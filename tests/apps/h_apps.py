@@ -6,6 +6,7 @@ so a test can prove a request never reached the application.
 """
 
 import os
+import time
 
 
 def _mark(line):
@@ -29,6 +30,17 @@ def echo(environ, start_response):
     out = f"{environ['REQUEST_METHOD']} {target} len={len(body)}\n".encode("latin-1") + body
     start_response("200 OK", [("Content-Type", "application/octet-stream"),
                               ("Content-Length", str(len(out)))])
+    return [out]
+
+
+def spin(environ, start_response):
+    """Answers its path after 150 µs of busy work: fast enough that the sync worker writes
+    the responses of concurrent connections in bursts, slow enough that a burst fills up."""
+    end = time.perf_counter() + 150e-6
+    while time.perf_counter() < end:
+        pass
+    out = environ.get("PATH_INFO", "").encode("latin-1")
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(out)))])
     return [out]
 
 
