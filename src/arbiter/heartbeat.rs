@@ -39,12 +39,22 @@ unsafe impl Sync for HeartbeatSlot {}
 
 /// Milliseconds on CLOCK_MONOTONIC, which is shared by all processes on the machine.
 pub fn monotonic_millis() -> u64 {
+    clock_millis(libc::CLOCK_MONOTONIC)
+}
+
+/// [`monotonic_millis`] as of the last clock tick (a few milliseconds behind at most): far
+/// finer than `--timeout`, and cheaper to read twice per request than the precise clock.
+fn coarse_monotonic_millis() -> u64 {
+    clock_millis(libc::CLOCK_MONOTONIC_COARSE)
+}
+
+fn clock_millis(clock: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: clock_gettime writes into the timespec we pass.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    unsafe { libc::clock_gettime(clock, &mut ts) };
     ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
 }
 
@@ -89,7 +99,7 @@ impl Heartbeat {
 impl HeartbeatSlot {
     /// Records that the worker is alive now.
     pub fn beat(&self) {
-        self.store(monotonic_millis());
+        self.store(coarse_monotonic_millis());
     }
 
     pub fn store(&self, millis: u64) {

@@ -18,6 +18,11 @@ use crate::wsgi::environ::{ConnInfo, Peer};
 use crate::wsgi::input::BodyState;
 use crate::wsgi::output::{OutQueue, Progress};
 
+/// Time since `started`, taken when something reports finished requests.
+fn since(started: Option<Instant>) -> Duration {
+    started.map_or(Duration::ZERO, |t| t.elapsed())
+}
+
 /// Bytes read from the socket per call.
 const READ_CHUNK: usize = 16 * 1024;
 /// Unread request body the server will discard to keep a connection alive.
@@ -79,7 +84,8 @@ impl Conn {
         let Some(head) = self.read_head(first).await? else {
             return Ok(Next::Close);
         };
-        let started = Instant::now();
+        // Only what reports finished requests needs the time a request took.
+        let started = self.worker.reports.then(Instant::now);
         let body = match self.read_body(&head).await? {
             Ok(body) => body,
             Err(err) => {
@@ -106,7 +112,7 @@ impl Conn {
                 Python::attach(|py| paused.abandon(py));
                 worker.request_done();
                 if worker.reports {
-                    worker.report(0, None, started.elapsed());
+                    worker.report(0, None, since(started));
                 }
                 return Err(e);
             }
@@ -123,7 +129,7 @@ impl Conn {
         }) = outcome
         else {
             if worker.reports {
-                worker.report(0, None, started.elapsed());
+                worker.report(0, None, since(started));
             }
             return Ok(Next::Close);
         };
@@ -131,7 +137,7 @@ impl Conn {
         let written = self.write_out(&mut out).await;
         // The one branch a finished request costs when nothing observes it.
         if worker.reports {
-            worker.report(status, access, started.elapsed());
+            worker.report(status, access, since(started));
         }
         written?;
         if !keep_alive {
@@ -153,14 +159,14 @@ impl Conn {
         // A new connection has `--header-timeout` from its accept for its first head; a
         // kept-alive one may idle for `--keep-alive`, then has `--header-timeout` from the
         // first byte of the next head.
-        let start = Instant::now();
-        let idle_deadline = start
-            + if first {
-                worker.options.head_timeout
-            } else {
-                worker.options.keepalive
-            };
-        let mut head_deadline: Option<Instant> = first.then_some(idle_deadline);
+        let idle_timeout = if first {
+            worker.options.head_timeout
+        } else {
+            worker.options.keepalive
+        };
+        // Taken at the first wait, so a head already buffered costs no clock reading.
+        let mut idle_deadline: Option<Instant> = None;
+        let mut head_deadline: Option<Instant> = None;
         loop {
             if self.awaiting_proxy && !self.buf.is_empty() {
                 match self.take_proxy_header() {
@@ -199,9 +205,12 @@ impl Conn {
                 return Ok(None);
             }
             let deadline = if idle {
-                idle_deadline
+                *idle_deadline.get_or_insert_with(|| Instant::now() + idle_timeout)
             } else {
-                *head_deadline.get_or_insert_with(|| Instant::now() + worker.options.head_timeout)
+                *head_deadline.get_or_insert_with(|| match idle_deadline {
+                    Some(deadline) if first => deadline,
+                    _ => Instant::now() + worker.options.head_timeout,
+                })
             };
             let read = async {
                 tokio::select! {

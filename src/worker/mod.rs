@@ -6,6 +6,7 @@
 //! `gthread` hands complete requests to `--threads` Python threads. Either way a slow client
 //! costs a little memory and a task, never a Python thread.
 
+mod burst;
 mod conn;
 mod pool;
 mod reload;
@@ -18,7 +19,7 @@ use std::os::unix::io::RawFd;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pyo3::prelude::*;
 use tokio::io::unix::AsyncFd;
@@ -38,14 +39,6 @@ use crate::log::access::AccessFormat;
 use crate::wsgi::app::{load_app, LoadError};
 use crate::wsgi::call::{self, log_exception, AccessData, AppContext, Outcome, Request};
 use crate::wsgi::environ::{EnvironBuilder, ListenerInfo, Peer};
-
-/// Longest a finished response is held back to be written in a burst with others
-/// (see [`Worker::hold_response`]), not counting the one request being served when it runs out.
-const HOLD_BUDGET: Duration = Duration::from_millis(1);
-/// Responses are held only while the application has recently answered faster than this: for
-/// a slower one, a wake-up of the peer is a small part of the cost of a request, and a held
-/// response would wait for a whole slow request.
-const HOLD_MAX_RECENT_CALL: Duration = Duration::from_micros(250);
 
 /// What the master hands a freshly forked worker.
 pub struct WorkerContext<'a> {
@@ -104,11 +97,8 @@ pub struct Worker {
     metrics: bool,
     connections: Cell<usize>,
     connection_closed: Notify,
-    /// When the first of the responses now held for a burst was ready.
-    held_since: Cell<Option<Instant>>,
-    /// The application's recent slowest time per request (`sync`): the time of a slower
-    /// request, decaying by an eighth with each request after it.
-    recent_call: Cell<Duration>,
+    /// `sync`: responses written in bursts.
+    burst: burst::Burst,
 }
 
 impl Worker {
@@ -136,14 +126,11 @@ impl Worker {
         self.count_request();
         match &self.mode {
             Mode::Sync => {
-                self.release_held().await;
-                let began = Instant::now();
+                let timed = self.burst.before_call().await;
                 signals::IN_APP_CALL.store(true, Ordering::SeqCst);
                 let outcome = Python::attach(|py| call::handle(py, &self.app, request));
                 signals::IN_APP_CALL.store(false, Ordering::SeqCst);
-                let recent = self.recent_call.get();
-                self.recent_call
-                    .set(began.elapsed().max(recent - recent / 8));
+                self.burst.call_done(timed);
                 if signals::FAST.load(Ordering::SeqCst)
                     || signals::PY_PENDING.load(Ordering::SeqCst)
                 {
@@ -156,36 +143,11 @@ impl Worker {
         }
     }
 
-    /// Holds a finished `sync` response until the other connections ready in this turn of
-    /// the event loop have theirs, so that all are written in one burst. Each write to a
-    /// peer asleep in its event loop wakes it, and the sender pays for that wake-up (an
-    /// interrupt to another core, a VM exit under a hypervisor): a burst wakes the client, or
-    /// the proxy in front, once instead of once per response. Not held: responses of a lone
-    /// connection or of an application that was recently slow. A held response waits at most
-    /// [`HOLD_BUDGET`] plus the handling of one request.
+    /// Holds a finished response to write it in a burst with others (`sync`; see
+    /// [`burst`]).
     pub async fn hold_response(&self) {
-        if !matches!(self.mode, Mode::Sync)
-            || self.connections.get() < 2
-            || self.recent_call.get() >= HOLD_MAX_RECENT_CALL
-        {
-            return;
-        }
-        if self.held_since.get().is_none() {
-            self.held_since.set(Some(Instant::now()));
-        }
-        // Resumes after the tasks already runnable, once the event loop has polled for I/O.
-        tokio::task::yield_now().await;
-        self.held_since.set(None);
-    }
-
-    /// Before the application is called: responses held for [`HOLD_BUDGET`] go out first.
-    async fn release_held(&self) {
-        if self
-            .held_since
-            .get()
-            .is_some_and(|since| since.elapsed() >= HOLD_BUDGET)
-        {
-            tokio::task::yield_now().await;
+        if matches!(self.mode, Mode::Sync) {
+            self.burst.hold(self.connections.get()).await;
         }
     }
 
@@ -446,8 +408,7 @@ fn build_worker(
         closed: Notify::new(),
         connections: Cell::new(0),
         connection_closed: Notify::new(),
-        held_since: Cell::new(None),
-        recent_call: Cell::new(HOLD_MAX_RECENT_CALL),
+        burst: burst::Burst::new(),
     })
 }
 
