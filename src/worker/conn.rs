@@ -204,13 +204,11 @@ impl Conn {
             if idle_between && (worker.is_closing() || worker.options.keepalive.is_zero()) {
                 return Ok(None);
             }
-            let deadline = if idle {
+            // A first head has one deadline whether bytes have arrived or not.
+            let deadline = if idle || first {
                 *idle_deadline.get_or_insert_with(|| Instant::now() + idle_timeout)
             } else {
-                *head_deadline.get_or_insert_with(|| match idle_deadline {
-                    Some(deadline) if first => deadline,
-                    _ => Instant::now() + worker.options.head_timeout,
-                })
+                *head_deadline.get_or_insert_with(|| Instant::now() + worker.options.head_timeout)
             };
             let read = async {
                 tokio::select! {
