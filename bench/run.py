@@ -30,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -49,6 +50,9 @@ IDEAL_SLEEP_RPS = 800.0  # 8 threads, each busy 10 ms per request
 START_DEADLINE = 45.0
 STOP_GRACE = 3.0
 RSS_FLAT_KIB = 4 * 1024  # "flat": the worker grew by less than this over the measured run
+# A connection with neither a byte received nor a byte sent for this long, while wrk keeps every
+# connection busy, was left unanswered (for example never accepted): see stalled_connections().
+STALL_MS = 3000
 DOCS_BEGIN = "<!-- results:begin (written by bench/run.py --update-docs) -->"
 DOCS_END = "<!-- results:end -->"
 
@@ -271,6 +275,37 @@ def other_load(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, i
 
 # --------------------------------------------------------------------------------------------
 # starting and stopping servers
+
+
+def stalled_connections(port: int) -> int | None:
+    """How many of the server's established connections on `port` have neither received nor sent
+    a byte for STALL_MS (from `ss`'s tcp_info), or None when `ss` is not available. wrk writes
+    its next request as soon as an answer arrives, so such a connection is one the server is not
+    serving: a server with fewer threads than connections may leave the rest in the listen queue,
+    and its req/s then comes from the connections it did serve."""
+    try:
+        out = subprocess.run(
+            ["ss", "-tniH", "state", "established", f"( sport = :{port} )"],
+            check=True, capture_output=True, text=True, timeout=10,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return sum(1 for sent, received in re.findall(r"lastsnd:(\d+) lastrcv:(\d+)", out)
+               if min(int(sent), int(received)) >= STALL_MS)
+
+
+def probe_during(seconds: float, probe: Callable[[], int | None]) -> Callable[[], int | None]:
+    """Runs `probe` on a timer `seconds` from now; the returned function waits for its answer."""
+    answer: list[int | None] = [None]
+    timer = threading.Timer(seconds, lambda: answer.__setitem__(0, probe()))
+    timer.daemon = True
+    timer.start()
+
+    def result() -> int | None:
+        timer.join()
+        return answer[0]
+
+    return result
 
 
 def free_port() -> int:
@@ -506,6 +541,8 @@ class Cell:
             "cpu_us_per_req": med_of("cpu_us_per_req"),
             "closes": (None if not any("closes" in r for r in runs)
                        else all(r.get("closes", True) for r in runs)),
+            "stalled": max((r["stalled"] for r in runs if r.get("stalled") is not None),
+                           default=None),
             "rss_kib": med_of("rss_kib"),
             "rss_before_kib": med_of("rss_before_kib"),
             "worker_rss_before_kib": med_of("worker_rss_before_kib"),
@@ -534,7 +571,13 @@ def measure_once(
         if sc.rss_before:
             run["rss_before_kib"], run["worker_rss_before_kib"] = tree_rss_kib(root)
         cpu0, cores0 = tree_cpu_s(root), core_ticks()
+        # Late in the run, so that a connection left waiting since the start has waited STALL_MS.
+        probe_at = duration - 1.5
+        stalled = (probe_during(probe_at, lambda: stalled_connections(launch.port))
+                   if probe_at >= STALL_MS / 1000 + 1 else None)
         res = run_wrk(sc, launch.port, duration)
+        if stalled is not None:
+            run["stalled"] = stalled()
         cpu, cores1 = tree_cpu_s(root) - cpu0, core_ticks()
         loads = [other_load(cores0, cores1, f"cpu{SERVER_CPU}", cpu),
                  other_load(cores0, cores1, f"cpu{CLIENT_CPU}", res.client_cpu_s or 0.0)]
@@ -609,6 +652,7 @@ def scenario_table(sc: Scenario, cells: list[Cell]) -> list[str]:
     cols += [f"{k.replace('ferrocorn-', 'ferrocorn ')} ÷ this" for k in ratio_cols]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     kept_open = False
+    stalls: list[str] = []
     for c in cells:
         s = c.summary()
         if s is None:
@@ -622,6 +666,9 @@ def scenario_table(sc: Scenario, cells: list[Cell]) -> list[str]:
             if s["closes"] is False:
                 label += " †"
                 kept_open = True
+            if s["stalled"]:
+                label += " ‡"
+                stalls.append(f"{c.server} {c.label}: {s['stalled']}")
             cpu_us = "–" if s["cpu_us_per_req"] is None else f"{s['cpu_us_per_req']:,.1f}"
             cpu_pct = " / ".join("–" if v is None else f"{v:.0f}%"
                                  for v in (s["cpu_pct"], s["client_cpu_pct"]))
@@ -637,6 +684,12 @@ def scenario_table(sc: Scenario, cells: list[Cell]) -> list[str]:
         lines += ["", ("† kept the connection open after answering a request with `Connection: "
                        "close` (checked before each run), so its row measures keep-alive, not a "
                        "new connection per request; the bar leaves it out.")]
+    if stalls:
+        lines += ["", (f"‡ left some of the {sc.connections} connections without a byte sent or "
+                       f"received for {STALL_MS / 1000:g} s or more late in the measured run "
+                       f"({'; '.join(stalls)}): it served the others only (a server with fewer "
+                       "threads than connections leaves the rest in the listen queue), so its "
+                       "req/s is not comparable and the bar leaves it out.")]
     return lines
 
 
@@ -659,9 +712,26 @@ def _best_peer(cells: dict[str, dict[str, Cell]], sc: str,
         if cell.server == "ferrocorn" or (servers and cell.server not in servers):
             continue
         s = cell.summary()
-        if s and s["closes"] is not False and (best is None or s["rps_median"] > best[1]):
+        if s and comparable(s) and (best is None or s["rps_median"] > best[1]):
             best = (key, s["rps_median"])
     return best
+
+
+def comparable(s: dict[str, Any]) -> bool:
+    """Whether a cell measured what its scenario asks: it closed connections when told to, and
+    it answered every connection (see stalled_connections)."""
+    return s["closes"] is not False and not s["stalled"]
+
+
+def _left_out(cells: dict[str, dict[str, Cell]], sc: str) -> str:
+    why = []
+    for key, cell in cells.get(sc, {}).items():
+        s = cell.summary()
+        if s and s["closes"] is False:
+            why.append(f"{key}, which kept connections open")
+        elif s and s["stalled"]:
+            why.append(f"{key}, which left {s['stalled']} connections unanswered")
+    return f" (left out: {'; '.join(why)})" if why else ""
 
 
 def _best_ferro(cells: dict[str, dict[str, Cell]], sc: str) -> tuple[str, float] | None:
@@ -714,10 +784,7 @@ def check_bar(cells: dict[str, dict[str, Cell]], sleep_ms: float | None = None) 
             skip(text, "ferrocorn or every peer not measured")
             continue
         r = f[1] / p[1]
-        left_out = [k for k, c in cells[sc].items()
-                    if (cs := c.summary()) and cs["closes"] is False]
-        note = (f" (left out: {', '.join(left_out)}, which kept connections open)"
-                if left_out else "")
+        note = _left_out(cells, sc)
         if sc == "response-1mib":
             note += _cpu_note(cells, sc, f[0], p[0])
         out.append(BarLine(text, verdict(r >= factor),
@@ -765,6 +832,17 @@ def check_bar(cells: dict[str, dict[str, Cell]], sleep_ms: float | None = None) 
                            f"{f[0]} {f[1]:,.0f} req/s = {r:.2f}× {g[0]} ({g[1]:,.0f}); "
                            f"worker RSS growth {gtxt} (worst run)"
                            + _cpu_note(cells, "file-10mib", f[0], g[0])))
+
+    text = "every ferrocorn run answered all of its connections"
+    stalls = [f"{sc} {key}: {s['stalled']}" for sc, by_key in cells.items()
+              for key, cell in by_key.items()
+              if cell.server == "ferrocorn" and (s := cell.summary()) and s["stalled"] is not None]
+    if not stalls:
+        skip(text, "not checked (needs `ss` and runs of 5 s or more)")
+    else:
+        bad = [x for x in stalls if not x.endswith(": 0")]
+        out.append(BarLine(text, verdict(not bad),
+                           "connections left unanswered: " + ("; ".join(bad) if bad else "none")))
 
     for fk, gk in (("ferrocorn-sync", "gunicorn-sync"), ("ferrocorn-gthread", "gunicorn-gthread")):
         text = f"RSS master+worker after hello: {fk.replace('-', ' ')} ≤ {gk.replace('-', ' ')}"
@@ -909,7 +987,7 @@ def render_chart(scenarios: list[Scenario], cells: dict[str, dict[str, Cell]],
         cl = list(cells[sc.key].values())
         sums = [c.summary() for c in cl]
         names = [c.config + (" †" if s and s["closes"] is False else "")
-                 for c, s in zip(cl, sums)]
+                 + (" ‡" if s and s["stalled"] else "") for c, s in zip(cl, sums)]
         colors = ["#c0392b" if c.server == "ferrocorn" else "#7f8c8d" for c in cl]
         ys = list(range(len(cl)))
         rps = [s["rps_median"] if s else 0.0 for s in sums]
@@ -938,7 +1016,8 @@ def render_chart(scenarios: list[Scenario], cells: dict[str, dict[str, Cell]],
             ax.text(v, y, " " + (fmt_ms(s["p99_ms"]) if s else "n/a"), va="center", fontsize=7)
         ax.margins(x=0.15)
     fig.suptitle("ferrocorn (red) vs peers: one worker on core 0, wrk on core 1; "
-                 "bars: median, whiskers: min–max; † ignored Connection: close", fontsize=10)
+                 "bars: median, whiskers: min–max; † ignored Connection: close; "
+                 "‡ left connections unanswered", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

@@ -20,6 +20,7 @@ if [[ ${BENCH_SKIP_SETUP:-0} != 1 ]]; then
     dpkg -s libev-dev >/dev/null 2>&1 || missing+=(libev-dev)
     python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
     command -v taskset >/dev/null 2>&1 || missing+=(util-linux)
+    command -v ss >/dev/null 2>&1 || missing+=(iproute2)
     if ((${#missing[@]})); then
         if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
             log "installing ${missing[*]}"
