@@ -11,6 +11,7 @@ import json
 import os
 import re
 import socket
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -553,6 +554,42 @@ def test_file_wrapper_http10(responses_server, big_file):
     head, _, body = raw.partition(b"\r\n\r\n")
     assert b"chunked" not in head.lower()
     assert body == data
+
+
+def _peak_unsent(srv, client: socket.socket, seconds: float = 1.0) -> int:
+    """The most bytes the server's end of `client`'s connection held queued but not yet sent
+    (`notsent` in ss's tcp_info), sampled for `seconds`."""
+    peak = 0
+    end = time.monotonic() + seconds
+    query = f"( sport = :{srv.port} and dport = :{client.getsockname()[1]} )"
+    while time.monotonic() < end:
+        out = subprocess.run(["ss", "-tniH", "state", "established", query], check=True,
+                             capture_output=True, text=True, timeout=10).stdout
+        m = re.search(r"\bnotsent:(\d+)", out)
+        peak = max(peak, int(m.group(1)) if m else 0)
+        time.sleep(0.05)
+    return peak
+
+
+def test_file_wrapper_queues_little_for_a_client_that_does_not_read(responses_server, big_file):
+    # While a file goes out, the socket holds about 32 KiB unsent beyond what the client's
+    # window took, not a send buffer's worth; the next response on the connection, from
+    # memory, is queued as before (the limit is lifted when the file is done).
+    path, data = big_file
+    with responses_server.connect(timeout=30) as s:
+        s.sendall(req("GET", f"/filewrap?path={path}"))
+        time.sleep(0.5)
+        file_unsent = _peak_unsent(responses_server, s)
+        reader = SocketReader(s, 30)
+        status, _headers, body, _ = reader.response()
+        assert status == 200 and body == data
+        s.sendall(req("GET", f"/bytes?n={len(data)}"))
+        time.sleep(0.5)
+        memory_unsent = _peak_unsent(responses_server, s)
+        status, _headers, body, _ = reader.response()
+        assert status == 200 and body == b"b" * len(data)
+    assert file_unsent <= 160 * 1024, f"{file_unsent} bytes unsent while sending the file"
+    assert memory_unsent > 160 * 1024, f"only {memory_unsent} bytes unsent for a body in memory"
 
 
 def test_file_wrapper_over_non_file_iterates(responses_server):

@@ -446,6 +446,7 @@ async fn serve(worker: Rc<Worker>, listeners: Vec<RawFd>, wake_fd: RawFd) -> io:
     let ppid = std::os::unix::process::parent_id();
     for (index, fd) in listeners.into_iter().enumerate() {
         set_nonblocking(fd)?;
+        tune_listener(fd);
         // SAFETY: listener descriptors stay open for the worker's whole life.
         let listener = unsafe { AsyncFd::register(fd) }?;
         tokio::task::spawn_local(accept_loop(Rc::clone(&worker), listener, index));
@@ -496,6 +497,13 @@ async fn serve(worker: Rc<Worker>, listeners: Vec<RawFd>, wake_fd: RawFd) -> io:
 
 fn heartbeat_interval(_graceful: Duration) -> Duration {
     Duration::from_millis(500)
+}
+
+/// Sets `TCP_NODELAY` on a TCP listener: accepted connections inherit it (Linux copies a
+/// listener's options at accept), which saves a system call per connection. Responses are
+/// written whole, so there is nothing for Nagle's algorithm to merge.
+fn tune_listener(fd: RawFd) {
+    crate::wsgi::sockio::set_tcp_option(fd, libc::TCP_NODELAY, 1);
 }
 
 fn set_nonblocking(fd: RawFd) -> io::Result<()> {
@@ -574,21 +582,9 @@ async fn accept(listener: &AsyncFd<RawFd>) -> io::Result<(OwnedFd, Peer)> {
             }
             // SAFETY: accept4 returned a new descriptor that we now own.
             let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+            // TCP_NODELAY comes from the listener (see `tune_listener`).
             let peer = match socket_addr(&storage) {
-                Some(sa) => {
-                    let one: libc::c_int = 1;
-                    // SAFETY: setsockopt with a valid int option on our socket.
-                    unsafe {
-                        libc::setsockopt(
-                            fd,
-                            libc::IPPROTO_TCP,
-                            libc::TCP_NODELAY,
-                            (&one as *const libc::c_int).cast(),
-                            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                        )
-                    };
-                    Peer::Tcp(sa)
-                }
+                Some(sa) => Peer::Tcp(sa),
                 None => Peer::Unix,
             };
             Ok((owned, peer))

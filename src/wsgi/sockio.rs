@@ -88,6 +88,21 @@ pub fn wait_writable(fd: RawFd, deadline: Instant) -> io::Result<()> {
     wait(fd, libc::POLLOUT, deadline)
 }
 
+/// Sets an int TCP option. Failures are ignored: a unix socket has no TCP options, and the
+/// options set here only tune performance.
+pub fn set_tcp_option(fd: RawFd, option: libc::c_int, value: libc::c_int) {
+    // SAFETY: setsockopt with an int option on a descriptor the caller holds.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            option,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+}
+
 /// `sendfile(2)` of up to `count` bytes from `file` at `offset` without blocking.
 /// `None`: the socket is full; `Some(0)`: the file ended.
 pub fn try_sendfile(

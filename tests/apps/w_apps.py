@@ -241,6 +241,12 @@ def responses(environ, start_response):
         start_response("200 OK", headers)
         return environ["wsgi.file_wrapper"](f, 8192)
 
+    if path == "/bytes":
+        data = b"b" * int(q["n"])
+        start_response("200 OK", [("Content-Type", "application/octet-stream"),
+                                  ("Content-Length", str(len(data)))])
+        return [data]
+
     if path == "/filewrap-bytesio":
         data = bytes(range(256)) * 40
         start_response("200 OK", [("Content-Type", "application/octet-stream"),
