@@ -17,6 +17,7 @@ use crate::wsgi::call::{Outcome, Request};
 use crate::wsgi::environ::{ConnInfo, Peer};
 use crate::wsgi::input::BodyState;
 use crate::wsgi::output::{OutQueue, Progress};
+use crate::wsgi::sockio;
 
 /// Time since `started`, taken when something reports finished requests.
 fn since(started: Option<Instant>) -> Duration {
@@ -134,7 +135,12 @@ impl Conn {
             return Ok(Next::Close);
         };
         worker.hold_response().await;
+        // Empty: a `gthread` thread wrote it all, and sent the FIN if the connection closes.
+        let fin_here = !keep_alive && !out.is_empty();
         let written = self.write_out(&mut out).await;
+        if fin_here && written.is_ok() {
+            sockio::send_fin(self.fd());
+        }
         // The one branch a finished request costs when nothing observes it.
         if worker.reports {
             worker.report(status, access, since(started));
@@ -388,8 +394,7 @@ impl Conn {
             // client still sending would get a reset, and one that asked to close does not.
             return;
         }
-        // SAFETY: shutdown on our own socket.
-        unsafe { libc::shutdown(self.fd(), libc::SHUT_WR) };
+        sockio::send_fin(self.fd());
         let deadline = Instant::now() + LINGER;
         let mut total = 0usize;
         while total < 256 * 1024 {

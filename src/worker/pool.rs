@@ -8,6 +8,8 @@ use std::thread::JoinHandle;
 use pyo3::prelude::*;
 
 use crate::wsgi::call::{self, AppContext, Outcome, Request};
+use crate::wsgi::output::Progress;
+use crate::wsgi::sockio;
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -44,8 +46,11 @@ impl Pool {
             // answer without waiting for the event loop to wake up. The connection is idle on
             // the event loop side until `rx` resolves, so nothing else writes to it; whatever
             // is left (a full socket, an error) the event loop handles as usual.
-            if outcome.paused.is_none() {
-                let _ = outcome.out.write_to(fd);
+            if outcome.paused.is_none()
+                && matches!(outcome.out.write_to(fd), Ok(Progress::Done))
+                && !outcome.keep_alive
+            {
+                sockio::send_fin(fd);
             }
             let _ = tx.send(outcome);
         });

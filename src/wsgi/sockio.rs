@@ -103,6 +103,15 @@ pub fn set_tcp_option(fd: RawFd, option: libc::c_int, value: libc::c_int) {
     };
 }
 
+/// Sends our FIN now (`shutdown(SHUT_WR)`), right behind the last response of a connection
+/// that closes. A client that closes as soon as it has read a response (wrk, many proxies)
+/// would otherwise often close first whenever our close comes a moment later, and keep the
+/// TIME_WAIT on its side, which its next connect then has to recycle.
+pub fn send_fin(fd: RawFd) {
+    // SAFETY: shutdown on a socket the caller holds; an error (already shut) is harmless.
+    unsafe { libc::shutdown(fd, libc::SHUT_WR) };
+}
+
 /// `sendfile(2)` of up to `count` bytes from `file` at `offset` without blocking.
 /// `None`: the socket is full; `Some(0)`: the file ended.
 pub fn try_sendfile(
