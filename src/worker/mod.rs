@@ -244,6 +244,7 @@ impl Worker {
 pub fn run(py: Python<'_>, ctx: WorkerContext<'_>) -> i32 {
     let pid = std::process::id();
     log::info(format_args!("Booting worker with pid: {pid}"));
+    steady_malloc();
     let wake_fd = match signals::install() {
         Ok(fd) => fd,
         Err(e) => {
@@ -497,6 +498,31 @@ async fn serve(worker: Rc<Worker>, listeners: Vec<RawFd>, wake_fd: RawFd) -> io:
 
 fn heartbeat_interval(_graceful: Duration) -> Duration {
     Duration::from_millis(500)
+}
+
+/// Fixes glibc malloc's thresholds for this worker, unless the operator set them
+/// (`GLIBC_TUNABLES`, `MALLOC_*_`). By default glibc returns free memory at the top of the heap
+/// past 128 KiB and adjusts that threshold only after the process happens to free a large
+/// mapped block, so the same worker may give a request's buffers (a 64 KiB body and the
+/// `bytes` read from it) back to the kernel after every request and fault them in again on the
+/// next: 64 KiB POSTs ran at about 48k or 69k req/s depending on the run. Blocks up to 1 MiB
+/// now come from the heap, and up to 4 MiB of free heap is kept.
+fn steady_malloc() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let set_by_operator = std::env::vars_os().any(|(k, v)| {
+            (k == "GLIBC_TUNABLES" && v.to_string_lossy().contains("malloc"))
+                || k.to_string_lossy().starts_with("MALLOC_")
+        });
+        if !set_by_operator {
+            // SAFETY: mallopt only changes allocator parameters; called before the worker
+            // starts its threads.
+            unsafe {
+                libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+                libc::mallopt(libc::M_TRIM_THRESHOLD, 4 << 20);
+            }
+        }
+    }
 }
 
 /// Sets `TCP_NODELAY` on a TCP listener: accepted connections inherit it (Linux copies a
