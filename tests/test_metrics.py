@@ -40,10 +40,15 @@ def test_statsd_metrics_like_gunicorn(run_server, worker_args):
         assert get(server, "/boom")[0] == 500
 
         def complete():
+            # A request's metrics follow its response, so wait for all three kinds of all five.
             ms = parse_statsd(list(rx.items))
-            return ms if sum(m["name"] == b"web.gunicorn.requests" for m in ms) >= 5 else None
+            names = [m["name"] for m in ms]
+            counted = (names.count(b"web.gunicorn.requests") >= 5
+                       and names.count(b"web.gunicorn.request.duration") >= 5
+                       and sum(n.startswith(b"web.gunicorn.request.status.") for n in names) >= 5)
+            return ms if counted else None
 
-        metrics = wait_until(complete, 15, message="five requests counted")
+        metrics = wait_until(complete, 15, message="five requests counted, timed and by status")
         for m in metrics:
             assert m["name"].startswith(b"web.gunicorn."), m.string
             assert m["tags"] == b"env:test,team:a", m.string
