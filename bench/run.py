@@ -662,12 +662,10 @@ def scenario_table(sc: Scenario, cells: list[Cell]) -> list[str]:
         else:
             rss = (f"{fmt_mib(s['rss_before_kib'])} → {fmt_mib(s['rss_kib'])}" if sc.rss_before
                    else fmt_mib(s["rss_kib"]))
-            label = c.label
+            label = c.label + markers(s)
             if s["closes"] is False:
-                label += " †"
                 kept_open = True
             if s["stalled"]:
-                label += " ‡"
                 stalls.append(f"{c.server} {c.label}: {s['stalled']}")
             cpu_us = "–" if s["cpu_us_per_req"] is None else f"{s['cpu_us_per_req']:,.1f}"
             cpu_pct = " / ".join("–" if v is None else f"{v:.0f}%"
@@ -715,6 +713,11 @@ def _best_peer(cells: dict[str, dict[str, Cell]], sc: str,
         if s and comparable(s) and (best is None or s["rps_median"] > best[1]):
             best = (key, s["rps_median"])
     return best
+
+
+def markers(s: dict[str, Any]) -> str:
+    """A row's footnote marks: † kept connections open, ‡ left connections unanswered."""
+    return (" †" if s["closes"] is False else "") + (" ‡" if s["stalled"] else "")
 
 
 def comparable(s: dict[str, Any]) -> bool:
@@ -834,13 +837,13 @@ def check_bar(cells: dict[str, dict[str, Cell]], sleep_ms: float | None = None) 
                            + _cpu_note(cells, "file-10mib", f[0], g[0])))
 
     text = "every ferrocorn run answered all of its connections"
-    stalls = [f"{sc} {key}: {s['stalled']}" for sc, by_key in cells.items()
-              for key, cell in by_key.items()
-              if cell.server == "ferrocorn" and (s := cell.summary()) and s["stalled"] is not None]
-    if not stalls:
+    checked = [(sc, key, s["stalled"]) for sc, by_key in cells.items()
+               for key, cell in by_key.items()
+               if cell.server == "ferrocorn" and (s := cell.summary()) and s["stalled"] is not None]
+    if not checked:
         skip(text, "not checked (needs `ss` and runs of 5 s or more)")
     else:
-        bad = [x for x in stalls if not x.endswith(": 0")]
+        bad = [f"{sc} {key}: {n}" for sc, key, n in checked if n]
         out.append(BarLine(text, verdict(not bad),
                            "connections left unanswered: " + ("; ".join(bad) if bad else "none")))
 
@@ -986,8 +989,7 @@ def render_chart(scenarios: list[Scenario], cells: dict[str, dict[str, Cell]],
     for row, sc in enumerate(shown):
         cl = list(cells[sc.key].values())
         sums = [c.summary() for c in cl]
-        names = [c.config + (" †" if s and s["closes"] is False else "")
-                 + (" ‡" if s and s["stalled"] else "") for c, s in zip(cl, sums)]
+        names = [c.config + (markers(s) if s else "") for c, s in zip(cl, sums)]
         colors = ["#c0392b" if c.server == "ferrocorn" else "#7f8c8d" for c in cl]
         ys = list(range(len(cl)))
         rps = [s["rps_median"] if s else 0.0 for s in sums]
