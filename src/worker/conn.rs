@@ -3,6 +3,7 @@
 //! All waiting on the client happens here, in Rust, never in a Python thread.
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::rc::Rc;
 use std::time::Duration;
@@ -15,7 +16,7 @@ use super::Worker;
 use crate::http::{self, proxy, BodyDecoder, HttpError};
 use crate::wsgi::call::{Outcome, Request};
 use crate::wsgi::environ::{ConnInfo, Peer};
-use crate::wsgi::input::BodyState;
+use crate::wsgi::input::{BodyState, WholeBody};
 use crate::wsgi::output::{OutQueue, Progress};
 use crate::wsgi::sockio;
 
@@ -279,6 +280,11 @@ impl Conn {
             self.write_out(&mut out).await?;
         }
         let limit = self.worker.options.body_buffer;
+        if self.worker.reads_bodies_into_python() {
+            if let Some(whole) = Python::attach(|py| body.start_whole(py, limit)) {
+                return self.read_whole(body, whole).await;
+            }
+        }
         loop {
             let room = limit.saturating_sub(body.body.len());
             if let Err(err) = body.decode_buffered(room) {
@@ -312,6 +318,36 @@ impl Conn {
                 Err(_) => return Ok(Err(HttpError::body_timeout())),
             }
         }
+    }
+
+    /// Reads the rest of a Content-Length body into its `bytes` object; what follows the body
+    /// goes to the connection's buffer. Each wait for more bytes may last `--body-timeout`.
+    async fn read_whole(
+        &mut self,
+        mut body: BodyState,
+        mut whole: WholeBody,
+    ) -> io::Result<Result<BodyState, HttpError>> {
+        while !whole.is_full() {
+            let deadline = Instant::now() + self.worker.options.body_timeout;
+            let mut into_body = 0;
+            let read = read_when_ready(&self.sock, |fd| {
+                let read = read_slice_now(fd, whole.spare(), Some(&mut body.raw))?;
+                Ok(read.map(|r| {
+                    into_body = r.first;
+                    (r.total, r.drained)
+                }))
+            });
+            match timeout_at(deadline, read).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(Ok(_)) => {
+                    whole.advance(into_body);
+                    body.decoder.skip_decoded(into_body);
+                }
+                Err(_) => return Ok(Err(HttpError::body_timeout())),
+            }
+        }
+        body.whole = Some(whole);
+        Ok(Ok(body))
     }
 
     /// Discards what the application left unread of the body and keeps the bytes after it.
@@ -436,9 +472,18 @@ pub async fn read_split(
     max: usize,
     mut spill: Option<&mut Vec<u8>>,
 ) -> io::Result<usize> {
+    read_when_ready(sock, |fd| read_now(fd, buf, max, spill.as_deref_mut())).await
+}
+
+/// Waits for readiness and runs `read` (one non-blocking read: `None` when there was nothing
+/// to read) until it reads. Returns its count; `Ok(0)`: the peer closed.
+async fn read_when_ready(
+    sock: &AsyncFd<OwnedFd>,
+    mut read: impl FnMut(i32) -> io::Result<Option<(usize, bool)>>,
+) -> io::Result<usize> {
     loop {
         let mut guard = sock.readable().await?;
-        match read_now(sock.as_raw_fd(), buf, max, spill.as_deref_mut()) {
+        match read(sock.as_raw_fd()) {
             Ok(Some((n, drained))) => {
                 // With edge-triggered readiness, a drained socket sends the next wait straight
                 // to the event loop instead of costing a read that fails with EAGAIN.
@@ -460,11 +505,34 @@ fn read_now(
     fd: i32,
     buf: &mut Vec<u8>,
     max: usize,
-    mut spill: Option<&mut Vec<u8>>,
+    spill: Option<&mut Vec<u8>>,
 ) -> io::Result<Option<(usize, bool)>> {
     buf.reserve(max);
-    let first = buf.spare_capacity_mut();
-    let first_len = first.len().min(max);
+    let len = buf.len();
+    let first = &mut buf.spare_capacity_mut()[..max];
+    let Some(read) = read_slice_now(fd, first, spill)? else {
+        return Ok(None);
+    };
+    // SAFETY: the kernel initialised `read.first` bytes of `buf`'s spare capacity.
+    unsafe { buf.set_len(len + read.first) };
+    Ok(Some((read.total, read.drained)))
+}
+
+/// What one read gave: bytes in the first target, in all, and whether the socket is drained.
+struct SliceRead {
+    first: usize,
+    total: usize,
+    drained: bool,
+}
+
+/// One non-blocking read filling `first`, and what follows (up to [`READ_CHUNK`]) appended to
+/// `spill` when given. `None`: nothing to read yet.
+fn read_slice_now(
+    fd: i32,
+    first: &mut [MaybeUninit<u8>],
+    mut spill: Option<&mut Vec<u8>>,
+) -> io::Result<Option<SliceRead>> {
+    let first_len = first.len();
     let mut iov = [libc::iovec {
         iov_base: first.as_mut_ptr().cast(),
         iov_len: first_len,
@@ -481,8 +549,8 @@ fn read_now(
     }
     let room: usize = iov[..count].iter().map(|v| v.iov_len).sum();
     loop {
-        // SAFETY: the iovecs point into the spare capacity of `buf` and `spill`, which are not
-        // touched until the lengths grow by what the kernel wrote. One buffer goes through
+        // SAFETY: the iovecs point into `first` and the spare capacity of `spill`, which are
+        // not touched until the lengths grow by what the kernel wrote. One buffer goes through
         // read(2), which spares the kernel copying in and checking an iovec array.
         let n = unsafe {
             if count == 1 {
@@ -494,13 +562,16 @@ fn read_now(
         if n >= 0 {
             let n = n as usize;
             let to_first = n.min(first_len);
-            // SAFETY: the kernel initialised `to_first` bytes of `buf`'s spare capacity and
-            // the rest of `n` at the start of `spill`'s.
-            unsafe { buf.set_len(buf.len() + to_first) };
             if let Some(extra) = spill.as_deref_mut() {
+                // SAFETY: the kernel initialised the rest of `n` at the start of `spill`'s
+                // spare capacity.
                 unsafe { extra.set_len(extra.len() + (n - to_first)) };
             }
-            return Ok(Some((n, n > 0 && n < room)));
+            return Ok(Some(SliceRead {
+                first: to_first,
+                total: n,
+                drained: n > 0 && n < room,
+            }));
         }
         let err = io::Error::last_os_error();
         match err.kind() {

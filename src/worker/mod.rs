@@ -106,6 +106,13 @@ impl Worker {
         self.closing.get()
     }
 
+    /// Whether buffered bodies are read straight into Python `bytes` objects. Only a `sync`
+    /// worker's event loop may take the GIL for that: it has no application threads to wait
+    /// for it.
+    pub fn reads_bodies_into_python(&self) -> bool {
+        matches!(self.mode, Mode::Sync)
+    }
+
     /// Resolves once the worker begins to stop.
     pub async fn closing_signal(&self) {
         // Created before the check: a `Notified` receives `notify_waiters` from its creation.

@@ -444,7 +444,10 @@ fn settle(
 }
 
 fn take_body(input: &Bound<'_, InputStream>) -> Option<BodyState> {
-    input.try_borrow_mut().ok().and_then(|mut i| i.take_state())
+    input
+        .try_borrow_mut()
+        .ok()
+        .and_then(|mut i| i.take_state(input.py()))
 }
 
 /// Writes what the application returned, by the cheapest route its type allows.

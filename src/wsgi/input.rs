@@ -3,7 +3,12 @@
 //! Bodies up to a bound are decoded by the event loop before the application is called, so
 //! most reads are served from memory. A larger body streams: reads that need more bytes read
 //! the socket directly, without the GIL, and never past the end of the body.
+//!
+//! A `sync` worker reads a buffered Content-Length body straight into the `bytes` object
+//! that `read()` returns ([`WholeBody`]), so an application reading the whole body at once
+//! gets it without a copy.
 
+use std::mem::MaybeUninit;
 use std::os::unix::io::RawFd;
 use std::time::Duration;
 
@@ -34,6 +39,39 @@ pub struct BodyState {
     pub error: Option<HttpError>,
     /// The peer closed the connection before the body ended.
     pub truncated: bool,
+    /// The whole body in its `bytes` object, which `body` and `raw` then do not hold.
+    pub whole: Option<WholeBody>,
+}
+
+/// A Content-Length body read into a fresh `bytes` object of its exact length.
+///
+/// The object is not visible to Python until it is full: until then this is its only
+/// reference, so its storage may be written without the GIL.
+pub struct WholeBody {
+    bytes: Py<PyBytes>,
+    len: usize,
+    filled: usize,
+}
+
+impl WholeBody {
+    /// Room still to fill.
+    pub fn spare(&mut self) -> &mut [MaybeUninit<u8>] {
+        // SAFETY: `bytes` holds `len` bytes of storage that nothing else references (see
+        // the type's doc); `filled..len` is the part not yet written.
+        unsafe {
+            let start = pyo3::ffi::PyBytes_AsString(self.bytes.as_ptr()).cast::<MaybeUninit<u8>>();
+            std::slice::from_raw_parts_mut(start.add(self.filled), self.len - self.filled)
+        }
+    }
+
+    /// Marks `n` more bytes of [`spare`](Self::spare) as written.
+    pub fn advance(&mut self, n: usize) {
+        self.filled = (self.filled + n).min(self.len);
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.filled == self.len
+    }
 }
 
 impl BodyState {
@@ -48,11 +86,63 @@ impl BodyState {
             timeout,
             error: None,
             truncated: false,
+            whole: None,
         }
     }
 
+    /// Moves a Content-Length body that is not complete yet into a [`WholeBody`] holding
+    /// what has arrived so far; the caller reads the rest into it. `None` when the body is
+    /// not of that kind or is longer than `limit`.
+    pub fn start_whole(&mut self, py: Python<'_>, limit: usize) -> Option<WholeBody> {
+        let BodyDecoder::Length { remaining } = self.decoder else {
+            return None;
+        };
+        let arrived = &self.raw[self.raw_pos..];
+        if !self.body.is_empty() || remaining == 0 || arrived.len() as u64 >= remaining {
+            return None;
+        }
+        let len = usize::try_from(remaining).ok().filter(|&n| n <= limit)?;
+        let size = pyo3::ffi::Py_ssize_t::try_from(len).ok()?;
+        // SAFETY: a NULL source asks for uninitialised storage of `size` bytes; the GIL is
+        // held. The result is an owned reference or NULL with an exception set.
+        let raw_obj = unsafe { pyo3::ffi::PyBytes_FromStringAndSize(std::ptr::null(), size) };
+        let Ok(obj) = (unsafe { Bound::from_owned_ptr_or_err(py, raw_obj) }) else {
+            return None;
+        };
+        let mut whole = WholeBody {
+            bytes: obj.cast_into::<PyBytes>().ok()?.unbind(),
+            len,
+            filled: 0,
+        };
+        let n = arrived.len();
+        for (dst, &src) in whole.spare().iter_mut().zip(arrived) {
+            dst.write(src);
+        }
+        whole.advance(n);
+        self.decoder.skip_decoded(n);
+        self.raw.clear();
+        self.raw_pos = 0;
+        Some(whole)
+    }
+
+    /// Hands a whole body to a read that wants all of it, or else moves it into `body` for
+    /// the usual reads.
+    fn take_whole<'py>(&mut self, py: Python<'py>, want: usize) -> Option<Bound<'py, PyBytes>> {
+        let whole = self.whole.take()?;
+        let handover = whole.is_full() && want >= whole.len && self.available() == 0;
+        let bytes = whole.bytes.into_bound(py);
+        if handover {
+            return Some(bytes);
+        }
+        self.body.drain(..self.body_pos);
+        self.body_pos = 0;
+        self.body
+            .extend_from_slice(&bytes.as_bytes()[..whole.filled]);
+        None
+    }
+
     pub fn available(&self) -> usize {
-        self.body.len() - self.body_pos
+        self.body.len() - self.body_pos + self.whole.as_ref().map_or(0, |w| w.filled)
     }
 
     pub fn is_complete(&self) -> bool {
@@ -170,9 +260,12 @@ impl InputStream {
         InputStream { state: Some(state) }
     }
 
-    /// Takes the body state back when the request ends; later reads return `b""`.
-    pub fn take_state(&mut self) -> Option<BodyState> {
-        self.state.take()
+    /// Takes the body state back when the request ends (with the GIL, which an unread
+    /// whole body needs to be released); later reads return `b""`.
+    pub fn take_state(&mut self, _py: Python<'_>) -> Option<BodyState> {
+        let mut state = self.state.take()?;
+        state.whole = None;
+        Some(state)
     }
 
     fn fill(py: Python<'_>, state: &mut BodyState) -> PyResult<bool> {
@@ -200,6 +293,9 @@ impl InputStream {
             return Ok(PyBytes::new(py, b""));
         };
         let want = size_limit(size);
+        if let Some(bytes) = state.take_whole(py, want) {
+            return Ok(bytes);
+        }
         while state.available() < want && Self::fill(py, state)? {}
         Ok(PyBytes::new(py, state.take(want)))
     }
@@ -213,6 +309,7 @@ impl InputStream {
             return Ok(PyBytes::new(py, b""));
         };
         let limit = size_limit(size);
+        state.take_whole(py, 0);
         let mut scanned = 0;
         loop {
             let pending = &state.body[state.body_pos..];

@@ -10,6 +10,7 @@ import json
 import os
 import sys
 import time
+import tracemalloc
 from urllib.parse import parse_qs
 
 
@@ -106,6 +107,19 @@ def upload(environ, start_response):
         digest.update(chunk)
     return _json(start_response, {"length": total, "md5": digest.hexdigest(), "largest_read": largest,
                                   "peak_rss": _peak_rss(), "pid": os.getpid()})
+
+
+def input_copy(environ, start_response):
+    """Reads the whole body with one read(); reports how many bytes of memory that read took."""
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        data = environ["wsgi.input"].read()
+        allocated = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    return _json(start_response, {"length": len(data), "md5": hashlib.md5(data).hexdigest(),
+                                  "allocated": allocated})
 
 
 class Tracked:
