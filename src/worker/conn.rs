@@ -551,10 +551,11 @@ fn read_slice_now(
     loop {
         // SAFETY: the iovecs point into `first` and the spare capacity of `spill`, which are
         // not touched until the lengths grow by what the kernel wrote. One buffer goes through
-        // read(2), which spares the kernel copying in and checking an iovec array.
+        // recv(2), which spares the kernel copying in and checking an iovec array, and the
+        // file layer that read(2) passes through.
         let n = unsafe {
             if count == 1 {
-                libc::read(fd, iov[0].iov_base, iov[0].iov_len)
+                libc::recv(fd, iov[0].iov_base, iov[0].iov_len, 0)
             } else {
                 libc::readv(fd, iov.as_ptr(), count as libc::c_int)
             }

@@ -47,7 +47,7 @@ pub fn read_some(fd: RawFd, buf: &mut Vec<u8>, max: usize, timeout: Duration) ->
         let want = spare.len().min(max);
         // SAFETY: reading into the vector's spare capacity, then extending its length by
         // exactly the number of bytes the kernel wrote.
-        let n = unsafe { libc::read(fd, spare.as_mut_ptr().cast(), want) };
+        let n = unsafe { libc::recv(fd, spare.as_mut_ptr().cast(), want, 0) };
         if n >= 0 {
             let n = n as usize;
             unsafe { buf.set_len(buf.len() + n) };
@@ -66,10 +66,11 @@ pub fn read_some(fd: RawFd, buf: &mut Vec<u8>, max: usize, timeout: Duration) ->
 pub fn try_writev(fd: RawFd, iov: &[libc::iovec]) -> io::Result<usize> {
     loop {
         // SAFETY: iovecs point into live buffers owned by the caller. One buffer goes through
-        // write(2), which spares the kernel copying in and checking an iovec array.
+        // send(2), which spares the kernel copying in and checking an iovec array, and the
+        // file layer that write(2) passes through.
         let n = unsafe {
             match iov {
-                [one] => libc::write(fd, one.iov_base, one.iov_len),
+                [one] => libc::send(fd, one.iov_base, one.iov_len, libc::MSG_NOSIGNAL),
                 _ => libc::writev(fd, iov.as_ptr(), iov.len().min(1024) as libc::c_int),
             }
         };
