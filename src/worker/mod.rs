@@ -532,11 +532,18 @@ fn steady_malloc() {
     }
 }
 
-/// Sets `TCP_NODELAY` on a TCP listener: accepted connections inherit it (Linux copies a
-/// listener's options at accept), which saves a system call per connection. Responses are
-/// written whole, so there is nothing for Nagle's algorithm to merge.
+/// Tunes a TCP listener (a Unix socket refuses both options, which is harmless):
+///
+/// - `TCP_NODELAY`: accepted connections inherit it (Linux copies a listener's options at
+///   accept), which saves a system call per connection. Responses are written whole, so there
+///   is nothing for Nagle's algorithm to merge.
+/// - `TCP_DEFER_ACCEPT` (1 s): a connection is accepted once its first bytes arrive, so the
+///   client's handshake wakes no worker and the request is read with the accept. A client
+///   that connects and says nothing waits in the kernel, not in a connection slot, and is
+///   accepted about a second later (then `--header-timeout` runs as usual).
 fn tune_listener(fd: RawFd) {
     crate::wsgi::sockio::set_tcp_option(fd, libc::TCP_NODELAY, 1);
+    crate::wsgi::sockio::set_tcp_option(fd, libc::TCP_DEFER_ACCEPT, 1);
 }
 
 fn set_nonblocking(fd: RawFd) -> io::Result<()> {
