@@ -106,9 +106,9 @@ impl Worker {
         self.closing.get()
     }
 
-    /// Whether buffered bodies are read straight into Python `bytes` objects. Only a `sync`
-    /// worker's event loop may take the GIL for that: it has no application threads to wait
-    /// for it.
+    /// Whether buffered bodies are read straight into Python `bytes` objects, for which the
+    /// event loop takes the GIL. A `sync` worker calls the application from its event loop
+    /// anyway; a `gthread` event loop must never wait for its application threads.
     pub fn reads_bodies_into_python(&self) -> bool {
         matches!(self.mode, Mode::Sync)
     }
