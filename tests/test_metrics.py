@@ -238,7 +238,10 @@ def test_a_silent_scraper_cannot_hold_up_the_master(run_server, tmp_path):
     for _ in range(12):  # more than the endpoint serves at once
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         s.connect(str(sock_path))
-        s.sendall(b"GET /metr")  # never finished
+        try:
+            s.sendall(b"GET /metr")  # never finished
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # past its limit the endpoint closes a connection on accept, maybe already
         silent.append(s)
     try:
         # The master still handles signals and the server still serves...
