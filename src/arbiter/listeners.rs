@@ -150,6 +150,23 @@ pub fn bind(addr: &BindAddr, opts: &BindOptions) -> Result<Listener, String> {
     }
 }
 
+/// Options for a TCP listener, set by the master so that they hold from its first connection
+/// (before any worker runs) and for listeners handed over by systemd or a re-executed master:
+///
+/// - `TCP_NODELAY`: accepted connections inherit it (Linux copies a listener's options at
+///   accept), which saves a system call per connection. Responses are written whole, so there
+///   is nothing for Nagle's algorithm to merge.
+/// - `TCP_DEFER_ACCEPT` (1 s): a connection is accepted once its first bytes arrive, so the
+///   client's handshake wakes no worker and the request is read with the accept. A client
+///   that connects and says nothing waits in the kernel, not in a connection slot, and is
+///   accepted about a second later (then `--header-timeout` runs as usual).
+fn tune_tcp(socket: &socket2::Socket) {
+    use std::os::fd::AsRawFd;
+    let fd = socket.as_raw_fd();
+    crate::wsgi::sockio::set_tcp_option(fd, libc::TCP_NODELAY, 1);
+    crate::wsgi::sockio::set_tcp_option(fd, libc::TCP_DEFER_ACCEPT, 1);
+}
+
 fn bind_once(addr: &BindAddr, opts: &BindOptions) -> std::io::Result<Listener> {
     use socket2::{Domain, SockAddr, Socket, Type};
     match addr {
@@ -172,6 +189,7 @@ fn bind_once(addr: &BindAddr, opts: &BindOptions) -> std::io::Result<Listener> {
                 socket.set_only_v6(true)?;
             }
             socket.bind(&SockAddr::from(sockaddr))?;
+            tune_tcp(&socket);
             socket.listen(opts.backlog)?;
             Ok(Listener::Tcp(socket.into()))
         }
@@ -210,6 +228,7 @@ fn bind_once(addr: &BindAddr, opts: &BindOptions) -> std::io::Result<Listener> {
                     .unwrap_or_default();
                 Ok(Listener::Unix(socket.into(), path))
             } else {
+                tune_tcp(&socket);
                 Ok(Listener::Tcp(socket.into()))
             }
         }

@@ -454,7 +454,6 @@ async fn serve(worker: Rc<Worker>, listeners: Vec<RawFd>, wake_fd: RawFd) -> io:
     let ppid = std::os::unix::process::parent_id();
     for (index, fd) in listeners.into_iter().enumerate() {
         set_nonblocking(fd)?;
-        tune_listener(fd);
         // SAFETY: listener descriptors stay open for the worker's whole life.
         let listener = unsafe { AsyncFd::register(fd) }?;
         tokio::task::spawn_local(accept_loop(Rc::clone(&worker), listener, index));
@@ -530,20 +529,6 @@ fn steady_malloc() {
             }
         }
     }
-}
-
-/// Tunes a TCP listener (a Unix socket refuses both options, which is harmless):
-///
-/// - `TCP_NODELAY`: accepted connections inherit it (Linux copies a listener's options at
-///   accept), which saves a system call per connection. Responses are written whole, so there
-///   is nothing for Nagle's algorithm to merge.
-/// - `TCP_DEFER_ACCEPT` (1 s): a connection is accepted once its first bytes arrive, so the
-///   client's handshake wakes no worker and the request is read with the accept. A client
-///   that connects and says nothing waits in the kernel, not in a connection slot, and is
-///   accepted about a second later (then `--header-timeout` runs as usual).
-fn tune_listener(fd: RawFd) {
-    crate::wsgi::sockio::set_tcp_option(fd, libc::TCP_NODELAY, 1);
-    crate::wsgi::sockio::set_tcp_option(fd, libc::TCP_DEFER_ACCEPT, 1);
 }
 
 fn set_nonblocking(fd: RawFd) -> io::Result<()> {
@@ -622,7 +607,7 @@ async fn accept(listener: &AsyncFd<RawFd>) -> io::Result<(OwnedFd, Peer)> {
             }
             // SAFETY: accept4 returned a new descriptor that we now own.
             let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-            // TCP_NODELAY comes from the listener (see `tune_listener`).
+            // TCP_NODELAY comes from the listener (see `arbiter::listeners::tune_tcp`).
             let peer = match socket_addr(&storage) {
                 Some(sa) => Peer::Tcp(sa),
                 None => Peer::Unix,
