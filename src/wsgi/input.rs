@@ -141,8 +141,10 @@ impl BodyState {
         None
     }
 
+    /// Decoded bytes in `body` not yet read (reads first move a whole body there, see
+    /// [`take_whole`](Self::take_whole)).
     pub fn available(&self) -> usize {
-        self.body.len() - self.body_pos + self.whole.as_ref().map_or(0, |w| w.filled)
+        self.body.len() - self.body_pos
     }
 
     pub fn is_complete(&self) -> bool {

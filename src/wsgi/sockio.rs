@@ -1,6 +1,7 @@
-//! Reads, writes and options on a connection's socket: blocking reads and writes on the
-//! non-blocking socket, used while the application runs, and the few socket settings the
-//! worker changes (TCP options, the FIN after a closing connection's last response).
+//! Reads, writes and options on a socket: blocking reads and writes on a connection's
+//! non-blocking socket, used while the application runs, and the few socket settings
+//! ferrocorn changes (TCP options on listeners and connections, the FIN after a closing
+//! connection's last response).
 //!
 //! The connection's event loop is not touching the socket while the application owns the
 //! request, so the request cycle may read the rest of a body or flush a large response
