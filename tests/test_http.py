@@ -131,6 +131,24 @@ def test_keepalive_idle_timeout(run_server, worker_args):
     assert 0.5 <= waited <= 10, f"idle connection closed after {waited:.2f}s with --keep-alive 1"
 
 
+def test_keepalive_idle_time_counts_from_the_last_response(run_server, worker_args):
+    # Requests 0.4 s apart for longer than --keep-alive: each gap starts the idle time afresh,
+    # so none of them may end the connection; once the client stops, it closes.
+    srv = run_server(*worker_args, "--keep-alive", "1", "h_apps:echo")
+    with srv.connect() as s:
+        r = SocketReader(s)
+        for i in range(7):
+            s.sendall(req("GET", f"/gap{i}"))
+            status, headers, _, _ = r.response()
+            assert status == 200, i
+            assert headers.get("connection", "keep-alive").lower() == "keep-alive", i
+            time.sleep(0.4)
+        start = time.monotonic()
+        assert closed_by_peer(r, timeout=15), "idle connection not closed within 15 s"
+        waited = time.monotonic() - start
+    assert 0.3 <= waited <= 10, f"idle connection closed after {waited:.2f}s (+0.4 s) with --keep-alive 1"
+
+
 # ---------------------------------------------------------------------------- pipelining
 
 def test_pipelined_requests_answered_in_order(echo_server):

@@ -83,6 +83,29 @@ def test_term_is_graceful(run_server, worker_args):
     assert "Shutting down: Master" in log, log
 
 
+def test_term_closes_idle_keep_alive_connections_at_once(run_server, worker_args):
+    # A connection idle between requests holds nothing to finish: a graceful stop closes it
+    # right away instead of waiting out --keep-alive or --graceful-timeout.
+    srv = run_server(*worker_args, "--keep-alive", "60", "--graceful-timeout", "60", APP)
+    with srv.connect(timeout=15) as s:
+        reader = SocketReader(s, timeout=15)
+        for _ in range(3):
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            status, headers, body, _ = reader.response()
+            assert (status, body) == (200, b"ok")
+            assert "close" not in headers.get("connection", "").lower(), headers
+        sent = time.monotonic()
+        srv.signal(signal.SIGTERM)
+        try:
+            data = s.recv(1)
+        except ConnectionResetError:
+            data = b""
+        closed_after = time.monotonic() - sent
+    assert data == b"", f"unexpected bytes on an idle connection: {data!r}"
+    assert closed_after < 10, f"idle connection closed {closed_after:.1f}s after TERM"
+    assert srv.wait(timeout=30) == 0, srv.log
+
+
 def test_term_gives_up_after_graceful_timeout(run_server, worker_args):
     srv = run_server(*worker_args, "--graceful-timeout", "1", APP)
     first_worker_pid(srv)

@@ -5,12 +5,14 @@
 use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::pin::Pin;
 use std::rc::Rc;
 use std::time::Duration;
 
 use pyo3::Python;
 use tokio::io::unix::AsyncFd;
-use tokio::time::{timeout_at, Instant};
+use tokio::sync::futures::Notified;
+use tokio::time::{sleep_until, timeout_at, Instant, Sleep};
 
 use super::Worker;
 use crate::http::{self, proxy, BodyDecoder, HttpError};
@@ -49,6 +51,49 @@ enum Next {
     Close,
 }
 
+/// What a connection waits on for its request heads, kept for its whole life. A timer and a
+/// stop notification made afresh for every wait would cost a trip through the timer wheel and
+/// one through the notification's waiter list on every request.
+struct HeadWaits<'w> {
+    /// Made at the first wait; a connection whose requests arrive with it never needs one.
+    timer: Option<Pin<Box<Sleep>>>,
+    /// Resolves once the worker begins to stop; made at the first wait between requests.
+    closing: Option<Pin<Box<Notified<'w>>>>,
+}
+
+impl HeadWaits<'_> {
+    fn new() -> Self {
+        HeadWaits {
+            timer: None,
+            closing: None,
+        }
+    }
+}
+
+/// Resolves at `deadline`, on the connection's one timer. The timer is moved only when it
+/// would fire too late: one that fires early is re-armed then, once per idle period, instead
+/// of on every wait.
+async fn timer_until(timer: &mut Option<Pin<Box<Sleep>>>, deadline: Instant) {
+    let sleep = timer.get_or_insert_with(|| Box::pin(sleep_until(deadline)));
+    if sleep.deadline() > deadline || sleep.is_elapsed() {
+        sleep.as_mut().reset(deadline);
+    }
+    loop {
+        sleep.as_mut().await;
+        if Instant::now() >= deadline {
+            return;
+        }
+        sleep.as_mut().reset(deadline);
+    }
+}
+
+/// How a wait for more of a head ended.
+enum HeadWait {
+    Read(io::Result<usize>),
+    Closing,
+    TimedOut,
+}
+
 impl Conn {
     pub fn new(sock: AsyncFd<OwnedFd>, peer: Peer, listener: usize, worker: Rc<Worker>) -> Conn {
         let awaiting_proxy = worker.proxy_mode != proxy::Mode::Off;
@@ -76,18 +121,25 @@ impl Conn {
             Ok(Some((0, _))) | Err(_) => return,
             Ok(_) => {}
         }
+        let worker = Rc::clone(&self.worker);
+        let mut waits = HeadWaits::new();
         let mut first = true;
-        while let Ok(Next::Continue) = self.serve_one(first).await {
+        while let Ok(Next::Continue) = self.serve_one(first, &worker, &mut waits).await {
             first = false;
         }
     }
 
-    async fn serve_one(&mut self, first: bool) -> io::Result<Next> {
-        let Some(head) = self.read_head(first).await? else {
+    async fn serve_one<'w>(
+        &mut self,
+        first: bool,
+        worker: &'w Worker,
+        waits: &mut HeadWaits<'w>,
+    ) -> io::Result<Next> {
+        let Some(head) = self.read_head(first, worker, waits).await? else {
             return Ok(Next::Close);
         };
         // Only what reports finished requests needs the time a request took.
-        let started = self.worker.reports.then(Instant::now);
+        let started = worker.reports.then(Instant::now);
         let body = match self.read_body(&head).await? {
             Ok(body) => body,
             Err(err) => {
@@ -95,7 +147,6 @@ impl Conn {
                 return Ok(Next::Close);
             }
         };
-        let worker = Rc::clone(&self.worker);
         let request = Request {
             head,
             body,
@@ -161,8 +212,12 @@ impl Conn {
     }
 
     /// Reads until a complete head is buffered. `None`: the connection should just close.
-    async fn read_head(&mut self, first: bool) -> io::Result<Option<http::RequestHead>> {
-        let worker = Rc::clone(&self.worker);
+    async fn read_head<'w>(
+        &mut self,
+        first: bool,
+        worker: &'w Worker,
+        waits: &mut HeadWaits<'w>,
+    ) -> io::Result<Option<http::RequestHead>> {
         // A new connection has `--header-timeout` from its accept for its first head; a
         // kept-alive one may idle for `--keep-alive`, then has `--header-timeout` from the
         // first byte of the next head.
@@ -217,17 +272,23 @@ impl Conn {
             } else {
                 *head_deadline.get_or_insert_with(|| Instant::now() + worker.options.head_timeout)
             };
-            let read = async {
-                tokio::select! {
-                    r = self.read_more() => Some(r),
-                    _ = worker.closing_signal(), if idle_between => None,
-                }
+            let HeadWaits { timer, closing } = &mut *waits;
+            let (sock, buf) = (&self.sock, &mut self.buf);
+            let waited = tokio::select! {
+                biased;
+                r = read_into(sock, buf, READ_CHUNK) => HeadWait::Read(r),
+                // Made, at the latest, in the same step as the look at the worker's state above,
+                // so a stop that begins after that look reaches it.
+                _ = async {
+                    closing.get_or_insert_with(|| Box::pin(worker.stop_notification())).as_mut().await
+                }, if idle_between => HeadWait::Closing,
+                _ = timer_until(timer, deadline) => HeadWait::TimedOut,
             };
-            match timeout_at(deadline, read).await {
-                Ok(Some(Ok(0))) | Ok(None) => return Ok(None),
-                Ok(Some(Ok(_))) => {}
-                Ok(Some(Err(e))) => return Err(e),
-                Err(_) => {
+            match waited {
+                HeadWait::Read(Ok(0)) | HeadWait::Closing => return Ok(None),
+                HeadWait::Read(Ok(_)) => {}
+                HeadWait::Read(Err(e)) => return Err(e),
+                HeadWait::TimedOut => {
                     if !idle {
                         self.refuse(&HttpError::request_timeout()).await;
                     }

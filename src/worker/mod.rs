@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use pyo3::prelude::*;
 use tokio::io::unix::AsyncFd;
+use tokio::sync::futures::Notified;
 use tokio::sync::Notify;
 
 use crate::arbiter::heartbeat::HeartbeatSlot;
@@ -120,6 +121,12 @@ impl Worker {
         if !self.closing.get() {
             closed.await;
         }
+    }
+
+    /// Resolves at the first stop that begins after it is made, for a waiter that looks at
+    /// [`Worker::is_closing`] before each wait.
+    pub fn stop_notification(&self) -> Notified<'_> {
+        self.closed.notified()
     }
 
     fn begin_close(&self) {
