@@ -750,9 +750,20 @@ def _cpu_note(cells: dict[str, dict[str, Cell]], sc: str, a: str, b: str) -> str
     sa, sb = _s(cells, sc, a), _s(cells, sc, b)
     if not sa or not sb or not sa["cpu_us_per_req"] or not sb["cpu_us_per_req"]:
         return ""
-    return (f"; server CPU per request {sa['cpu_us_per_req']:,.0f} µs vs "
-            f"{sb['cpu_us_per_req']:,.0f} µs ({sb['cpu_us_per_req'] / sa['cpu_us_per_req']:.2f}× "
+    return (f"; server CPU per request {sa['cpu_us_per_req']:,.1f} µs vs "
+            f"{sb['cpu_us_per_req']:,.1f} µs ({sb['cpu_us_per_req'] / sa['cpu_us_per_req']:.2f}× "
             "less)")
+
+
+def _client_ceiling_note(summary: dict[str, Any], peer: tuple[str, float]) -> str:
+    """When wrk was nearly saturated, the rate it could drive at most, and that rate as a
+    multiple of `peer`: a ratio above this cannot be measured with this client."""
+    busy = summary.get("client_cpu_pct")
+    if not busy or busy < 85:
+        return ""
+    ceiling = summary["rps_median"] / (busy / 100)
+    return (f"; wrk was busy {busy:.0f}% of its core, so no server can be measured above about "
+            f"{ceiling:,.0f} req/s here ({ceiling / peer[1]:.2f}× {peer[0]})")
 
 
 def check_bar(cells: dict[str, dict[str, Cell]], sleep_ms: float | None = None) -> list[BarLine]:
@@ -776,7 +787,9 @@ def check_bar(cells: dict[str, dict[str, Cell]], sleep_ms: float | None = None) 
         out.append(BarLine(text, verdict(r1 >= 1.5 and r2 >= 1.0),
                            f"ferrocorn sync {fs['rps_median']:,.0f} req/s = {r1:.2f}× "
                            f"{gran[0]} ({gran[1]:,.0f}), {r2:.2f}× bjoern "
-                           f"({bj['rps_median']:,.0f})"))
+                           f"({bj['rps_median']:,.0f})"
+                           + _cpu_note(cells, "hello", "ferrocorn-sync", gran[0])
+                           + _client_ceiling_note(fs, gran)))
 
     for sc, factor, label in (("hello-close", 1.0, "hello Connection: close"),
                               ("post-64kib", 1.2, "64 KiB POST"),
