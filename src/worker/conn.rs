@@ -143,7 +143,7 @@ impl Conn {
         let body = match self.read_body(&head).await? {
             Ok(body) => body,
             Err(err) => {
-                self.refuse(&err).await;
+                Box::pin(self.refuse(&err)).await;
                 return Ok(Next::Close);
             }
         };
@@ -240,7 +240,7 @@ impl Conn {
                         continue;
                     }
                     Err(err) => {
-                        self.refuse(&err).await;
+                        Box::pin(self.refuse(&err)).await;
                         return Ok(None);
                     }
                 }
@@ -253,7 +253,7 @@ impl Conn {
                     }
                     Ok(None) => {}
                     Err(err) => {
-                        self.refuse(&err).await;
+                        Box::pin(self.refuse(&err)).await;
                         return Ok(None);
                     }
                 }
@@ -290,7 +290,7 @@ impl Conn {
                 HeadWait::Read(Err(e)) => return Err(e),
                 HeadWait::TimedOut => {
                     if !idle {
-                        self.refuse(&HttpError::request_timeout()).await;
+                        Box::pin(self.refuse(&HttpError::request_timeout())).await;
                     }
                     return Ok(None);
                 }
@@ -475,6 +475,8 @@ impl Conn {
         self.refuse(&HttpError::service_unavailable()).await;
     }
 
+    /// Answers with `err` and closes. The request path boxes this future where it awaits it:
+    /// it is rare, and inline it would add its size to the futures of every request.
     async fn refuse(&mut self, err: &HttpError) {
         let mut out = OutQueue::new();
         out.push_slice(&err.to_response());
