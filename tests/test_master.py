@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import threading
 import time
 
@@ -68,6 +69,25 @@ def test_killed_worker_is_replaced(run_server, worker_args):
     assert srv.proc.poll() is None
 
 
+def ask_keeping_alive(s: socket.socket, reader: SocketReader) -> None:
+    """One request on `s`, answered 200 without closing the connection."""
+    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    status, headers, body, _ = reader.response()
+    assert (status, body) == (200, b"ok")
+    assert "close" not in headers.get("connection", "").lower(), headers
+
+
+def wait_for_close(s: socket.socket) -> tuple[bytes, float]:
+    """Waits for the server to close `s`: what arrived instead (b"" for a close or a reset) and
+    the seconds it took."""
+    start = time.monotonic()
+    try:
+        data = s.recv(1)
+    except ConnectionResetError:
+        data = b""
+    return data, time.monotonic() - start
+
+
 def test_term_is_graceful(run_server, worker_args):
     srv = run_server(*worker_args, "--graceful-timeout", "30", APP)
     first_worker_pid(srv)
@@ -90,17 +110,9 @@ def test_term_closes_idle_keep_alive_connections_at_once(run_server, worker_args
     with srv.connect(timeout=15) as s:
         reader = SocketReader(s, timeout=15)
         for _ in range(3):
-            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-            status, headers, body, _ = reader.response()
-            assert (status, body) == (200, b"ok")
-            assert "close" not in headers.get("connection", "").lower(), headers
-        sent = time.monotonic()
+            ask_keeping_alive(s, reader)
         srv.signal(signal.SIGTERM)
-        try:
-            data = s.recv(1)
-        except ConnectionResetError:
-            data = b""
-        closed_after = time.monotonic() - sent
+        data, closed_after = wait_for_close(s)
     assert data == b"", f"unexpected bytes on an idle connection: {data!r}"
     assert closed_after < 10, f"idle connection closed {closed_after:.1f}s after TERM"
     assert srv.wait(timeout=30) == 0, srv.log
@@ -181,17 +193,8 @@ def test_idle_keep_alive_connection_is_closed_after_keep_alive_seconds(run_serve
     # worker class.
     srv = run_server(*worker_args, "--keep-alive", "1", APP)
     with srv.connect(timeout=15) as s:
-        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        reader = SocketReader(s, timeout=15)
-        status, headers, body, _ = reader.response()
-        assert (status, body) == (200, b"ok")
-        assert "close" not in headers.get("connection", "").lower(), headers
-        answered = time.monotonic()
-        try:
-            data = s.recv(1)
-        except ConnectionResetError:
-            data = b""
-        idle = time.monotonic() - answered
+        ask_keeping_alive(s, SocketReader(s, timeout=15))
+        data, idle = wait_for_close(s)
     assert data == b"", f"unexpected bytes on an idle connection: {data!r}"
     assert idle >= 0.5, f"idle connection closed after only {idle:.2f}s with --keep-alive 1"
     assert idle < 5, f"idle connection still open after {idle:.2f}s with --keep-alive 1"
