@@ -118,6 +118,22 @@ def test_term_closes_idle_keep_alive_connections_at_once(run_server, worker_args
     assert srv.wait(timeout=30) == 0, srv.log
 
 
+def test_a_request_longer_than_keep_alive_keeps_its_connection(run_server, worker_args):
+    # The idle timer armed while the connection waited before a request may fire while the
+    # request runs; neither then nor just after the answer may it end the connection.
+    srv = run_server(*worker_args, "--keep-alive", "1", APP)
+    with srv.connect(timeout=15) as s:
+        reader = SocketReader(s, timeout=15)
+        ask_keeping_alive(s, reader)
+        s.sendall(b"GET /sleep/1.5 HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, headers, body, _ = reader.response()
+        assert (status, body) == (200, b"slept 1.5")
+        assert "close" not in headers.get("connection", "").lower(), headers
+        ask_keeping_alive(s, reader)
+        time.sleep(0.5)
+        ask_keeping_alive(s, reader)
+
+
 def test_term_gives_up_after_graceful_timeout(run_server, worker_args):
     srv = run_server(*worker_args, "--graceful-timeout", "1", APP)
     first_worker_pid(srv)
