@@ -71,11 +71,11 @@ impl HeadWaits<'_> {
 }
 
 /// Resolves at `deadline`, on the connection's one timer. The timer is moved only when it
-/// would fire too late: one that fires early is re-armed then, once per idle period, instead
-/// of on every wait.
+/// would fire too late: one that fires early (or fired already) is re-armed below, once per
+/// idle period, instead of on every wait.
 async fn timer_until(timer: &mut Option<Pin<Box<Sleep>>>, deadline: Instant) {
     let sleep = timer.get_or_insert_with(|| Box::pin(sleep_until(deadline)));
-    if sleep.deadline() > deadline || sleep.is_elapsed() {
+    if sleep.deadline() > deadline {
         sleep.as_mut().reset(deadline);
     }
     loop {

@@ -117,7 +117,7 @@ impl Worker {
     /// Resolves once the worker begins to stop.
     pub async fn closing_signal(&self) {
         // Created before the check: a `Notified` receives `notify_waiters` from its creation.
-        let closed = self.closed.notified();
+        let closed = self.stop_notification();
         if !self.closing.get() {
             closed.await;
         }
