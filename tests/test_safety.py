@@ -99,6 +99,8 @@ REJECTED = {
                               b"1 \r\na\r\n0\r\n\r\n", (400,)),
     "chunk-bad-extension": (b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
                             b"1;a\x00b\r\na\r\n0\r\n\r\n", (400,)),
+    "chunk-size-line-too-long": (b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                 b"1;x=" + b"b" * 9000 + b"\r\na\r\n0\r\n\r\n", (400,)),
     "chunk-data-no-crlf": (b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
                            b"1\r\naXX0\r\n\r\n", (400,)),
     "bare-cr-in-value": (b"GET /a HTTP/1.1\r\nHost: x\r\nX-A: a\rb\r\n\r\n", (400,)),

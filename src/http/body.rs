@@ -137,6 +137,13 @@ impl BodyDecoder {
                             };
                             line.extend_from_slice(&rest[..=lf]);
                             pos += lf + 1;
+                            // The same bound as above, so a line is refused whether it
+                            // arrives in one read or in several.
+                            if line.len() - 1 > MAX_SIZE_LINE {
+                                return Err(HttpError::invalid_chunk_size(
+                                    format!("line over {MAX_SIZE_LINE} bytes").as_bytes(),
+                                ));
+                            }
                             let size = parse_size_line(line)?;
                             *state = if size == 0 {
                                 Chunked::Trailers { buf: Vec::new() }
@@ -394,6 +401,21 @@ mod tests {
             let (body, rest) = run(Framing::Chunked, input, step).unwrap();
             assert_eq!(body, b"hello world", "step {step}");
             assert_eq!(rest, b"GET /next", "step {step}");
+        }
+    }
+
+    #[test]
+    fn a_size_line_over_the_bound_is_refused_however_it_arrives() {
+        let extension = "b".repeat(MAX_SIZE_LINE);
+        let long = format!("5;x={extension}\r\nhello\r\n0\r\n\r\n");
+        let short = format!("5;x={}\r\nhello\r\n0\r\n\r\n", &extension[..100]);
+        for step in [1, 1000, long.len()] {
+            assert!(
+                run(Framing::Chunked, long.as_bytes(), step).is_err(),
+                "step {step}"
+            );
+            let (body, _) = run(Framing::Chunked, short.as_bytes(), step).unwrap();
+            assert_eq!(body, b"hello", "step {step}");
         }
     }
 
