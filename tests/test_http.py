@@ -10,6 +10,7 @@ from __future__ import annotations
 import email.utils
 import re
 import socket
+import struct
 import threading
 import time
 from pathlib import Path
@@ -100,6 +101,31 @@ def test_http10_without_keepalive_closes(echo_server):
         assert raw.startswith((b"HTTP/1.0 200", b"HTTP/1.1 200"))
         assert headers.get("connection", "close").lower() == "close"
         assert closed_by_peer(r)
+
+
+def segments_without_data(sock: socket.socket) -> int:
+    """Segments the socket received that carried no data (Linux TCP_INFO: `tcpi_segs_in`
+    minus `tcpi_data_segs_in`)."""
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 232)
+    (segs_in,) = struct.unpack_from("<I", info, 140)
+    (data_segs_in,) = struct.unpack_from("<I", info, 152)
+    return segs_in - data_segs_in
+
+
+@pytest.mark.parametrize("request_bytes, status", [
+    (req("GET", "/bye", {"Connection": "close"}), b"200"),
+    (req("GET", "/ten", version="HTTP/1.0"), b"200"),
+    (b"NOT A REQUEST\r\n\r\n", b"400"),
+], ids=["connection-close", "http10", "refused"])
+def test_fin_comes_in_the_last_responses_segment(echo_server, request_bytes, status):
+    # The client receives, besides the response, the SYN-ACK and (at once, before any
+    # response) the acknowledgement of its request. A FIN in a segment of its own would be
+    # the third without data.
+    with echo_server.connect() as s:
+        s.sendall(request_bytes)
+        data = read_all(s)
+        assert data.split(b" ", 2)[1] == status
+        assert segments_without_data(s) <= 2
 
 
 def test_http10_with_keepalive_stays_open(echo_server):

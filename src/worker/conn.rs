@@ -19,7 +19,7 @@ use crate::http::{self, proxy, BodyDecoder, HttpError};
 use crate::wsgi::call::{Outcome, Request};
 use crate::wsgi::environ::{ConnInfo, Peer};
 use crate::wsgi::input::{BodyState, WholeBody};
-use crate::wsgi::output::{OutQueue, Progress};
+use crate::wsgi::output::{OutQueue, Progress, Then};
 use crate::wsgi::sockio;
 
 /// Time since `started`, taken when something reports finished requests.
@@ -161,7 +161,7 @@ impl Conn {
             let Some(paused) = o.paused.take() else {
                 break;
             };
-            if let Err(e) = self.write_out(&mut o.out).await {
+            if let Err(e) = self.write_out(&mut o.out, Then::Continue).await {
                 Python::attach(|py| paused.abandon(py));
                 worker.request_done();
                 if worker.reports {
@@ -188,11 +188,12 @@ impl Conn {
         };
         worker.hold_response().await;
         // Empty: a `gthread` thread wrote it all, and sent the FIN if the connection closes.
-        let fin_here = !keep_alive && !out.is_empty();
-        let written = self.write_out(&mut out).await;
-        if fin_here && written.is_ok() {
-            sockio::send_fin(self.fd());
-        }
+        let then = if out.is_empty() {
+            Then::Continue
+        } else {
+            Then::after_response(keep_alive)
+        };
+        let written = self.write_out(&mut out, then).await;
         // The one branch a finished request costs when nothing observes it.
         if worker.reports {
             worker.report(status, access, since(started));
@@ -338,7 +339,7 @@ impl Conn {
         if head.expect_continue && body.raw.is_empty() {
             let mut out = OutQueue::new();
             out.push_slice(CONTINUE);
-            self.write_out(&mut out).await?;
+            self.write_out(&mut out, Then::Continue).await?;
         }
         let limit = self.worker.options.body_buffer;
         if self.worker.reads_bodies_into_python() {
@@ -452,10 +453,10 @@ impl Conn {
 
     /// Writes the whole queue. The client may take as long as it likes overall, but a stall
     /// (no room to write at all) longer than the write timeout ends the connection.
-    pub async fn write_out(&self, out: &mut OutQueue) -> io::Result<()> {
+    pub async fn write_out(&self, out: &mut OutQueue, then: Then) -> io::Result<()> {
         let fd = self.fd();
         loop {
-            if let Progress::Done = out.write_to(fd)? {
+            if let Progress::Done = out.write_to(fd, then)? {
                 return Ok(());
             }
             let deadline = Instant::now() + self.worker.options.write_timeout;
@@ -463,7 +464,7 @@ impl Conn {
                 Ok(guard) => guard?,
                 Err(_) => return Err(io::ErrorKind::TimedOut.into()),
             };
-            match out.write_to(fd)? {
+            match out.write_to(fd, then)? {
                 Progress::Done => return Ok(()),
                 Progress::Blocked => guard.clear_ready(),
             }
@@ -480,7 +481,7 @@ impl Conn {
     async fn refuse(&mut self, err: &HttpError) {
         let mut out = OutQueue::new();
         out.push_slice(&err.to_response());
-        if self.write_out(&mut out).await.is_ok() {
+        if self.write_out(&mut out, Then::Fin).await.is_ok() {
             self.linger_close().await;
         }
     }
@@ -489,10 +490,11 @@ impl Conn {
     /// rather than a reset caused by unread bytes.
     async fn linger_close(&mut self) {
         if self.buf.is_empty() && unread_bytes(self.fd()) == 0 {
-            // Nothing the client sent is left unread, so closing sends a plain FIN; only a
-            // client still sending would get a reset, and one that asked to close does not.
+            // Nothing the client sent is left unread, so closing sends no reset; only a client
+            // still sending would get one, and one that asked to close does not.
             return;
         }
+        // Usually sent already with the last response; a second shutdown does nothing.
         sockio::send_fin(self.fd());
         let deadline = Instant::now() + LINGER;
         let mut total = 0usize;

@@ -8,8 +8,7 @@ use std::thread::JoinHandle;
 use pyo3::prelude::*;
 
 use crate::wsgi::call::{self, AppContext, Outcome, Request};
-use crate::wsgi::output::Progress;
-use crate::wsgi::sockio;
+use crate::wsgi::output::Then;
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -46,11 +45,10 @@ impl Pool {
             // answer without waiting for the event loop to wake up. The connection is idle on
             // the event loop side until `rx` resolves, so nothing else writes to it; whatever
             // is left (a full socket, an error) the event loop handles as usual.
-            if outcome.paused.is_none()
-                && matches!(outcome.out.write_to(fd), Ok(Progress::Done))
-                && !outcome.keep_alive
-            {
-                sockio::send_fin(fd);
+            if outcome.paused.is_none() {
+                let _ = outcome
+                    .out
+                    .write_to(fd, Then::after_response(outcome.keep_alive));
             }
             let _ = tx.send(outcome);
         });

@@ -64,15 +64,27 @@ pub fn read_some(fd: RawFd, buf: &mut Vec<u8>, max: usize, timeout: Duration) ->
 }
 
 /// Writes as much of `iov` as the socket takes without blocking. Returns bytes written.
-pub fn try_writev(fd: RawFd, iov: &[libc::iovec]) -> io::Result<usize> {
+/// `more`: the caller sends more (or the FIN) right after, so the kernel may hold a last
+/// partial segment back until then (`MSG_MORE`).
+pub fn try_writev(fd: RawFd, iov: &[libc::iovec], more: bool) -> io::Result<usize> {
+    let flags = if more {
+        libc::MSG_NOSIGNAL | libc::MSG_MORE
+    } else {
+        libc::MSG_NOSIGNAL
+    };
     loop {
-        // SAFETY: iovecs point into live buffers owned by the caller. One buffer goes through
-        // send(2), which spares the kernel copying in and checking an iovec array, and the
-        // file layer that write(2) passes through.
+        // SAFETY: iovecs point into live buffers owned by the caller, and the msghdr names
+        // only them. One buffer goes through send(2), which spares the kernel copying in and
+        // checking an iovec array.
         let n = unsafe {
             match iov {
-                [one] => libc::send(fd, one.iov_base, one.iov_len, libc::MSG_NOSIGNAL),
-                _ => libc::writev(fd, iov.as_ptr(), iov.len().min(1024) as libc::c_int),
+                [one] => libc::send(fd, one.iov_base, one.iov_len, flags),
+                _ => {
+                    let mut msg: libc::msghdr = std::mem::zeroed();
+                    msg.msg_iov = iov.as_ptr().cast_mut();
+                    msg.msg_iovlen = iov.len().min(1024);
+                    libc::sendmsg(fd, &msg, flags)
+                }
             }
         };
         if n >= 0 {
