@@ -190,7 +190,12 @@ def run_server(tmp_path: Path) -> Iterator:
         return srv
 
     yield start
-    for srv in started:
+    stop_all(started)
+
+
+def stop_all(servers: list[Server]) -> None:
+    """Stops each server gracefully (TERM, up to 15 s), then kills whatever is left."""
+    for srv in servers:
         if srv.proc.poll() is None:
             try:
                 srv.stop(signal.SIGTERM, timeout=15)
@@ -210,6 +215,18 @@ def worker_args(worker_class: str) -> list[str]:
     if worker_class == "gthread":
         return ["-k", "gthread", "--threads", "4"]
     return ["-k", "sync"]
+
+
+def req(method: str = "GET", path: str = "/", headers: dict | list | None = None, body: bytes = b"",
+        version: str = "HTTP/1.1", host: str | None = "localhost") -> bytes:
+    """Raw request bytes; `headers` may be a dict or a list of pairs (repeats allowed)."""
+    pairs = list(headers.items()) if isinstance(headers, dict) else list(headers or [])
+    if host is not None and not any(k.lower() == "host" for k, _ in pairs):
+        pairs.insert(0, ("Host", host))
+    if body and not any(k.lower() in ("content-length", "transfer-encoding") for k, _ in pairs):
+        pairs.append(("Content-Length", str(len(body))))
+    head = f"{method} {path} {version}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in pairs) + "\r\n"
+    return head.encode("latin-1") + body
 
 
 def http_request(sock: socket.socket, raw: bytes) -> None:

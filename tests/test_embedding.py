@@ -4,12 +4,10 @@ pattern with only the import changed) and `ferrocorn.run(app, **settings)`."""
 from __future__ import annotations
 
 import re
-import signal
-import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import APPS_DIR, Server, get, script_server
+from conftest import APPS_DIR, Server, get, script_server, stop_all
 
 
 @pytest.fixture
@@ -24,13 +22,7 @@ def run_script(tmp_path: Path):
         return srv
 
     yield start
-    for srv in started:
-        if srv.proc.poll() is None:
-            try:
-                srv.stop(signal.SIGTERM, timeout=15)
-            except subprocess.TimeoutExpired:
-                pass
-        srv.kill()
+    stop_all(started)
 
 
 def test_standalone_application_boots_workers(run_script):

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import SocketReader
+from conftest import SocketReader, read_all
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -55,7 +55,7 @@ def refused(srv, raw: bytes, marker: Path, *statuses: int) -> bytes:
             s.sendall(raw + smuggled)
         except (BrokenPipeError, ConnectionResetError):
             pass
-        data = read_until_close(s)
+        data = read_all(s)
     answers = [line for line in data.split(b"\r\n") if line.startswith(b"HTTP/1.")]
     assert len(answers) == 1, data[:400]
     status = int(answers[0].split()[1])
@@ -63,21 +63,6 @@ def refused(srv, raw: bytes, marker: Path, *statuses: int) -> bytes:
     assert b"connection: close" in data.lower()
     assert not any("/smuggled" in line for line in seen(marker)), seen(marker)
     return data
-
-
-def read_until_close(s: socket.socket, timeout: float = 10.0) -> bytes:
-    s.settimeout(timeout)
-    data = b""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            chunk = s.recv(65536)
-        except ConnectionResetError:
-            return data
-        if not chunk:
-            return data
-        data += chunk
-    raise AssertionError(f"still open after {timeout}s: {data[:300]!r}")
 
 
 # ---------------------------------------------------------------------------- rejection classes
@@ -211,7 +196,7 @@ def test_permit_unconventional_http_version(run_server, worker_args):
         assert reader.response()[0] == 200, "the connection stayed usable"
     with srv.connect() as s:
         s.sendall(b"GET /e HTTP/0.9\r\nHost: x\r\n\r\n")
-        data = read_until_close(s)
+        data = read_all(s)
     head, _, body = data.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.0 200 ") and b"connection: close" in head.lower()
     assert json.loads(body)["SERVER_PROTOCOL"] == "HTTP/0.9"
@@ -313,7 +298,7 @@ def test_header_timeout_answers_408(run_server, worker_args, marker):
     with srv.connect() as s:
         s.sendall(b"GET /late HTTP/1.1\r\nHost: x\r\n")
         start = time.monotonic()
-        data = read_until_close(s, timeout=10)
+        data = read_all(s, timeout=10)
     assert data.startswith(b"HTTP/1.1 408 Request Timeout\r\n"), data[:200]
     assert b"connection: close" in data.lower()
     assert time.monotonic() - start < 8
@@ -323,7 +308,7 @@ def test_header_timeout_answers_408(run_server, worker_args, marker):
 def test_header_timeout_closes_silent_connection(run_server, worker_args):
     srv = run_server(*worker_args, "--header-timeout", "1", APP)
     with srv.connect() as s:
-        assert read_until_close(s, timeout=10) == b""
+        assert read_all(s, timeout=10) == b""
 
 
 def test_header_timeout_does_not_cut_keepalive_idle(run_server, worker_args):
@@ -342,7 +327,7 @@ def test_body_timeout_answers_408(run_server, worker_args, marker):
     srv = run_server(*worker_args, "--body-timeout", "1", "-e", f"MARKER={marker}", APP)
     with srv.connect() as s:
         s.sendall(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
-        data = read_until_close(s, timeout=10)
+        data = read_all(s, timeout=10)
     assert data.startswith(b"HTTP/1.1 408 "), data[:200]
     assert seen(marker) == []
 

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import SocketReader, read_all
+from conftest import SocketReader, read_all, req
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -27,18 +27,6 @@ PEP3333_REQUIRED = ["REQUEST_METHOD", "SCRIPT_NAME", "PATH_INFO", "QUERY_STRING"
 
 
 # ---------------------------------------------------------------------------- helpers
-
-def req(method: str = "GET", path: str = "/", headers: dict | list | None = None, body: bytes = b"",
-        version: str = "HTTP/1.1", host: str | None = "localhost") -> bytes:
-    """Raw request bytes; `headers` may be a dict or a list of pairs (repeats allowed)."""
-    pairs = list(headers.items()) if isinstance(headers, dict) else list(headers or [])
-    if host is not None and not any(k.lower() == "host" for k, _ in pairs):
-        pairs.insert(0, ("Host", host))
-    if body and not any(k.lower() in ("content-length", "transfer-encoding") for k, _ in pairs):
-        pairs.append(("Content-Length", str(len(body))))
-    head = f"{method} {path} {version}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in pairs) + "\r\n"
-    return head.encode("latin-1") + body
-
 
 def exchange(srv, raw: bytes, head_request: bool = False) -> tuple[int, dict[str, str], bytes]:
     """One request on a fresh connection; returns (status, headers, body)."""

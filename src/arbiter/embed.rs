@@ -19,18 +19,7 @@ pub fn wsgi(py: Python<'_>, application: &Py<PyAny>) -> Result<Py<PyAny>, LoadEr
                 .map(|n| n.to_string())
                 .unwrap_or_default()
         ))),
-        Err(err) => {
-            let not_found = py
-                .import("ferrocorn._loader")
-                .and_then(|m| m.getattr("AppImportError"))
-                .map(|cls| err.get_type(py).is_subclass(&cls).unwrap_or(false))
-                .unwrap_or(false);
-            if not_found {
-                Err(LoadError::NotFound(err.value(py).to_string()))
-            } else {
-                Err(LoadError::Raised(err))
-            }
-        }
+        Err(err) => Err(LoadError::from_loading(py, err)),
     }
 }
 

@@ -229,18 +229,15 @@ impl Worker {
     }
 
     fn opened_connection(&self) {
-        let open = self.connections.get() + 1;
-        self.connections.set(open);
-        if self.metrics {
-            self.heartbeat
-                .counters()
-                .connections
-                .store(open as u64, Ordering::Relaxed);
-        }
+        self.set_open_connections(self.connections.get() + 1);
     }
 
     fn closed_connection(&self) {
-        let open = self.connections.get().saturating_sub(1);
+        self.set_open_connections(self.connections.get().saturating_sub(1));
+        self.connection_closed.notify_waiters();
+    }
+
+    fn set_open_connections(&self, open: usize) {
         self.connections.set(open);
         if self.metrics {
             self.heartbeat
@@ -248,7 +245,6 @@ impl Worker {
                 .connections
                 .store(open as u64, Ordering::Relaxed);
         }
-        self.connection_closed.notify_waiters();
     }
 }
 

@@ -23,18 +23,24 @@ pub fn load_app(py: Python<'_>, settings: &Settings) -> Result<Py<PyAny>, LoadEr
     } else {
         loader.call_method1("import_app", (uri,))
     };
-    match loaded {
-        Ok(app) => Ok(app.unbind()),
-        Err(err) => {
-            let not_found = loader
-                .getattr("AppImportError")
-                .map(|cls| err.get_type(py).is_subclass(&cls).unwrap_or(false))
-                .unwrap_or(false);
-            if not_found {
-                Err(LoadError::NotFound(err.value(py).to_string()))
-            } else {
-                Err(LoadError::Raised(err))
-            }
+    loaded
+        .map(Bound::unbind)
+        .map_err(|err| LoadError::from_loading(py, err))
+}
+
+impl LoadError {
+    /// An exception raised while loading: ferrocorn's loader raises `AppImportError` when
+    /// what was named is not there; anything else came from the application's own code.
+    pub fn from_loading(py: Python<'_>, err: PyErr) -> LoadError {
+        let not_found = py
+            .import("ferrocorn._loader")
+            .and_then(|m| m.getattr("AppImportError"))
+            .map(|cls| err.get_type(py).is_subclass(&cls).unwrap_or(false))
+            .unwrap_or(false);
+        if not_found {
+            LoadError::NotFound(err.value(py).to_string())
+        } else {
+            LoadError::Raised(err)
         }
     }
 }
