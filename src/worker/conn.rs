@@ -2,9 +2,10 @@
 //! to the application, write the response, and go round again while keep-alive allows.
 //! All waiting on the client happens here, in Rust, never in a Python thread.
 
+use std::cell::OnceCell;
 use std::io;
 use std::mem::MaybeUninit;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::time::Duration;
@@ -16,6 +17,7 @@ use tokio::time::{sleep_until, timeout_at, Instant, Sleep};
 
 use super::Worker;
 use crate::http::{self, proxy, BodyDecoder, HttpError};
+use crate::log;
 use crate::wsgi::call::{Outcome, Request};
 use crate::wsgi::environ::{ConnInfo, Peer};
 use crate::wsgi::input::{BodyState, WholeBody};
@@ -37,8 +39,45 @@ const LINGER: Duration = Duration::from_secs(1);
 
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
+/// A connection's socket, registered with the event loop only when the connection first has
+/// to wait for it. The request usually arrives with the accept (`TCP_DEFER_ACCEPT`), so a
+/// connection that closes after one response is read, answered and closed without ever
+/// being added to or removed from the worker's epoll set.
+struct Sock {
+    /// Declared before `fd`: dropped first, so it leaves the epoll set before the close.
+    registered: OnceCell<AsyncFd<RawFd>>,
+    fd: OwnedFd,
+}
+
+impl Sock {
+    fn new(fd: OwnedFd) -> Sock {
+        Sock {
+            registered: OnceCell::new(),
+            fd,
+        }
+    }
+
+    fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// The socket on the event loop, registered now if it is not yet. A socket registered
+    /// after some of its bytes arrived is reported ready at once, so nothing is missed.
+    fn registered(&self) -> io::Result<&AsyncFd<RawFd>> {
+        if let Some(io) = self.registered.get() {
+            return Ok(io);
+        }
+        // SAFETY: the descriptor is `self.fd`, which stays open until after `registered` is
+        // dropped (field order).
+        let io = unsafe { AsyncFd::register(self.fd()) }
+            .map_err(io::Error::from)
+            .inspect_err(|e| log::error(format_args!("cannot register connection: {e}")))?;
+        Ok(self.registered.get_or_init(|| io))
+    }
+}
+
 pub struct Conn {
-    sock: AsyncFd<OwnedFd>,
+    sock: Sock,
     info: ConnInfo,
     worker: Rc<Worker>,
     buf: Vec<u8>,
@@ -95,10 +134,10 @@ enum HeadWait {
 }
 
 impl Conn {
-    pub fn new(sock: AsyncFd<OwnedFd>, peer: Peer, listener: usize, worker: Rc<Worker>) -> Conn {
+    pub fn new(sock: OwnedFd, peer: Peer, listener: usize, worker: Rc<Worker>) -> Conn {
         let awaiting_proxy = worker.proxy_mode != proxy::Mode::Off;
         Conn {
-            sock,
+            sock: Sock::new(sock),
             info: ConnInfo {
                 peer,
                 listener,
@@ -111,7 +150,7 @@ impl Conn {
     }
 
     fn fd(&self) -> i32 {
-        self.sock.get_ref().as_raw_fd()
+        self.sock.fd()
     }
 
     pub async fn serve(mut self) {
@@ -460,7 +499,8 @@ impl Conn {
                 return Ok(());
             }
             let deadline = Instant::now() + self.worker.options.write_timeout;
-            let mut guard = match timeout_at(deadline, self.sock.writable()).await {
+            let sock = self.sock.registered()?;
+            let mut guard = match timeout_at(deadline, sock.writable()).await {
                 Ok(guard) => guard?,
                 Err(_) => return Err(io::ErrorKind::TimedOut.into()),
             };
@@ -520,19 +560,15 @@ fn unread_bytes(fd: i32) -> libc::c_int {
 
 /// Reads once (waiting for readiness) and appends at most `max` bytes to `buf`.
 /// `Ok(0)`: the peer closed.
-pub async fn read_into(
-    sock: &AsyncFd<OwnedFd>,
-    buf: &mut Vec<u8>,
-    max: usize,
-) -> io::Result<usize> {
+async fn read_into(sock: &Sock, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
     read_split(sock, buf, max, None).await
 }
 
 /// Like [`read_into`], with bytes past the first `max` going to `spill` (up to
 /// [`READ_CHUNK`]): the end of a body lands in its buffer and whatever follows it in the
 /// connection's, in one system call that also tells whether the socket was drained.
-pub async fn read_split(
-    sock: &AsyncFd<OwnedFd>,
+async fn read_split(
+    sock: &Sock,
     buf: &mut Vec<u8>,
     max: usize,
     mut spill: Option<&mut Vec<u8>>,
@@ -543,9 +579,10 @@ pub async fn read_split(
 /// Waits for readiness and runs `read` (one non-blocking read: `None` when there was nothing
 /// to read) until it reads. Returns its count; `Ok(0)`: the peer closed.
 async fn read_when_ready(
-    sock: &AsyncFd<OwnedFd>,
+    sock: &Sock,
     mut read: impl FnMut(i32) -> io::Result<Option<(usize, bool)>>,
 ) -> io::Result<usize> {
+    let sock = sock.registered()?;
     loop {
         let mut guard = sock.readable().await?;
         match read(sock.as_raw_fd()) {

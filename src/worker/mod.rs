@@ -552,15 +552,7 @@ async fn accept_loop(worker: Rc<Worker>, listener: AsyncFd<RawFd>, index: usize)
             _ = worker.closing_signal() => return,
         };
         match accepted {
-            Ok((fd, peer)) => {
-                // SAFETY: the AsyncFd owns the descriptor and closes it when dropped.
-                let sock = match unsafe { AsyncFd::register(fd) } {
-                    Ok(sock) => sock,
-                    Err(e) => {
-                        log::error(format_args!("cannot register connection: {e}"));
-                        continue;
-                    }
-                };
+            Ok((sock, peer)) => {
                 let full = worker.connections.get() >= worker.options.max_connections;
                 worker.opened_connection();
                 let w = Rc::clone(&worker);
