@@ -122,27 +122,25 @@ impl BodyDecoder {
                     }
                     match state {
                         Chunked::Size { line } => {
-                            let Some(lf) = memchr::memchr(b'\n', rest) else {
-                                line.extend_from_slice(rest);
-                                pos += rest.len();
-                                if line.len() > MAX_SIZE_LINE {
-                                    return Err(HttpError::invalid_chunk_size(
-                                        format!(
-                                            "line over {MAX_SIZE_LINE} bytes with no terminator"
-                                        )
-                                        .as_bytes(),
-                                    ));
-                                }
-                                continue;
-                            };
-                            line.extend_from_slice(&rest[..=lf]);
-                            pos += lf + 1;
-                            // The same bound as above, so a line is refused whether it
-                            // arrives in one read or in several.
-                            if line.len() - 1 > MAX_SIZE_LINE {
+                            let lf = memchr::memchr(b'\n', rest);
+                            let taken = lf.map_or(rest.len(), |lf| lf + 1);
+                            line.extend_from_slice(&rest[..taken]);
+                            pos += taken;
+                            // One bound on the line without its LF, checked on every piece,
+                            // so a line is refused whether it arrives in one read or several.
+                            if line.len() - usize::from(lf.is_some()) > MAX_SIZE_LINE {
+                                let unterminated = if lf.is_some() {
+                                    ""
+                                } else {
+                                    " with no terminator"
+                                };
                                 return Err(HttpError::invalid_chunk_size(
-                                    format!("line over {MAX_SIZE_LINE} bytes").as_bytes(),
+                                    format!("line over {MAX_SIZE_LINE} bytes{unterminated}")
+                                        .as_bytes(),
                                 ));
+                            }
+                            if lf.is_none() {
+                                continue;
                             }
                             let size = parse_size_line(line)?;
                             *state = if size == 0 {
