@@ -631,9 +631,9 @@ pub static SETTINGS: &[Setting] = &[
     .meta("STRING")
     .on()
     .doc(
-        "Comma-separated addresses or networks of the proxies trusted to set the headers \
-              above, or `*` for all; unix-socket peers are always trusted. Default \
-              `127.0.0.1,::1`.",
+        "Comma-separated addresses or networks of the proxies trusted to say that the client \
+              used HTTPS (`secure_scheme_headers`) and to set `forwarder_headers`, or `*` for \
+              all; unix-socket peers are always trusted. Default `127.0.0.1,::1`.",
     ),
     // Logging
     set("accesslog", LOGGING, V::String, D::None)
@@ -723,8 +723,9 @@ pub static SETTINGS: &[Setting] = &[
         .meta("FILE")
         .on()
         .doc(
-            "A JSON file holding a `dictConfig` dictionary, used like `logconfig_dict`. \
-              Default none.",
+            "A JSON file holding a `logging.config.dictConfig` dictionary to configure logging \
+              with, laid over Gunicorn's default dictionary one level deep (as \
+              `logconfig_dict` is). Default none.",
         ),
     set(
         "syslog_addr",
@@ -1125,8 +1126,8 @@ pub static SETTINGS: &[Setting] = &[
     .on()
     .cli(&["--forwarder-headers"])
     .doc(
-        "Comma-separated underscore header names a trusted proxy may set into the environ. \
-              Default `SCRIPT_NAME,PATH_INFO`.",
+        "Comma-separated underscore header names that a proxy trusted by \
+              `forwarded_allow_ips` may set into the environ. Default `SCRIPT_NAME,PATH_INFO`.",
     ),
     set(
         "header_map",
