@@ -151,7 +151,7 @@ def test_error_log_line_kinds_match_gunicorn(run_server, tmp_path):
     server.stop()
     text = errlog.read_text()
     kinds = [
-        r"\[WARNING\] These settings have no effect in ferrocorn \S+ yet: spew$",
+        r"\[WARNING\] These settings have no effect in ferrocorn \S+ yet: spew = True$",
         r"\[ERROR\] Error handling request /boom\nTraceback \(most recent call last\):\n(  .*\n)+"
         r"RuntimeError: boom from the app$",
         r"\[INFO\] Autorestarting worker after current request\.$",

@@ -57,6 +57,20 @@ def test_help_lists_key_flags():
         assert flag in res.stdout, f"{flag} missing from help:\n{res.stdout}"
 
 
+@pytest.mark.parametrize("columns", ["", "80", "120"])
+def test_help_fits_the_terminal_width(columns):
+    # An empty COLUMNS counts as unset; with no terminal on stdout either, the width is 80.
+    res = run_command(["--help"], env={"COLUMNS": columns})
+    assert res.returncode == 0, res.stdout
+    width = int(columns or 80)
+    lines = res.stdout.splitlines()
+    assert max(map(len, lines)) <= width, "\n".join(line for line in lines if len(line) > width)
+    # The width is used, not merely respected: long help texts fill it.
+    assert max(map(len, lines)) > width - 10, res.stdout
+    assert "--permit-unconventional-http-version" in res.stdout
+    assert "Not applied yet: a value other than the default stops the start." in " ".join(res.stdout.split())
+
+
 def test_python_dash_m_version():
     res = subprocess.run(  # noqa: PLW1510 - the exit status is checked by the caller
         [sys.executable, "-m", PROGRAM, "--version"],

@@ -125,6 +125,12 @@ pub fn serve(
     application: Option<Py<PyAny>>,
 ) -> i32 {
     proctitle::init();
+    // Before anything starts: serving while ignoring these would mislead the operator.
+    let unapplied = settings.unapplied(py);
+    if let Some(refused) = &unapplied.refused {
+        eprintln!("Error: {refused}");
+        return exit_code::CONFIG_ERROR;
+    }
     if let Err(message) = setup_logging(&settings) {
         eprintln!("Error: {message}");
         return exit_code::CONFIG_ERROR;
@@ -155,12 +161,11 @@ pub fn serve(
             }
         };
     }
-    let ignored = config::table::ineffective_set(&settings);
-    if !ignored.is_empty() {
+    if !unapplied.warned.is_empty() {
         log::warning(format_args!(
             "These settings have no effect in ferrocorn {} yet: {}",
             crate::VERSION,
-            ignored.join(", ")
+            unapplied.warned.join(", ")
         ));
     }
     // A master started by USR2 stays where its parent is (Gunicorn skips daemonizing then).

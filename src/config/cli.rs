@@ -7,7 +7,10 @@ use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::parser::ValueSource;
 use clap::{Arg, ArgAction, Command};
 
-use super::table::{default_doc, py_repr_str, Action, CliType, DefaultValue, SECTIONS, SETTINGS};
+use super::table::{
+    default_doc, py_repr_str, unapplied_note, Action, CliType, DefaultValue, Setting, SECTIONS,
+    SETTINGS,
+};
 use super::validate::{parse_auto_int, parse_int_base10, Raw};
 use super::ConfigError;
 
@@ -52,6 +55,153 @@ fn short_help(doc: &str) -> &str {
     }
 }
 
+const APP_MODULE_HELP: &str =
+    "The WSGI application, MODULE:VARIABLE (e.g. myproject.wsgi:application).";
+
+/// The help text, laid out as argparse lays it out for `width` columns (see [`help_width`]):
+/// each option's invocation, then its help wrapped in a column starting at most 24 columns in.
+pub fn render_help(width: usize) -> String {
+    let mut groups: Vec<(&str, Vec<(String, String)>)> = vec![
+        (
+            "positional arguments",
+            vec![("APP_MODULE".into(), APP_MODULE_HELP.into())],
+        ),
+        (
+            "options",
+            vec![
+                (
+                    "-h, --help".into(),
+                    "Show this help message and exit.".into(),
+                ),
+                ("-v, --version".into(), "Show the version and exit.".into()),
+            ],
+        ),
+    ];
+    for section in SECTIONS {
+        let entries = SETTINGS
+            .iter()
+            .filter(|s| s.section == *section && !s.flags.is_empty())
+            .map(|s| (invocation(s), option_help(s)))
+            .collect();
+        groups.push((section, entries));
+    }
+    // argparse: the help column starts 2 past the longest invocation, at most 24 in, and
+    // never leaves the help fewer than 20 columns (nor fewer than 11 when space is short).
+    let longest = groups
+        .iter()
+        .flat_map(|(_, entries)| entries.iter().map(|(inv, _)| inv.chars().count() + 2))
+        .max()
+        .unwrap_or(0);
+    let help_position = (longest + 2).min(24.min(width.saturating_sub(20).max(4)));
+    let help_width = width.saturating_sub(help_position).max(11);
+    let mut out = format!("usage: {USAGE}\n");
+    for (title, entries) in groups {
+        out.push_str(&format!("\n{title}:\n"));
+        for (inv, help) in entries {
+            let lines = wrap(&help, help_width);
+            let room = help_position.saturating_sub(4);
+            let mut lines = lines.iter();
+            if inv.chars().count() <= room {
+                match lines.next() {
+                    Some(first) => out.push_str(&format!("  {inv:<room$}  {first}\n")),
+                    None => out.push_str(&format!("  {inv}\n")),
+                }
+            } else {
+                out.push_str(&format!("  {inv}\n"));
+            }
+            for line in lines {
+                out.push_str(&format!("{:help_position$}{line}\n", ""));
+            }
+        }
+    }
+    out
+}
+
+/// How argparse names an option in the help: `-w INT, --workers INT`, `--reload`,
+/// `--proxy-protocol [MODE]`.
+fn invocation(s: &Setting) -> String {
+    let metavar = s
+        .metavar
+        .map_or_else(|| s.name.to_uppercase(), str::to_owned);
+    let forms: Vec<String> = s
+        .flags
+        .iter()
+        .map(|f| match s.action {
+            Action::Value | Action::Append => format!("{f} {metavar}"),
+            Action::OptValue(_) => format!("{f} [{metavar}]"),
+            Action::Flag | Action::NoFlag | Action::None => (*f).to_owned(),
+        })
+        .collect();
+    forms.join(", ")
+}
+
+/// An option's help: the first sentence of its doc, whether it is applied yet, its default.
+fn option_help(s: &Setting) -> String {
+    let default = match s.default {
+        // argparse shows a string default without quotes.
+        DefaultValue::Str(v) => v.to_owned(),
+        _ => default_doc(s),
+    };
+    let unapplied = unapplied_note(s, false)
+        .map(|note| format!(" Not applied yet: {note}"))
+        .unwrap_or_default();
+    format!("{}{unapplied} [{default}]", short_help(s.doc)).replace('`', "")
+}
+
+/// Splits `text` at spaces into lines of at most `width` characters; a longer word is cut.
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let width = width.max(1);
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        let mut word: Vec<char> = word.chars().collect();
+        let used = line.chars().count();
+        if used > 0 && used + 1 + word.len() <= width {
+            line.push(' ');
+            line.extend(&word);
+            continue;
+        }
+        if used > 0 {
+            lines.push(std::mem::take(&mut line));
+        }
+        while word.len() > width {
+            lines.push(word.drain(..width).collect());
+        }
+        line.extend(&word);
+    }
+    if !line.is_empty() {
+        lines.push(line);
+    }
+    lines
+}
+
+/// The width `--help` is laid out for, found as argparse finds it: `$COLUMNS` when it is a
+/// positive number, else the width of the terminal on standard output, else 80; less the
+/// 2 columns argparse leaves free.
+pub fn help_width() -> usize {
+    let columns = std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.trim().parse::<usize>().ok())
+        .filter(|&c| c > 0)
+        .or_else(terminal_columns)
+        .unwrap_or(80);
+    columns.saturating_sub(2)
+}
+
+/// The width of the terminal on standard output, if it is one.
+fn terminal_columns() -> Option<usize> {
+    let mut size = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one `winsize` through the pointer, which points to a live local;
+    // on a descriptor that is not a terminal it fails and writes nothing.
+    let rc = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut size) };
+    (rc == 0 && size.ws_col > 0).then_some(usize::from(size.ws_col))
+}
+
 /// Builds the parser from the table.
 pub fn command() -> Command {
     let mut cmd = Command::new(PROG)
@@ -61,77 +211,60 @@ pub fn command() -> Command {
         .infer_long_args(true)
         .args_override_self(true)
         .override_usage(USAGE)
-        .help_template("usage: {usage}\n\n{all-args}\n")
         .arg(
             Arg::new("APP_MODULE")
                 .num_args(0..)
-                .action(ArgAction::Append)
-                .help("The WSGI application, MODULE:VARIABLE (e.g. myproject.wsgi:application)."),
+                .action(ArgAction::Append),
         )
         .arg(
             Arg::new("help")
                 .short('h')
                 .long("help")
-                .action(ArgAction::Help)
-                .help("Show this help message and exit."),
+                .action(ArgAction::Help),
         )
         .arg(
             Arg::new("version")
                 .short('v')
                 .long("version")
-                .action(ArgAction::SetTrue)
-                .help("Show the version and exit."),
+                .action(ArgAction::SetTrue),
         );
-    for section in SECTIONS {
-        cmd = cmd.next_help_heading(*section);
-        for s in SETTINGS
-            .iter()
-            .filter(|s| s.section == *section && !s.flags.is_empty())
-        {
-            let mut arg = Arg::new(s.name).help(format!(
-                "{} [{}]",
-                short_help(s.doc).replace('`', ""),
-                match s.default {
-                    // argparse shows a string default without quotes.
-                    DefaultValue::Str(v) => v.to_owned(),
-                    _ => default_doc(s).replace('`', ""),
-                }
-            ));
-            let mut has_long = false;
-            for flag in s.flags {
-                if let Some(long) = flag.strip_prefix("--") {
-                    arg = if has_long {
-                        arg.visible_alias(long)
-                    } else {
-                        arg.long(long)
-                    };
-                    has_long = true;
-                } else if let Some(c) = flag.strip_prefix('-').and_then(|f| f.chars().next()) {
-                    arg = arg.short(c);
-                }
+    // The help text is laid out by `render_help`, argparse's way, not by clap.
+    for s in SETTINGS.iter().filter(|s| !s.flags.is_empty()) {
+        let mut arg = Arg::new(s.name);
+        let mut has_long = false;
+        for flag in s.flags {
+            if let Some(long) = flag.strip_prefix("--") {
+                arg = if has_long {
+                    arg.visible_alias(long)
+                } else {
+                    arg.long(long)
+                };
+                has_long = true;
+            } else if let Some(c) = flag.strip_prefix('-').and_then(|f| f.chars().next()) {
+                arg = arg.short(c);
             }
-            let metavar = s
-                .metavar
-                .map_or_else(|| s.name.to_uppercase(), str::to_owned);
-            arg = match s.action {
-                Action::Value => arg
-                    .action(ArgAction::Set)
-                    .value_name(metavar)
-                    .allow_negative_numbers(true),
-                Action::Append => arg
-                    .action(ArgAction::Append)
-                    .value_name(metavar)
-                    .allow_negative_numbers(true),
-                Action::OptValue(missing) => arg
-                    .action(ArgAction::Set)
-                    .value_name(metavar)
-                    .num_args(0..=1)
-                    .default_missing_value(missing),
-                Action::Flag | Action::NoFlag => arg.action(ArgAction::SetTrue),
-                Action::None => continue,
-            };
-            cmd = cmd.arg(arg);
         }
+        let metavar = s
+            .metavar
+            .map_or_else(|| s.name.to_uppercase(), str::to_owned);
+        arg = match s.action {
+            Action::Value => arg
+                .action(ArgAction::Set)
+                .value_name(metavar)
+                .allow_negative_numbers(true),
+            Action::Append => arg
+                .action(ArgAction::Append)
+                .value_name(metavar)
+                .allow_negative_numbers(true),
+            Action::OptValue(missing) => arg
+                .action(ArgAction::Set)
+                .value_name(metavar)
+                .num_args(0..=1)
+                .default_missing_value(missing),
+            Action::Flag | Action::NoFlag => arg.action(ArgAction::SetTrue),
+            Action::None => continue,
+        };
+        cmd = cmd.arg(arg);
     }
     cmd
 }
@@ -149,7 +282,7 @@ pub fn parse(args: &[String]) -> Result<Parsed, ConfigError> {
     let matches = match cmd.try_get_matches_from_mut(args) {
         Ok(m) => m,
         Err(e) if e.kind() == ErrorKind::DisplayHelp => {
-            return Ok(Parsed::Help(cmd.render_help().to_string()));
+            return Ok(Parsed::Help(render_help(help_width())));
         }
         Err(e) => return Err(usage_error(argparse_message(&e))),
     };
@@ -402,14 +535,33 @@ mod tests {
                 if std::env::var_os("FERROCORN_SHOW_HELP").is_some() {
                     println!("{text}");
                 }
-                assert!(text.starts_with("usage: ferrocorn [OPTIONS] [APP_MODULE]"));
-                assert!(text.contains("Worker Processes:"));
-                assert!(text.contains("--limit-request-field_size <INT>"));
+                assert!(text.starts_with("usage: ferrocorn [OPTIONS] [APP_MODULE]\n"));
+                assert!(text.contains("\nWorker Processes:\n"));
+                assert!(text.contains("\n  -w INT, --workers INT\n"));
+                assert!(text.contains("\n  --limit-request-field_size INT\n"));
+                assert!(text.contains("\n  --reload              Restart workers"));
             }
             other => panic!("{other:?}"),
         }
         assert!(matches!(parse(&argv("--version")), Ok(Parsed::Version)));
         assert!(matches!(parse(&argv("-v")), Ok(Parsed::Version)));
+    }
+
+    #[test]
+    fn help_fits_the_width() {
+        for width in [40, 78, 118] {
+            let text = render_help(width);
+            let longest = text.lines().map(|l| l.chars().count()).max();
+            assert!(longest.is_some_and(|n| n <= width), "{width}: {longest:?}");
+            // Every option is listed, and its help is not cut short.
+            for s in SETTINGS.iter().filter(|s| !s.flags.is_empty()) {
+                assert!(text.contains(&invocation(s)), "{}", s.name);
+            }
+        }
+        // A wide terminal is used: some help line reaches past 100 columns.
+        assert!(render_help(118).lines().any(|l| l.chars().count() > 100));
+        assert_eq!(wrap("a bb ccc", 4), ["a bb", "ccc"]);
+        assert_eq!(wrap("abcdefghij x", 4), ["abcd", "efgh", "ij x"]);
     }
 
     #[test]

@@ -9,7 +9,6 @@ pub mod table;
 pub mod validate;
 pub mod value;
 
-pub use table::ineffective_set;
 pub use value::Value;
 
 use std::path::Path;
@@ -17,7 +16,7 @@ use std::path::Path;
 use pyo3::prelude::*;
 
 use cli::{Parsed, Source};
-use table::{DefaultValue, Setting, SETTINGS};
+use table::{DefaultValue, Setting, Support, SETTINGS};
 use validate::{validate, Raw};
 
 /// Why the server cannot start with the given settings. `message` names the setting and the
@@ -67,6 +66,15 @@ pub struct RequestLimits {
     pub fields: usize,
     /// Longest header field line; 0 gives 8190.
     pub field_size: usize,
+}
+
+/// The values set that ferrocorn does not act on yet (each differs from its default).
+#[derive(Debug, Default)]
+pub struct Unapplied {
+    /// `name = value: why; what instead` for the first one that stops the start.
+    pub refused: Option<String>,
+    /// `name = value` for each one ignored with a warning.
+    pub warned: Vec<String>,
 }
 
 /// Parses every source for `argv` (as `sys.argv`). Runs the config file in the interpreter.
@@ -215,45 +223,10 @@ struct Builder {
 
 impl Builder {
     fn with_defaults(env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let mut values = Vec::with_capacity(SETTINGS.len());
-        for s in SETTINGS {
-            let raw = match s.default {
-                DefaultValue::None => Raw::None,
-                DefaultValue::Bool(b) => Raw::Bool(b),
-                DefaultValue::Int(i) => Raw::Int(i),
-                DefaultValue::Str(v) => Raw::Str(v.into()),
-                DefaultValue::List(l) => Raw::List(l.iter().map(|v| (*v).to_owned()).collect()),
-                DefaultValue::Dict(d) => Raw::Dict(
-                    d.iter()
-                        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                        .collect(),
-                ),
-                DefaultValue::Hook => {
-                    values.push(Value::None);
-                    continue;
-                }
-                DefaultValue::BindPort => Raw::Str(match env("PORT") {
-                    Some(port) => format!("0.0.0.0:{port}"),
-                    None => "127.0.0.1:8000".into(),
-                }),
-                DefaultValue::WebConcurrency => match env("WEB_CONCURRENCY") {
-                    Some(n) => Raw::Int(validate::parse_int_base10(&n).ok_or_else(|| {
-                        ConfigError::new(format!(
-                            "invalid value for workers: WEB_CONCURRENCY={} (expected a positive \
-                             integer)",
-                            table::py_repr_str(&n)
-                        ))
-                    })?),
-                    None => Raw::Int(1),
-                },
-                DefaultValue::Cwd => Raw::Str(".".into()),
-                DefaultValue::Euid | DefaultValue::Egid => Raw::None,
-                DefaultValue::ControlSocket => Raw::Str(control_socket_default(env)),
-            };
-            values.push(validate(s, raw).map_err(|why| {
-                ConfigError::new(format!("invalid default for {}: {why}", s.name))
-            })?);
-        }
+        let values = SETTINGS
+            .iter()
+            .map(|s| default_value(s, env))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Builder {
             values,
             explicit: vec![false; SETTINGS.len()],
@@ -374,6 +347,43 @@ impl Builder {
     }
 }
 
+/// The default of setting `s`, validated as a source's value is; some defaults come from the
+/// environment (`env`).
+fn default_value(s: &Setting, env: &dyn Fn(&str) -> Option<String>) -> Result<Value, ConfigError> {
+    let raw = match s.default {
+        DefaultValue::None => Raw::None,
+        DefaultValue::Bool(b) => Raw::Bool(b),
+        DefaultValue::Int(i) => Raw::Int(i),
+        DefaultValue::Str(v) => Raw::Str(v.into()),
+        DefaultValue::List(l) => Raw::List(l.iter().map(|v| (*v).to_owned()).collect()),
+        DefaultValue::Dict(d) => Raw::Dict(
+            d.iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        ),
+        DefaultValue::Hook => return Ok(Value::None),
+        DefaultValue::BindPort => Raw::Str(match env("PORT") {
+            Some(port) => format!("0.0.0.0:{port}"),
+            None => "127.0.0.1:8000".into(),
+        }),
+        DefaultValue::WebConcurrency => match env("WEB_CONCURRENCY") {
+            Some(n) => Raw::Int(validate::parse_int_base10(&n).ok_or_else(|| {
+                ConfigError::new(format!(
+                    "invalid value for workers: WEB_CONCURRENCY={} (expected a positive \
+                     integer)",
+                    table::py_repr_str(&n)
+                ))
+            })?),
+            None => Raw::Int(1),
+        },
+        DefaultValue::Cwd => Raw::Str(".".into()),
+        DefaultValue::Euid | DefaultValue::Egid => Raw::None,
+        DefaultValue::ControlSocket => Raw::Str(control_socket_default(env)),
+    };
+    validate(s, raw)
+        .map_err(|why| ConfigError::new(format!("invalid default for {}: {why}", s.name)))
+}
+
 /// Whether `entry` has a `=` not preceded by a backslash (`\=` is a literal `=`).
 fn has_unescaped_equals(entry: &str) -> bool {
     let bytes = entry.as_bytes();
@@ -457,6 +467,14 @@ pub fn print_config(py: Python<'_>, settings: &Settings) -> String {
         .join("\n")
 }
 
+/// A value as Python's `repr()` shows it (a callable as `--print-config` shows it).
+fn repr(py: Python<'_>, v: &Value) -> String {
+    match v {
+        Value::Str(s) => table::py_repr_str(s),
+        v => display(py, v),
+    }
+}
+
 /// A value as Python's `str()` shows it.
 fn display(py: Python<'_>, v: &Value) -> String {
     match v {
@@ -528,6 +546,34 @@ impl Settings {
     /// Whether a source set `name` explicitly.
     pub fn is_set(&self, name: &str) -> bool {
         self.explicit[Self::index(name)]
+    }
+    /// Whether a source set `name` to something other than its default.
+    fn differs_from_default(&self, name: &str) -> bool {
+        let i = Self::index(name);
+        let env = |name: &str| std::env::var(name).ok();
+        self.explicit[i] && default_value(&SETTINGS[i], &env).map_or(true, |d| d != self.values[i])
+    }
+    /// The settings ferrocorn does not act on yet that hold a value other than their default,
+    /// sorted by what becomes of them (see [`Support`]).
+    pub fn unapplied(&self, py: Python<'_>) -> Unapplied {
+        let mut out = Unapplied::default();
+        for (s, v) in SETTINGS.iter().zip(&self.values) {
+            if s.support == Support::Applied || !self.differs_from_default(s.name) {
+                continue;
+            }
+            let shown = format!("{} = {}", s.name, repr(py, v));
+            match s.support {
+                Support::Refused { instead, only_with }
+                    if out.refused.is_none()
+                        && only_with.map_or(true, |o| self.differs_from_default(o)) =>
+                {
+                    out.refused = Some(format!("{shown}: {instead}"));
+                }
+                Support::Refused { .. } if out.refused.is_some() => {}
+                _ => out.warned.push(shown),
+            }
+        }
+        out
     }
     /// `sync` or `gthread`, after Gunicorn's rule that `--threads` > 1 turns `sync` into `gthread`.
     pub fn worker_class(&self) -> &str {

@@ -1,10 +1,9 @@
 //! The settings table: one entry per setting, the only place a setting's facts are written.
 //!
 //! Names, flags, defaults and validators are Gunicorn 27's, so that command lines and config
-//! files carry over unchanged. The doc text is ours. `effective` says whether ferrocorn acts on
-//! the setting yet; the master warns once about explicitly set settings that do not.
-
-use super::Settings;
+//! files carry over unchanged. The doc text is ours. `support` says whether ferrocorn acts on
+//! the setting yet and, when it does not, whether a value other than the default is refused or
+//! only warned about; a setting leaves that state in its own row once its feature lands.
 
 /// How the command line sets a setting (argparse's action in Gunicorn).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,6 +114,22 @@ pub enum Validator {
     Choice(&'static [&'static str]),
 }
 
+/// Whether ferrocorn acts on a setting yet, and what becomes of a value it does not act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Support {
+    Applied,
+    /// Not applied yet: a value other than the default is ignored with one warning at startup.
+    Warned,
+    /// Not applied yet, and ignoring a value other than the default would change security, the
+    /// protocol spoken or what the application can call, so such a value stops the start.
+    Refused {
+        /// Why, and what to use instead (the end of the error line).
+        instead: &'static str,
+        /// Refused only when this setting also differs from its default (warned otherwise).
+        only_with: Option<&'static str>,
+    },
+}
+
 /// One setting: everything known about it.
 #[derive(Debug, Clone, Copy)]
 pub struct Setting {
@@ -129,7 +144,7 @@ pub struct Setting {
     pub validator: Validator,
     pub doc: &'static str,
     /// Whether ferrocorn applies this setting yet.
-    pub effective: bool,
+    pub support: Support,
     /// A ferrocorn extension: Gunicorn has no such setting.
     pub extension: bool,
 }
@@ -150,7 +165,7 @@ const fn set(
         default,
         validator,
         doc: "",
-        effective: false,
+        support: Support::Warned,
         extension: false,
     }
 }
@@ -195,7 +210,23 @@ impl Setting {
         self
     }
     const fn on(mut self) -> Self {
-        self.effective = true;
+        self.support = Support::Applied;
+        self
+    }
+    /// Not applied yet, and a value other than the default is refused: why, and what instead.
+    const fn refuse(mut self, instead: &'static str) -> Self {
+        self.support = Support::Refused {
+            instead,
+            only_with: None,
+        };
+        self
+    }
+    /// Like [`Setting::refuse`], but only when setting `other` also differs from its default.
+    const fn refuse_with(mut self, other: &'static str, instead: &'static str) -> Self {
+        self.support = Support::Refused {
+            instead,
+            only_with: Some(other),
+        };
         self
     }
     const fn ext(mut self) -> Self {
@@ -250,6 +281,16 @@ use DefaultValue as D;
 use Validator as V;
 
 const LOCALHOSTS: &str = "127.0.0.1,::1";
+
+// What a refused setting's error line offers instead.
+const NO_TLS: &str = "TLS is not supported yet; terminate TLS in a proxy in front (nginx, \
+    HAProxy) that forwards plain HTTP and sets X-Forwarded-Proto (see forwarded_allow_ips)";
+const NO_HTTP2: &str = "HTTP/2 is not supported yet; ferrocorn speaks HTTP/1.1 \
+    (http_protocols = 'h1'), so let a proxy in front speak HTTP/2 to clients";
+const NO_UWSGI: &str = "only HTTP is spoken yet, not the uwsgi protocol; forward from nginx \
+    with proxy_pass instead of uwsgi_pass and leave protocol at 'http'";
+const NO_DIRTY: &str = "dirty workers are not supported yet; run such work in the \
+    application's own workers or in a separate task queue, and leave dirty_apps empty";
 
 /// Every setting, in Gunicorn's order.
 pub static SETTINGS: &[Setting] = &[
@@ -590,9 +631,9 @@ pub static SETTINGS: &[Setting] = &[
     .meta("STRING")
     .on()
     .doc(
-        "Comma-separated addresses or networks of the proxies trusted to set the headers \
-              above, or `*` for all; unix-socket peers are always trusted. Default \
-              `127.0.0.1,::1`.",
+        "Comma-separated addresses or networks of the proxies trusted to say that the client \
+              used HTTPS (`secure_scheme_headers`) and to set `forwarder_headers`, or `*` for \
+              all; unix-socket peers are always trusted. Default `127.0.0.1,::1`.",
     ),
     // Logging
     set("accesslog", LOGGING, V::String, D::None)
@@ -682,8 +723,9 @@ pub static SETTINGS: &[Setting] = &[
         .meta("FILE")
         .on()
         .doc(
-            "A JSON file holding a `dictConfig` dictionary, used like `logconfig_dict`. \
-              Default none.",
+            "A JSON file holding a `logging.config.dictConfig` dictionary to configure logging \
+              with, laid over Gunicorn's default dictionary one level deep (as \
+              `logconfig_dict` is). Default none.",
         ),
     set(
         "syslog_addr",
@@ -871,10 +913,12 @@ pub static SETTINGS: &[Setting] = &[
         "Hook `on_exit(server)`, called just before the master exits. Default: does \
               nothing.",
     ),
-    set("ssl_context", HOOKS, V::Callable(2), D::Hook).doc(
-        "Hook `ssl_context(config, default_ssl_context_factory)` returning the TLS \
+    set("ssl_context", HOOKS, V::Callable(2), D::Hook)
+        .refuse(NO_TLS)
+        .doc(
+            "Hook `ssl_context(config, default_ssl_context_factory)` returning the TLS \
               context to use. Default: the factory's context.",
-    ),
+        ),
     // Server Mechanics
     set("proxy_protocol", MECHANICS, V::ProxyProtocol, D::Str("off"))
         .on()
@@ -899,6 +943,7 @@ pub static SETTINGS: &[Setting] = &[
     set("protocol", MECHANICS, V::String, D::Str("http"))
         .cli(&["--protocol"])
         .meta("STRING")
+        .refuse(NO_UWSGI)
         .doc("The wire protocol spoken on the listeners: `http` or `uwsgi`. Default `http`."),
     set(
         "uwsgi_allow_ips",
@@ -915,16 +960,19 @@ pub static SETTINGS: &[Setting] = &[
     set("keyfile", SSL, V::String, D::None)
         .cli(&["--keyfile"])
         .meta("FILE")
+        .refuse(NO_TLS)
         .doc("The TLS private key file. Default none."),
     set("certfile", SSL, V::String, D::None)
         .cli(&["--certfile"])
         .meta("FILE")
+        .refuse(NO_TLS)
         .doc("The TLS certificate file; setting it (or `keyfile`) turns TLS on. Default none."),
     set("ssl_version", SSL, V::SslVersion, D::Int(2))
         .cli(&["--ssl-version"])
         .doc("Deprecated and ignored; use `ssl_context`. Default 2 (`PROTOCOL_TLS`)."),
     set("cert_reqs", SSL, V::PosInt, D::Int(0))
         .cli(&["--cert-reqs"])
+        .refuse(NO_TLS)
         .doc(
             "Whether a client certificate is required: 0 none, 1 optional, 2 required. \
               Default 0.",
@@ -932,6 +980,7 @@ pub static SETTINGS: &[Setting] = &[
     set("ca_certs", SSL, V::String, D::None)
         .cli(&["--ca-certs"])
         .meta("FILE")
+        .refuse(NO_TLS)
         .doc("The CA bundle client certificates are verified against. Default none."),
     set("suppress_ragged_eofs", SSL, V::Bool, D::Bool(true))
         .flag(&["--suppress-ragged-eofs"])
@@ -944,11 +993,13 @@ pub static SETTINGS: &[Setting] = &[
         .doc("Perform the TLS handshake as soon as a connection is accepted. Default off."),
     set("ciphers", SSL, V::String, D::None)
         .cli(&["--ciphers"])
+        .refuse(NO_TLS)
         .doc("The OpenSSL cipher list offered to clients. Default: the TLS library's choice."),
     // HTTP/2
     set("http_protocols", HTTP2, V::HttpProtocols, D::Str("h1"))
         .cli(&["--http-protocols"])
         .meta("STRING")
+        .refuse(NO_HTTP2)
         .doc(
             "Comma-separated protocols offered through ALPN, most preferred first: `h1`, \
               `h2`. Default `h1`.",
@@ -956,6 +1007,7 @@ pub static SETTINGS: &[Setting] = &[
     set("http2_cleartext", HTTP2, V::Http2Cleartext, D::Str("off"))
         .cli(&["--http2-cleartext"])
         .meta("STRING")
+        .refuse(NO_HTTP2)
         .doc(
             "HTTP/2 without TLS (h2c): `off`, `prior-knowledge`, `upgrade` or `both`. \
               Default `off`.",
@@ -968,6 +1020,7 @@ pub static SETTINGS: &[Setting] = &[
     )
     .cli(&["--http2-max-concurrent-streams"])
     .int()
+    .refuse(NO_HTTP2)
     .doc("The most streams a client may have open on one HTTP/2 connection. Default 100."),
     set(
         "http2_initial_window_size",
@@ -977,6 +1030,7 @@ pub static SETTINGS: &[Setting] = &[
     )
     .cli(&["--http2-initial-window-size"])
     .int()
+    .refuse(NO_HTTP2)
     .doc("The initial HTTP/2 flow-control window, in bytes. Default 65535."),
     set(
         "http2_max_frame_size",
@@ -986,6 +1040,7 @@ pub static SETTINGS: &[Setting] = &[
     )
     .cli(&["--http2-max-frame-size"])
     .int()
+    .refuse(NO_HTTP2)
     .doc(
         "The largest HTTP/2 frame payload accepted, 16384 to 16777215 bytes. Default \
               16384.",
@@ -998,6 +1053,7 @@ pub static SETTINGS: &[Setting] = &[
     )
     .cli(&["--http2-max-header-list-size"])
     .int()
+    .refuse(NO_HTTP2)
     .doc(
         "The largest HTTP/2 header list accepted, in bytes; 0 means no limit. Default \
               65536.",
@@ -1070,8 +1126,8 @@ pub static SETTINGS: &[Setting] = &[
     .on()
     .cli(&["--forwarder-headers"])
     .doc(
-        "Comma-separated underscore header names a trusted proxy may set into the environ. \
-              Default `SCRIPT_NAME,PATH_INFO`.",
+        "Comma-separated underscore header names that a proxy trusted by \
+              `forwarded_allow_ips` may set into the environ. Default `SCRIPT_NAME,PATH_INFO`.",
     ),
     set(
         "header_map",
@@ -1146,6 +1202,7 @@ pub static SETTINGS: &[Setting] = &[
     set("dirty_apps", DIRTY, V::ListString, D::List(&[]))
         .append(&["--dirty-app"])
         .meta("STRING")
+        .refuse_with("dirty_workers", NO_DIRTY)
         .doc(
             "A dirty application `module:Class[:N]` run by separate dirty workers; repeat for \
               several. Default none.",
@@ -1201,7 +1258,11 @@ pub static SETTINGS: &[Setting] = &[
         .doc("The permission bits of the control socket. Default `0o600` (384)."),
     set("control_socket_disable", CONTROL, V::Bool, D::Bool(false))
         .flag(&["--no-control-socket"])
-        .doc("Do not create the control socket. Default off."),
+        .on()
+        .doc(
+            "Do not create the control socket. ferrocorn has no control interface yet, so it \
+              creates no socket either way. Default off.",
+        ),
 ];
 
 /// The index of setting `name` in [`SETTINGS`].
@@ -1219,15 +1280,6 @@ pub fn index_of(name: &str) -> Option<usize> {
         })
         .get(name)
         .copied()
-}
-
-/// Names the user set explicitly that ferrocorn does not act on yet; the master logs them once.
-pub fn ineffective_set(settings: &Settings) -> Vec<&'static str> {
-    SETTINGS
-        .iter()
-        .filter(|s| !s.effective && settings.is_set(s.name))
-        .map(|s| s.name)
-        .collect()
 }
 
 /// The default as docs show it: the same on every machine.
@@ -1251,6 +1303,28 @@ pub fn default_doc(s: &Setting) -> String {
             "`$XDG_RUNTIME_DIR/gunicorn.ctl`, else `~/.gunicorn/gunicorn.ctl`".into()
         }
     }
+}
+
+/// What becomes of a value other than the default of a setting not applied yet, as the help
+/// (`detail` false) and the docs (`detail` true: why, and what to use instead) say it; `None`
+/// when the setting is applied.
+pub fn unapplied_note(s: &Setting, detail: bool) -> Option<String> {
+    const OTHER: &str = "a value other than the default";
+    let (instead, only_with) = match s.support {
+        Support::Applied => return None,
+        Support::Warned => return Some(format!("{OTHER} is ignored, with a warning.")),
+        Support::Refused { instead, only_with } => (instead, only_with),
+    };
+    let when = only_with
+        .map(|other| format!(" when `{other}` is not at its default either"))
+        .unwrap_or_default();
+    Some(match (detail, only_with) {
+        (false, _) => format!("{OTHER} stops the start{when}."),
+        (true, None) => format!("{OTHER} stops the start: {instead}."),
+        (true, Some(_)) => {
+            format!("{OTHER} stops the start{when}: {instead}; otherwise it is ignored, with a warning.")
+        }
+    })
 }
 
 /// Python's `repr()` of a string.
@@ -1307,8 +1381,12 @@ pub fn render_markdown() -> String {
         "Settings come from, lowest precedence first: defaults, the config file, the \
          `GUNICORN_CMD_ARGS` then `FERROCORN_CMD_ARGS` environment variables, and the command \
          line. Names, flags and defaults are Gunicorn's. Settings marked *not applied yet* are \
-         accepted and validated but have no effect in this version; the server logs a warning \
-         naming any that are set.\n",
+         accepted and validated but have no effect in this version. Set to their default (as a \
+         config file listing every setting does), they pass silently. Set to anything else, \
+         most are ignored and the server logs one warning naming them; those whose neglect \
+         would change security, the protocol spoken or what the application can call stop the \
+         start instead (exit status 1, and `--check-config` fails), with a line saying what to \
+         use instead.\n",
     );
     for section in SECTIONS {
         out.push_str(&format!("\n## {section}\n"));
@@ -1351,8 +1429,8 @@ pub fn render_markdown() -> String {
             } else {
                 out.push_str(&format!("- Default: {}\n", default_doc(s)));
             }
-            if !s.effective {
-                out.push_str("- *Not applied yet.*\n");
+            if let Some(note) = unapplied_note(s, true) {
+                out.push_str(&format!("- *Not applied yet:* {note}\n"));
             }
             out.push('\n');
             out.push_str(s.doc);
@@ -1376,6 +1454,22 @@ mod tests {
             assert!(!s.doc.is_empty(), "{} has no doc", s.name);
             assert!(s.flags.iter().all(|f| f.starts_with('-')));
             assert_eq!(s.flags.is_empty(), s.action == Action::None, "{}", s.name);
+        }
+    }
+
+    #[test]
+    fn refusals_are_complete() {
+        for s in SETTINGS {
+            if let Support::Refused { instead, only_with } = s.support {
+                assert!(
+                    instead.contains("; "),
+                    "{}: say why, then what instead",
+                    s.name
+                );
+                if let Some(other) = only_with {
+                    assert!(index_of(other).is_some(), "{}: {other}", s.name);
+                }
+            }
         }
     }
 

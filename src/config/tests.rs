@@ -218,11 +218,41 @@ fn request_limit_clamping() {
     assert_eq!(s.request_limits().fields, 32768);
 }
 
+fn unapplied(args: &str) -> Unapplied {
+    let s = settings_with(args).expect(args);
+    Python::attach(|py| s.unapplied(py))
+}
+
 #[test]
-fn ineffective_settings_are_reported() {
-    let s =
-        settings_with("-w 2 --reload --spew --daemon --statsd-host h:1 app:x").expect("settings");
-    assert_eq!(ineffective_set(&s), ["spew"]);
+fn unapplied_settings_are_refused_or_warned() {
+    let u = unapplied("-w 2 --reload --spew --daemon --statsd-host h:1 app:x");
+    assert_eq!(u.warned, ["spew = True"]);
+    assert!(u.refused.is_none());
+    // Defaults spelled out, in any spelling the validator accepts, are no news.
+    let u = unapplied(
+        "--http-protocols H1 --protocol http --cert-reqs 0 --http2-max-frame-size 16384 \
+         --asgi-loop auto --dirty-workers 0 app:x",
+    );
+    assert!(u.refused.is_none() && u.warned.is_empty(), "{u:?}");
+    let u = unapplied("--spew --keyfile k.pem --certfile c.pem app:x");
+    let refused = u.refused.expect("TLS refused");
+    assert!(
+        refused.starts_with("keyfile = 'k.pem': TLS is not supported yet; "),
+        "{refused}"
+    );
+    // Dirty apps are refused only when dirty workers would run them.
+    let u = unapplied("--dirty-app m:C app:x");
+    assert!(u.refused.is_none());
+    assert_eq!(u.warned, ["dirty_apps = ['m:C']"]);
+    let u = unapplied("--dirty-app m:C --dirty-workers 2 app:x");
+    assert!(u
+        .refused
+        .is_some_and(|r| r.starts_with("dirty_apps = ['m:C']: dirty workers")));
+}
+
+#[test]
+fn sendfile_defaults_on() {
+    let s = settings_with("app:x").expect("settings");
     assert!(s.bool("sendfile"), "sendfile defaults on");
     let s = settings_with("--no-sendfile app:x").expect("settings");
     assert!(!s.bool("sendfile"));

@@ -36,3 +36,20 @@ impl Value {
         })
     }
 }
+
+/// Python objects are equal when they are the same object (`is`), as a hook is the default
+/// only when it is the default object.
+impl PartialEq for Value {
+    fn eq(&self, other: &Value) -> bool {
+        match (self, other) {
+            (Value::None, Value::None) => true,
+            (Value::Bool(a), Value::Bool(b)) => a == b,
+            (Value::Int(a), Value::Int(b)) => a == b,
+            (Value::Str(a), Value::Str(b)) => a == b,
+            (Value::List(a), Value::List(b)) => a == b,
+            (Value::Dict(a), Value::Dict(b)) => a == b,
+            (Value::Py(a), Value::Py(b)) => a.as_ptr() == b.as_ptr(),
+            _ => false,
+        }
+    }
+}
