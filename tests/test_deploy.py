@@ -41,6 +41,12 @@ DEPLOY = REPO / "docs" / "deploy"
 SYSTEMD = REPO / "docs" / "systemd"
 
 
+def tool(name: str, package: str) -> str:
+    found = shutil.which(name, path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"]))
+    assert found, f"{name} is not installed (Debian package {package})"
+    return found
+
+
 def render(text: str, substitutions: dict[str, str]) -> str:
     """`text` with each key replaced; a key missing from the recipe fails the test, so a
     changed recipe cannot silently stop being the thing tested."""
@@ -127,7 +133,7 @@ class SiteNginx(Nginx):
 
 def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
     cert, key = directory / "example.com.pem", directory / "example.com.key"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+    subprocess.run([tool("openssl", "openssl"), "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
                     "-subj", "/CN=example.com", "-addext", "subjectAltName=DNS:example.com",
                     "-keyout", str(key), "-out", str(cert)],
                    check=True, capture_output=True, timeout=60)
@@ -271,7 +277,7 @@ def test_systemd_units_verify(tmp_path):
     socket_unit, service, _ = rendered_units(tmp_path)
     (tmp_path / "ferrocorn.socket").write_text(socket_unit)
     (tmp_path / "ferrocorn.service").write_text(service)
-    result = subprocess.run(["systemd-analyze", "verify", str(tmp_path / "ferrocorn.socket"),
+    result = subprocess.run([tool("systemd-analyze", "systemd"), "verify", str(tmp_path / "ferrocorn.socket"),
                              str(tmp_path / "ferrocorn.service")],
                             capture_output=True, text=True, timeout=60)
     # Unknown keys and bad values are only warnings (exit 0): any output is a finding.
@@ -291,7 +297,7 @@ def test_systemd_units_run_with_socket_activation(tmp_path):
     assert stop_timeout > graceful, "systemd would kill requests the graceful stop is finishing"
 
     notify = Notifications(str(tmp_path / "notify.sock"))
-    activate = ["systemd-socket-activate", "-l", listen, "-E", f"NOTIFY_SOCKET={tmp_path}/notify.sock"]
+    activate = [tool("systemd-socket-activate", "systemd"), "-l", listen, "-E", f"NOTIFY_SOCKET={tmp_path}/notify.sock"]
     for name in ("PYTHONPATH", "PYTHONUNBUFFERED"):  # systemd too starts from a bare environment
         activate += ["-E", f"{name}={server_env()[name]}"]
     srv = Server(shlex.split(args), Path(unit_value(service, "WorkingDirectory")), server_env(),
@@ -339,6 +345,7 @@ def dockerfile_instructions(text: str) -> list[tuple[str, str]]:
             for word, _, rest in [line.strip().partition(" ")]]
 
 
+@pytest.mark.timeout(900)  # builds the wheel: quick after `pip install .`, minutes from cold
 def test_dockerfile_build_steps_and_cmd(tmp_path):
     """Runs the Dockerfile's pip steps and CMD outside docker. The build stage's pip is the
     one of the Python running the tests; the runtime stage is a fresh virtualenv. Paths in the
