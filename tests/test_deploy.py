@@ -84,7 +84,8 @@ def anchors(markdown: str) -> set[str]:
             for h in re.findall(r"^#+ (.*)$", prose, re.M)}
 
 
-@pytest.mark.parametrize("page", ["README.md", "docs/deploy.md", "docs/differences.md", "docs/migrating.md"])
+@pytest.mark.parametrize("page", ["README.md", "docs/deploy.md", "docs/differences.md", "docs/migrating.md",
+                                  "docs/operations.md"])
 def test_links_between_pages_resolve(page):
     source = REPO / page
     text = source.read_text()
