@@ -448,7 +448,10 @@ def test_kubernetes_manifest_probes_and_termination(tmp_path):
     # The command as the image runs it (WORKDIR /app holds examples/), ports moved to 0.
     args = shlex.join(command[1:])
     args = render(args, {f"0.0.0.0:{port}": "127.0.0.1:0" for port in listeners})
-    srv = Server(shlex.split(args), REPO / "examples", server_env({"WEB_CONCURRENCY": str(cpus)}))
+    # The container's stdout goes to a file, its stderr is what the test reads.
+    stdout = tmp_path / "stdout"
+    srv = Server(shlex.split(args), REPO / "examples", server_env({"WEB_CONCURRENCY": str(cpus)}),
+                 command=["sh", "-c", 'exec "$@" >"$0"', str(stdout), *SERVER_COMMAND])
     try:
         srv.wait_ready()
         metrics = srv.wait_for_line(r"Serving metrics at: (http://[\d.]+:\d+)/metrics").group(1)
@@ -462,6 +465,14 @@ def test_kubernetes_manifest_probes_and_termination(tmp_path):
                     "Host": f"10.1.2.3:{port}", "User-Agent": "kube-probe/1.30", "Accept": "*/*"})
             assert 200 <= status < 400, (get, status, body)
         wait_until(lambda: len(booted_worker_pids(srv)) == cpus, 30, message=f"{cpus} workers")
+        # Access lines on stdout, the error log (read above) on stderr: both reach `kubectl logs`.
+        access = wait_until(lambda: re.findall(r'"GET (\S+) HTTP/1.1" (\d+)', stdout.read_text()), 10,
+                            message="access log lines on stdout")
+        # (The master's metrics endpoint keeps no access log.)
+        app_probes = [p["httpGet"]["path"] for p in probes
+                      if listeners[ports.get(p["httpGet"]["port"], p["httpGet"]["port"])] == "app"]
+        assert [path for path, _ in access] == app_probes
+        assert "kube-probe" not in srv.log
         assert srv.stop(timeout=grace_period - float(pre_stop[1])) == 0
     finally:
         stop_all([srv])
