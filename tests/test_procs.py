@@ -10,7 +10,6 @@ import signal
 import stat
 import subprocess
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -298,15 +297,21 @@ def test_reuse_port_lets_two_servers_share_a_port(run_server):
 
 # --- reload --------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("engine", ["inotify", "poll"])
-def test_reload_restarts_worker_when_module_changes(run_server, tmp_path, engine):
+def serve_versioned_with_reload(run_server, tmp_path: Path, engine: str):
+    """A server with --reload serving version 1 of tmp_path/p_versioned.py. A worker watches
+    its files before it answers, so a change made after this returns is seen."""
     mod = tmp_path / "p_versioned.py"
     write_versioned_app(mod, 1)
     srv = run_server("--reload", "--reload-engine", engine, "-w", "1", "--pythonpath", str(tmp_path),
                      "p_versioned:app")
     srv.wait_for_line("Booting worker")
     assert body(srv, "/").split()[0] == "1"
-    time.sleep(1.2)  # the watcher's first scan
+    return srv, mod
+
+
+@pytest.mark.parametrize("engine", ["inotify", "poll"])
+def test_reload_restarts_worker_when_module_changes(run_server, tmp_path, engine):
+    srv, mod = serve_versioned_with_reload(run_server, tmp_path, engine)
     write_versioned_app(mod, 2)
     srv.wait_for_line(rf"Worker reloading: {mod} modified", timeout=15)
     wait_until(lambda: body(srv, "/").split()[0] == "2", 20, message="the new code served")
@@ -317,8 +322,29 @@ def test_reload_extra_file(run_server, tmp_path):
     extra.write_text("a = 1\n")
     srv = run_server("--reload", "--reload-extra-file", str(extra), "-w", "1", APP)
     srv.wait_for_line("Booting worker")
+    body(srv, "/")  # an answer: the worker watches its files
     old = booted_worker_pids(srv)[0]
-    time.sleep(1.2)
     extra.write_text("a = 2\n")
     srv.wait_for_line(rf"Worker reloading: {extra} modified", timeout=15)
     wait_until(lambda: [p for p in booted_worker_pids(srv) if p != old], 20, message="a new worker")
+
+
+@pytest.mark.parametrize("engine", ["inotify", "poll"])
+def test_reload_serves_a_syntax_error_until_it_is_fixed(run_server, tmp_path, engine):
+    srv, mod = serve_versioned_with_reload(run_server, tmp_path, engine)
+    mod.write_text("def app(environ, start_response)\n    return []\n")
+    st = mod.stat()
+    os.utime(mod, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    srv.wait_for_line(rf"Worker reloading: {mod} modified", timeout=15)
+    # The new worker cannot compile the module: it answers 500 with the traceback instead of
+    # failing to boot, which would stop the server.
+    status, _, data = wait_until(lambda: (r := get(srv, "/"))[0] == 500 and r, 20,
+                                 message="the syntax error served")
+    assert b"SyntaxError" in data
+    assert str(mod).encode() in data
+    assert srv.proc.poll() is None
+    mark = len(srv.lines)
+    write_versioned_app(mod, 3)
+    srv.wait_for_line(rf"Worker reloading: {mod} modified", timeout=15, start=mark)
+    wait_until(lambda: get(srv, "/")[0] == 200, 20, message="the fixed code served")
+    assert body(srv, "/").split()[0] == "3"

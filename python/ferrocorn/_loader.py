@@ -8,6 +8,7 @@ import importlib
 import os
 import re
 import sysconfig
+import traceback
 from typing import Any, Callable
 
 
@@ -142,4 +143,18 @@ def load_paste(uri: str, raw_global_conf: list[str]) -> Callable[..., Any]:
         ) from None
     if not callable(app):
         raise AppImportError("Application object must be callable.")
+    return app
+
+
+def syntax_error_app(exc: SyntaxError) -> Callable[..., Any]:
+    """With --reload, the application served while the code has a syntax error: 500 and the
+    traceback for every request, until fixing the file restarts the worker."""
+    lines = traceback.format_exception(type(exc), exc, exc.__traceback__)
+    body = "".join(lines).encode("utf-8", "replace")
+    headers = [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))]
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        start_response("500 Internal Server Error", headers)
+        return [body]
+
     return app

@@ -16,6 +16,7 @@ use std::cell::Cell;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::io::RawFd;
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -37,7 +38,7 @@ use crate::http::proxy;
 use crate::http::Limits;
 use crate::log;
 use crate::log::access::AccessFormat;
-use crate::wsgi::app::{load_app, LoadError};
+use crate::wsgi::app::{load_app, syntax_error_stand_in, LoadError};
 use crate::wsgi::call::{self, log_exception, AccessData, AppContext, Outcome, Request};
 use crate::wsgi::environ::{EnvironBuilder, ListenerInfo, Peer};
 
@@ -267,14 +268,14 @@ pub fn run(py: Python<'_>, ctx: WorkerContext<'_>) -> i32 {
         return exit_code::WORKER_BOOT_ERROR;
     }
     let settings = ctx.settings;
-    let app = match ctx.app {
-        Some(app) => app,
+    let (app, broken) = match ctx.app {
+        Some(app) => (app, None),
         None => match load(py, settings, ctx.application.as_ref()) {
-            Ok(app) => app,
+            Ok(loaded) => loaded,
             Err(code) => return code,
         },
     };
-    reload::start(settings);
+    reload::start(settings, broken);
     if !hooks::post_worker_init(py, &app) {
         return exit_code::WORKER_BOOT_ERROR;
     }
@@ -310,24 +311,44 @@ pub fn run(py: Python<'_>, ctx: WorkerContext<'_>) -> i32 {
     exit_code::OK
 }
 
+/// The application, and with `--reload` the file whose syntax error it stands in for.
 fn load(
     py: Python<'_>,
     settings: &Settings,
     application: Option<&Py<PyAny>>,
-) -> Result<Py<PyAny>, i32> {
+) -> Result<(Py<PyAny>, Option<PathBuf>), i32> {
     let loaded = match application {
         Some(obj) => crate::arbiter::embed::wsgi(py, obj),
         None => load_app(py, settings),
     };
     match loaded {
-        Ok(app) => Ok(app),
+        Ok(app) => Ok((app, None)),
         Err(LoadError::NotFound(message)) => {
             log::error(format_args!("{message}"));
             Err(exit_code::APP_LOAD_ERROR)
         }
         Err(LoadError::Raised(err)) => {
-            log_exception(py, "Exception in worker process", &err);
-            Err(exit_code::WORKER_BOOT_ERROR)
+            let stand_in = if settings.bool("reload") {
+                syntax_error_stand_in(py, &err)
+            } else {
+                None
+            };
+            match stand_in {
+                Some(Ok(loaded)) => {
+                    // Gunicorn's `log.exception(e)`: the error itself is the message.
+                    log_exception(py, &err.value(py).to_string(), &err);
+                    Ok(loaded)
+                }
+                failed => {
+                    let raised = failed.and_then(Result::err);
+                    log_exception(
+                        py,
+                        "Exception in worker process",
+                        raised.as_ref().unwrap_or(&err),
+                    );
+                    Err(exit_code::WORKER_BOOT_ERROR)
+                }
+            }
         }
     }
 }

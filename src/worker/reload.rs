@@ -20,26 +20,39 @@ use pyo3::prelude::*;
 use crate::config::Settings;
 use crate::log;
 
-/// Starts the watcher thread when `--reload` is on.
-pub fn start(settings: &Settings) {
+/// Starts the watcher thread when `--reload` is on. `broken` is the file whose syntax error
+/// stopped the application from loading: it is not among the loaded modules, yet fixing it is
+/// what must restart the worker.
+///
+/// The first scan happens here, before the worker serves: a change made after the worker's
+/// first response is always seen.
+pub fn start(settings: &Settings, broken: Option<PathBuf>) {
     if !settings.bool("reload") {
         return;
     }
-    let engine = settings.str("reload_engine").unwrap_or("auto").to_string();
-    let extra: Vec<String> = settings.list("reload_extra_files").to_vec();
+    let engine = settings.str("reload_engine").unwrap_or("auto");
+    let watch = Watch {
+        patterns: settings.list("reload_extra_files").to_vec(),
+        broken,
+    };
+    let watcher = match engine {
+        "poll" => Watcher::Poll(Poll::new(watch)),
+        _ => match Inotify::new(watch) {
+            Ok(inotify) => Watcher::Inotify(inotify),
+            Err((e, watch)) => {
+                if engine == "inotify" {
+                    log::error(format_args!("inotify unavailable ({e}); polling instead"));
+                }
+                Watcher::Poll(Poll::new(watch))
+            }
+        },
+    };
     let spawned = std::thread::Builder::new()
         .name("ferrocorn-reloader".into())
         .spawn(move || {
-            let changed = match engine.as_str() {
-                "poll" => poll_loop(&extra),
-                _ => match Inotify::new() {
-                    Ok(inotify) => inotify_loop(inotify, &extra),
-                    Err(e) if engine == "inotify" => {
-                        log::error(format_args!("inotify unavailable ({e}); polling instead"));
-                        poll_loop(&extra)
-                    }
-                    Err(_) => poll_loop(&extra),
-                },
+            let changed = match watcher {
+                Watcher::Poll(poll) => poll.run(),
+                Watcher::Inotify(inotify) => inotify.run(),
             };
             log::info(format_args!(
                 "Worker reloading: {} modified",
@@ -51,6 +64,26 @@ pub fn start(settings: &Settings) {
         });
     if let Err(e) = spawned {
         log::error(format_args!("cannot start the reloader: {e}"));
+    }
+}
+
+enum Watcher {
+    Poll(Poll),
+    Inotify(Inotify),
+}
+
+/// What is watched besides the loaded modules.
+struct Watch {
+    /// `--reload-extra-file` paths and glob patterns.
+    patterns: Vec<String>,
+    broken: Option<PathBuf>,
+}
+
+impl Watch {
+    fn files(&self) -> BTreeSet<PathBuf> {
+        let mut files = watched_files(&self.patterns);
+        files.extend(self.broken.iter().cloned());
+        files
     }
 }
 
@@ -98,42 +131,100 @@ fn mtime(path: &Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
-fn poll_loop(extra: &[String]) -> PathBuf {
-    let mut known: BTreeMap<PathBuf, Option<SystemTime>> = BTreeMap::new();
-    loop {
-        for file in watched_files(extra) {
+struct Poll {
+    watch: Watch,
+    known: BTreeMap<PathBuf, Option<SystemTime>>,
+}
+
+impl Poll {
+    fn new(watch: Watch) -> Poll {
+        let mut poll = Poll {
+            watch,
+            known: BTreeMap::new(),
+        };
+        poll.scan();
+        poll
+    }
+
+    /// Records the files not seen before; returns the first known one that changed.
+    fn scan(&mut self) -> Option<PathBuf> {
+        for file in self.watch.files() {
             let now = mtime(&file);
-            match known.get(&file) {
-                Some(before) if *before != now => return file,
+            match self.known.get(&file) {
+                Some(before) if *before != now => return Some(file),
                 Some(_) => {}
                 None => {
-                    known.insert(file, now);
+                    self.known.insert(file, now);
                 }
             }
         }
-        std::thread::sleep(Duration::from_secs(1));
+        None
+    }
+
+    fn run(mut self) -> PathBuf {
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+            if let Some(changed) = self.scan() {
+                return changed;
+            }
+        }
     }
 }
 
 struct Inotify {
     fd: libc::c_int,
+    watch: Watch,
+    /// The files of the last scan.
+    files: BTreeSet<PathBuf>,
     /// Watch descriptor → directory.
     dirs: BTreeMap<libc::c_int, PathBuf>,
     watched_dirs: BTreeSet<PathBuf>,
 }
 
 impl Inotify {
-    fn new() -> std::io::Result<Inotify> {
+    /// A watcher with the directories of the current files watched; gives `watch` back when
+    /// the kernel offers no inotify descriptor.
+    fn new(watch: Watch) -> Result<Inotify, (std::io::Error, Watch)> {
         // SAFETY: creates a new inotify descriptor.
         let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK) };
         if fd < 0 {
-            return Err(std::io::Error::last_os_error());
+            return Err((std::io::Error::last_os_error(), watch));
         }
-        Ok(Inotify {
+        let mut inotify = Inotify {
             fd,
+            watch,
+            files: BTreeSet::new(),
             dirs: BTreeMap::new(),
             watched_dirs: BTreeSet::new(),
-        })
+        };
+        inotify.scan();
+        Ok(inotify)
+    }
+
+    /// Refreshes the file list and watches the directories of new files.
+    fn scan(&mut self) {
+        self.files = self.watch.files();
+        let dirs: Vec<PathBuf> = self
+            .files
+            .iter()
+            .filter_map(|f| f.parent().map(Path::to_path_buf))
+            .collect();
+        for dir in dirs {
+            self.watch_dir(&dir);
+        }
+    }
+
+    fn run(mut self) -> PathBuf {
+        loop {
+            if let Some(changed) = self
+                .read_events()
+                .into_iter()
+                .find(|changed| self.files.contains(changed))
+            {
+                return changed;
+            }
+            self.scan();
+        }
     }
 
     fn watch_dir(&mut self, dir: &Path) {
@@ -203,21 +294,5 @@ impl Drop for Inotify {
     fn drop(&mut self) {
         // SAFETY: closing our own descriptor.
         unsafe { libc::close(self.fd) };
-    }
-}
-
-fn inotify_loop(mut inotify: Inotify, extra: &[String]) -> PathBuf {
-    loop {
-        let files = watched_files(extra);
-        for file in &files {
-            if let Some(dir) = file.parent() {
-                inotify.watch_dir(dir);
-            }
-        }
-        for changed in inotify.read_events() {
-            if files.contains(&changed) {
-                return changed;
-            }
-        }
     }
 }

@@ -1,5 +1,8 @@
 //! Loading the application named by APP_MODULE, or by `--paste` from a PasteDeploy file.
 
+use std::path::PathBuf;
+
+use pyo3::exceptions::PySyntaxError;
 use pyo3::prelude::*;
 
 use crate::config::Settings;
@@ -43,4 +46,29 @@ impl LoadError {
             LoadError::Raised(err)
         }
     }
+}
+
+/// With `--reload`, what stands in for an application whose code does not compile (Gunicorn's
+/// behaviour): every request is answered 500 with the traceback, and the file holding the error
+/// is watched so that fixing it restarts the worker. `None` when `err` is not a `SyntaxError`
+/// (those still stop the worker).
+pub fn syntax_error_stand_in(
+    py: Python<'_>,
+    err: &PyErr,
+) -> Option<PyResult<(Py<PyAny>, Option<PathBuf>)>> {
+    if !err.is_instance_of::<PySyntaxError>(py) {
+        return None;
+    }
+    let value = err.value(py);
+    let file = value
+        .getattr("filename")
+        .and_then(|f| f.extract::<Option<String>>())
+        .ok()
+        .flatten()
+        .map(PathBuf::from);
+    let app = py
+        .import("ferrocorn._loader")
+        .and_then(|m| m.call_method1("syntax_error_app", (value,)))
+        .map(|app| (app.unbind(), file));
+    Some(app)
 }

@@ -17,7 +17,7 @@ use super::environ::{ConnInfo, EnvironBuilder, Peer};
 use super::file_wrapper::FileWrapper;
 use super::input::{BodyState, InputStream};
 use super::output::OutQueue;
-use super::response::{RequestFacts, ResponseState, StartResponse};
+use super::response::{HintsTarget, RequestFacts, ResponseState, StartResponse};
 use crate::arbiter::hooks::{self, Capture, RequestHooks, RequestView};
 use crate::http::{HttpError, RequestHead};
 use crate::log;
@@ -317,6 +317,8 @@ fn cycle(
         capture.responder = Some(responder.clone().unbind());
     }
 
+    // Until the body's first bytes, which a paused response is past.
+    let hints = HintsTarget::set(&responder);
     let result = ctx.app.bind(py).call1((environ, &responder));
     let failure = match result {
         Ok(iterable) => match send_body(py, &responder, &iterable) {
@@ -328,6 +330,7 @@ fn cycle(
         },
         Err(e) => Some(e),
     };
+    drop(hints);
     conclude(py, tail, &input, &responder, failure)
 }
 

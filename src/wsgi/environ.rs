@@ -10,6 +10,7 @@ use pyo3::types::{PyDict, PyString, PyTuple};
 
 use super::errors::ErrorStream;
 use super::file_wrapper::FileWrapper;
+use super::response::EarlyHints;
 use crate::http::forwarded::{ForwardedPolicy, HeaderMap};
 use crate::http::proxy::ProxyInfo;
 use crate::http::{HttpError, RequestHead};
@@ -17,6 +18,8 @@ use crate::http::{HttpError, RequestHead};
 /// Header-name keys cached per worker (`HTTP_USER_AGENT`, ...), bounded so a client sending
 /// random names cannot grow it.
 const HEADER_KEY_CACHE: usize = 512;
+/// Entries the environ template's table is sized for (see [`EnvironBuilder::new`]).
+const TEMPLATE_ROOM: pyo3::ffi::Py_ssize_t = 32;
 
 /// Who is on the other end of a connection.
 #[derive(Clone, Copy, Debug)]
@@ -113,7 +116,15 @@ impl EnvironBuilder {
         forwarded: ForwardedPolicy,
         listeners: Vec<ListenerInfo>,
     ) -> PyResult<EnvironBuilder> {
-        let template = PyDict::new(py);
+        // Room for the keys every request adds (REMOTE_PORT, the headers) without growing the
+        // copies: a copy keeps its template's table size, and a table grown by a request costs
+        // more than a larger one copied.
+        // SAFETY: `_PyDict_NewPresized` returns a new reference to an empty dict, or NULL with
+        // an error set.
+        let template = unsafe {
+            Bound::from_owned_ptr_or_err(py, pyo3::ffi::_PyDict_NewPresized(TEMPLATE_ROOM))?
+                .cast_into_unchecked::<PyDict>()
+        };
         template.set_item("wsgi.version", PyTuple::new(py, [1, 0])?)?;
         template.set_item("wsgi.multithread", multithread)?;
         template.set_item("wsgi.multiprocess", multiprocess)?;
@@ -121,6 +132,7 @@ impl EnvironBuilder {
         template.set_item("wsgi.input_terminated", true)?;
         template.set_item("wsgi.errors", Py::new(py, ErrorStream)?)?;
         template.set_item("wsgi.file_wrapper", py.get_type::<FileWrapper>())?;
+        template.set_item("wsgi.early_hints", Py::new(py, EarlyHints)?)?;
         template.set_item("SERVER_SOFTWARE", format!("ferrocorn/{}", crate::VERSION))?;
         let keys = Keys {
             request_method: intern(py, "REQUEST_METHOD"),

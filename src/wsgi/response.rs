@@ -1,6 +1,8 @@
 //! The response side of PEP 3333: `start_response`, the `write()` callable, and the framing of
 //! the body on the wire (Content-Length, chunked, or close-delimited), decided like Gunicorn.
 
+use std::borrow::Cow;
+use std::cell::RefCell;
 use std::io;
 use std::os::unix::io::RawFd;
 use std::time::Duration;
@@ -180,22 +182,7 @@ impl ResponseState {
                     ))
                 })?
                 .to_str()?;
-            if name.is_empty() || !name.bytes().all(is_token_byte) {
-                return Err(PyValueError::new_err(format!(
-                    "invalid header name {name:?}"
-                )));
-            }
-            if !value.chars().all(|c| {
-                c == ' '
-                    || c == '\t'
-                    || ('\x21'..='\x7e').contains(&c)
-                    || ('\u{80}'..='\u{ff}').contains(&c)
-            }) {
-                return Err(PyValueError::new_err(format!(
-                    "invalid value for header {name:?}"
-                )));
-            }
-            let value = value.trim_matches([' ', '\t']);
+            let value = checked_header(name, value)?;
             let is = |known: &str| name.eq_ignore_ascii_case(known);
             if let Some(hop) = HOP_BY_HOP.iter().find(|h| is(h)) {
                 // PEP 3333 forbids them; the connection's framing is the server's. Like
@@ -218,15 +205,7 @@ impl ResponseState {
                     continue;
                 }
             }
-            rendered.extend_from_slice(name.as_bytes());
-            rendered.extend_from_slice(b": ");
-            if value.is_ascii() {
-                rendered.extend_from_slice(value.as_bytes());
-            } else {
-                // Latin-1 code points (checked above): one byte each.
-                rendered.extend(value.chars().map(|c| c as u32 as u8));
-            }
-            rendered.extend_from_slice(b"\r\n");
+            push_header_line(&mut rendered, name, value);
             if self.keep_headers {
                 parsed.push((name.to_owned(), value.to_owned()));
             }
@@ -282,6 +261,43 @@ impl ResponseState {
         if close {
             self.must_close = true;
         }
+    }
+
+    /// `wsgi.early_hints(headers)`: sends a `103 Early Hints` response with `headers` at once,
+    /// as Gunicorn does. Nothing for an HTTP/1.0 client (no informational responses there) or
+    /// once the head is queued (a 103 after it would land inside the response). The headers
+    /// are checked as `start_response` checks them, all before any is sent.
+    pub fn early_hints(&mut self, py: Python<'_>, headers: &Bound<'_, PyAny>) -> PyResult<()> {
+        if self.headers_sent || !self.facts.version.is_1_1_or_later() {
+            return Ok(());
+        }
+        let mut lines = Vec::with_capacity(128);
+        for item in headers.try_iter()? {
+            let item = item?;
+            let (name, value) = item
+                .extract::<(Bound<'_, PyAny>, Bound<'_, PyAny>)>()
+                .map_err(|_| {
+                    PyTypeError::new_err(format!("early hint {item} is not a (name, value) tuple"))
+                })?;
+            let (name, value) = (header_text(&name)?, header_text(&value)?);
+            let value = checked_header(&name, &value)?;
+            push_header_line(&mut lines, &name, value);
+        }
+        self.queue_early_hints(&lines);
+        self.flush(py)
+    }
+
+    /// Queues a `103 Early Hints` informational response carrying the header `lines`.
+    fn queue_early_hints(&mut self, lines: &[u8]) {
+        const STATUS_LINE: &[u8] = b"HTTP/1.1 103 Early Hints\r\n";
+        let buf = self.out.tail_buf();
+        let start = buf.len();
+        buf.reserve(STATUS_LINE.len() + lines.len() + 2);
+        buf.extend_from_slice(STATUS_LINE);
+        buf.extend_from_slice(lines);
+        buf.extend_from_slice(b"\r\n");
+        let n = buf.len() - start;
+        self.out.note_appended(n);
     }
 
     /// Queues body bytes `data` (a `bytes` object), with the framing decided in `start`.
@@ -382,6 +398,53 @@ fn warn_hop_by_hop(name: &str) {
     ));
 }
 
+/// A header name and value the application gave, checked for the wire (RFC 9110 token names,
+/// values of blanks, visible ASCII and latin-1); the value without surrounding blanks.
+fn checked_header<'v>(name: &str, value: &'v str) -> PyResult<&'v str> {
+    if name.is_empty() || !name.bytes().all(is_token_byte) {
+        return Err(PyValueError::new_err(format!(
+            "invalid header name {name:?}"
+        )));
+    }
+    if !value.chars().all(|c| {
+        c == ' '
+            || c == '\t'
+            || ('\x21'..='\x7e').contains(&c)
+            || ('\u{80}'..='\u{ff}').contains(&c)
+    }) {
+        return Err(PyValueError::new_err(format!(
+            "invalid value for header {name:?}"
+        )));
+    }
+    Ok(value.trim_matches([' ', '\t']))
+}
+
+/// Appends `Name: value\r\n` for a header passed by [`checked_header`].
+fn push_header_line(out: &mut Vec<u8>, name: &str, value: &str) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    if value.is_ascii() {
+        out.extend_from_slice(value.as_bytes());
+    } else {
+        // Latin-1 code points (checked): one byte each.
+        out.extend(value.chars().map(|c| c as u32 as u8));
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// An early hint's name or value: a `str`, or `bytes` read as latin-1 (as Gunicorn reads them).
+fn header_text<'a>(obj: &'a Bound<'_, PyAny>) -> PyResult<Cow<'a, str>> {
+    if let Ok(bytes) = obj.cast::<PyBytes>() {
+        return Ok(Cow::Owned(crate::http::latin1(bytes.as_bytes())));
+    }
+    match obj.cast::<PyString>() {
+        Ok(text) => text.to_str().map(Cow::Borrowed),
+        Err(_) => Err(PyTypeError::new_err(format!(
+            "early hint {obj} is not a string"
+        ))),
+    }
+}
+
 fn parse_status(status: &str) -> Option<u16> {
     let bytes = status.as_bytes();
     if bytes.len() < 3 || !bytes[..3].iter().all(u8::is_ascii_digit) {
@@ -461,6 +524,53 @@ impl StartResponse {
     }
 }
 
+thread_local! {
+    /// The response of the request whose application runs on this thread, for
+    /// [`EarlyHints`].
+    static HINTED: RefCell<Option<Py<StartResponse>>> = const { RefCell::new(None) };
+}
+
+/// While alive, `wsgi.early_hints` calls made on this thread go to one response.
+pub struct HintsTarget(());
+
+impl HintsTarget {
+    pub fn set(responder: &Bound<'_, StartResponse>) -> HintsTarget {
+        let target = Some(responder.clone().unbind());
+        HINTED.with(|hinted| *hinted.borrow_mut() = target);
+        HintsTarget(())
+    }
+}
+
+impl Drop for HintsTarget {
+    fn drop(&mut self) {
+        let _released = HINTED.with(|hinted| hinted.borrow_mut().take());
+    }
+}
+
+/// `wsgi.early_hints`: one object for the worker, in the environ template, so a request pays
+/// for no callable of its own. It hints the response of the request being served on the
+/// calling thread (see [`HintsTarget`]); called from another thread, or when no request is
+/// being served there, it does nothing, as it would for a response already started. (An
+/// environ kept past its request and called during a later one on the same thread hints that
+/// later request.)
+#[pyclass(module = "ferrocorn._ferrocorn", frozen)]
+pub struct EarlyHints;
+
+#[pymethods]
+impl EarlyHints {
+    fn __call__(&self, py: Python<'_>, headers: &Bound<'_, PyAny>) -> PyResult<()> {
+        let target = HINTED.with(|hinted| hinted.borrow().as_ref().map(|r| r.clone_ref(py)));
+        match target {
+            Some(responder) => responder
+                .bind(py)
+                .try_borrow_mut()?
+                .state
+                .early_hints(py, headers),
+            None => Ok(()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -473,6 +583,19 @@ mod tests {
         assert_eq!(parse_status("20 OK"), None);
         assert_eq!(parse_status("200OK"), None);
         assert_eq!(parse_status("200 OK\r\nX: y"), None);
+    }
+
+    #[test]
+    fn header_lines_are_checked_and_latin1() {
+        let mut out = Vec::new();
+        let value = checked_header("Link", " </s.css>; rel=preload\t").expect("a valid header");
+        push_header_line(&mut out, "Link", value);
+        push_header_line(&mut out, "X-Hint", "caf\u{e9}");
+        assert_eq!(out, b"Link: </s.css>; rel=preload\r\nX-Hint: caf\xe9\r\n");
+        assert!(checked_header("Bad Name", "x").is_err());
+        assert!(checked_header("", "x").is_err());
+        assert!(checked_header("X", "a\r\nInjected: 1").is_err());
+        assert!(checked_header("X", "\u{100}").is_err());
     }
 
     #[test]
