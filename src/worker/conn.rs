@@ -157,10 +157,10 @@ impl Conn {
     }
 
     pub async fn serve(mut self) {
-        // The request usually arrives with the connection: read it now rather than wait for
-        // the event loop to report the new socket readable.
         let worker = Rc::clone(&self.worker);
         let mut waits = HeadWaits::new();
+        // The request usually arrives with the connection: read it now rather than wait for
+        // the event loop to report the new socket readable.
         match read_now(self.fd(), &mut self.buf, READ_CHUNK, None) {
             Ok(Some((0, _))) | Err(_) => return,
             Ok(Some(_)) => {}
