@@ -1,10 +1,11 @@
-"""The access log: off by default, Gunicorn's default format, every atom, file and stdout, and
-reopening on USR1."""
+"""The access log: off by default, Gunicorn's default format, every atom, file and stdout,
+reopening on USR1, and write failures reported in the error log."""
 
 from __future__ import annotations
 
 import os
 import re
+import select
 import signal
 import time
 from pathlib import Path
@@ -166,3 +167,76 @@ def test_error_log_line_kinds_match_gunicorn(run_server, tmp_path):
     # Apart from traceback lines, every line is an error log line.
     body = re.sub(r"Traceback \(most recent call last\):\n(  .*\n)+\w+Error: .*\n", "", text)
     assert all(ERROR_LINE.match(line) for line in body.splitlines()), body
+
+
+ACCESS_WRITE_FAILED = r"\[ERROR\] Cannot write to access log "
+ACCESS_WRITE_RECOVERED = r"\[WARNING\] Writing to access log "
+
+
+def _lines_matching(server, pattern: str) -> list[str]:
+    return [line for line in server.lines if re.search(pattern, line)]
+
+
+def test_unwritable_access_log_reported_once(run_server, worker_args):
+    server = run_server(*worker_args, "-w", "1", "--access-logfile", "/dev/full", "l_apps:hello")
+    with server.connect() as sock:
+        reader = SocketReader(sock)
+        for i in range(50):
+            sock.sendall(f"GET /full{i} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+            assert reader.response()[0] == 200
+    # Stopping the worker settles every line it was going to try.
+    assert server.stop() == 0
+    failed = _lines_matching(server, ACCESS_WRITE_FAILED)
+    assert len(failed) == 1, server.log
+    assert '"/dev/full"' in failed[0] and "No space left on device" in failed[0]
+    assert not _lines_matching(server, ACCESS_WRITE_RECOVERED)
+
+
+def _read_fifo(fd: int, want: str, timeout: float = 10.0) -> str:
+    """Reads the FIFO until `want` appears in what was read."""
+    got = ""
+    deadline = time.monotonic() + timeout
+    while want not in got:
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, f"{want!r} not written; got {got!r}"
+        if select.select([fd], [], [], remaining)[0]:
+            got += os.read(fd, 65536).decode()
+    return got
+
+
+def test_access_log_write_failure_and_recovery_reported(run_server, tmp_path):
+    # A FIFO fails writes deterministically while it has no reader (EPIPE) and takes them
+    # again once a reader is back.
+    fifo = tmp_path / "access.fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        server = run_server("-w", "1", "--access-logfile", str(fifo), "l_apps:hello")
+        with server.connect() as sock:
+            responses = SocketReader(sock)
+
+            def request(path: str) -> None:
+                sock.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+                assert responses.response()[0] == 200
+
+            request("/first")
+            _read_fifo(reader, "/first")
+            os.close(reader)
+            reader = -1
+            # A request's line is written after its response and before the connection's next
+            # request is read: once /lost5 is answered, the lines up to /lost4 were tried.
+            for i in range(6):
+                request(f"/lost{i}")
+            server.wait_for_line(ACCESS_WRITE_FAILED)
+            reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+            request("/back")
+            written = _read_fifo(reader, "/back")
+        recovered = server.wait_for_line(ACCESS_WRITE_RECOVERED + r".*; (\d+) line\(s\) were lost")
+        # /lost5's line went out before the reader was back or after.
+        assert int(recovered.group(1)) == (5 if "/lost5" in written else 6), server.log
+        assert not re.search(r"/lost[0-4]", written)
+        failed = _lines_matching(server, ACCESS_WRITE_FAILED)
+        assert len(failed) == 1 and str(fifo) in failed[0] and "Broken pipe" in failed[0], server.log
+    finally:
+        if reader >= 0:
+            os.close(reader)

@@ -362,10 +362,12 @@ pub static SETTINGS: &[Setting] = &[
         .int()
         .on()
         .doc(
-            "The most connections one worker keeps open at once (both worker classes). Past \
-              it, a new connection is accepted, answered `503 Service Unavailable` with \
-              `Connection: close`, and closed, so clients learn at once that the server is \
-              full instead of waiting in the listen queue. Default 1000.",
+            "The most connections one worker keeps open at once (both worker classes). At \
+              the cap a new connection is still accepted: the connection that has waited \
+              longest without sending a byte is closed to make room, or, when every open \
+              connection has sent something, the new one is answered `503 Service \
+              Unavailable` with `Connection: close` and closed, so clients learn at once that \
+              the server is full instead of waiting in the listen queue. Default 1000.",
         ),
     set("max_requests", WORKERS, V::PosInt, D::Int(0))
         .cli(&["--max-requests"])

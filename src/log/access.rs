@@ -359,7 +359,54 @@ enum Sink {
     File(String, File),
 }
 
-static SINK: Mutex<Sink> = Mutex::new(Sink::Off);
+impl Sink {
+    fn name(&self) -> &str {
+        match self {
+            Sink::Off => "",
+            Sink::Stdout => "stdout",
+            Sink::File(path, _) => path,
+        }
+    }
+}
+
+struct Output {
+    sink: Sink,
+    health: Health,
+}
+
+static OUTPUT: Mutex<Output> = Mutex::new(Output {
+    sink: Sink::Off,
+    health: Health { lost: 0 },
+});
+
+/// Whether writing access lines fails, so that a failure is reported once when it begins and
+/// once when it ends rather than never (or for every line).
+#[derive(Debug, Default)]
+struct Health {
+    /// Lines lost since writing began to fail; 0 while it works.
+    lost: u64,
+}
+
+/// A change worth a line in the error log.
+#[derive(Debug)]
+enum Change {
+    Failed(std::io::Error),
+    /// Writing works again, after this many lines were lost.
+    Recovered(u64),
+}
+
+impl Health {
+    fn record(&mut self, result: std::io::Result<()>) -> Option<Change> {
+        match result {
+            Ok(()) if self.lost == 0 => None,
+            Ok(()) => Some(Change::Recovered(std::mem::take(&mut self.lost))),
+            Err(e) => {
+                self.lost += 1;
+                (self.lost == 1).then_some(Change::Failed(e))
+            }
+        }
+    }
+}
 
 /// Sends the access log to `path` (`-` = stdout, `None` = no file).
 pub fn set_logfile(path: Option<&str>) -> Result<(), String> {
@@ -368,15 +415,18 @@ pub fn set_logfile(path: Option<&str>) -> Result<(), String> {
         Some("-") => Sink::Stdout,
         Some(path) => Sink::File(path.to_string(), open(path)?),
     };
-    *SINK.lock().unwrap_or_else(|e| e.into_inner()) = new;
+    *OUTPUT.lock().unwrap_or_else(|e| e.into_inner()) = Output {
+        sink: new,
+        health: Health::default(),
+    };
     Ok(())
 }
 
 /// Reopens the access log file (USR1, after a logrotate-style rename). A line being written
 /// holds the lock, so it lands whole in the old file or the new one.
 pub fn reopen() -> Result<(), String> {
-    let mut sink = SINK.lock().unwrap_or_else(|e| e.into_inner());
-    if let Sink::File(path, file) = &mut *sink {
+    let mut output = OUTPUT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Sink::File(path, file) = &mut output.sink {
         *file = open(path)?;
     }
     Ok(())
@@ -390,10 +440,11 @@ fn open(path: &str) -> Result<File, String> {
         .map_err(|e| format!("cannot open access log file {path:?}: {e}"))
 }
 
-/// Writes one rendered line to the access log file or stdout.
+/// Writes one rendered line to the access log file or stdout. A line that cannot be written
+/// is lost; the error log says so when that begins and when writing works again.
 pub fn write(line: &str) {
-    let sink = SINK.lock().unwrap_or_else(|e| e.into_inner());
-    let result = match &*sink {
+    let mut output = OUTPUT.lock().unwrap_or_else(|e| e.into_inner());
+    let result = match &output.sink {
         Sink::Off => Ok(()),
         Sink::File(_, file) => {
             let mut f: &File = file;
@@ -411,8 +462,19 @@ pub fn write(line: &str) {
             }
         }
     };
-    // A line that cannot be written has nowhere else to go.
-    let _ = result;
+    let Some(change) = output.health.record(result) else {
+        return;
+    };
+    let name = output.sink.name().to_string();
+    drop(output);
+    match change {
+        Change::Failed(e) => super::error(format_args!(
+            "Cannot write to access log {name:?}: {e}; access lines are lost until it works again"
+        )),
+        Change::Recovered(lost) => super::warning(format_args!(
+            "Writing to access log {name:?} works again; {lost} line(s) were lost"
+        )),
+    }
 }
 
 /// Logs one served request: rendered by Rust and written to the file and syslog, or handed
@@ -487,6 +549,25 @@ mod tests {
             line.replace(re_time, "T"),
             "127.0.0.1 - user [T] \"GET /a?b=1 HTTP/1.1\" 200 13 \"-\" \"curl/8 \\\"x\\\"\"\n"
         );
+    }
+
+    #[test]
+    fn write_failures_reported_when_they_begin_and_end() {
+        let mut health = Health::default();
+        let full = || Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
+        assert!(health.record(Ok(())).is_none());
+        assert!(matches!(health.record(full()), Some(Change::Failed(e))
+            if e.raw_os_error() == Some(libc::ENOSPC)));
+        for _ in 0..99 {
+            assert!(health.record(full()).is_none());
+        }
+        assert!(matches!(
+            health.record(Ok(())),
+            Some(Change::Recovered(100))
+        ));
+        assert!(health.record(Ok(())).is_none());
+        assert!(matches!(health.record(full()), Some(Change::Failed(_))));
+        assert!(matches!(health.record(Ok(())), Some(Change::Recovered(1))));
     }
 
     #[test]

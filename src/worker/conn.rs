@@ -98,6 +98,8 @@ struct HeadWaits<'w> {
     timer: Option<Pin<Box<Sleep>>>,
     /// Resolves once the worker begins to stop; made at the first wait between requests.
     closing: Option<Pin<Box<Notified<'w>>>>,
+    /// When the first head is due, if a wait for the connection's first bytes fixed it.
+    first_deadline: Option<Instant>,
 }
 
 impl HeadWaits<'_> {
@@ -105,6 +107,7 @@ impl HeadWaits<'_> {
         HeadWaits {
             timer: None,
             closing: None,
+            first_deadline: None,
         }
     }
 }
@@ -154,17 +157,37 @@ impl Conn {
     }
 
     pub async fn serve(mut self) {
+        let worker = Rc::clone(&self.worker);
+        let mut waits = HeadWaits::new();
         // The request usually arrives with the connection: read it now rather than wait for
         // the event loop to report the new socket readable.
         match read_now(self.fd(), &mut self.buf, READ_CHUNK, None) {
             Ok(Some((0, _))) | Err(_) => return,
-            Ok(_) => {}
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                if !self.first_bytes(&worker, &mut waits).await {
+                    return;
+                }
+            }
         }
-        let worker = Rc::clone(&self.worker);
-        let mut waits = HeadWaits::new();
         let mut first = true;
         while let Ok(Next::Continue) = self.serve_one(first, &worker, &mut waits).await {
             first = false;
+        }
+    }
+
+    /// Waits for a new connection's first bytes, listed meanwhile among the connections the
+    /// worker may close to make room at `--worker-connections`. False: the connection is to
+    /// close (closed for room, by the client, or silent for `--header-timeout`).
+    async fn first_bytes<'w>(&mut self, worker: &'w Worker, waits: &mut HeadWaits<'w>) -> bool {
+        let deadline = Instant::now() + worker.options.head_timeout;
+        waits.first_deadline = Some(deadline);
+        let silent = worker.shedding.silent();
+        tokio::select! {
+            biased;
+            r = read_into(&self.sock, &mut self.buf, READ_CHUNK) => matches!(r, Ok(n) if n > 0),
+            _ = silent.evicted() => false,
+            _ = timer_until(&mut waits.timer, deadline) => false,
         }
     }
 
@@ -267,7 +290,7 @@ impl Conn {
             worker.options.keepalive
         };
         // Taken at the first wait, so a head already buffered costs no clock reading.
-        let mut idle_deadline: Option<Instant> = None;
+        let mut idle_deadline: Option<Instant> = if first { waits.first_deadline } else { None };
         let mut head_deadline: Option<Instant> = None;
         loop {
             if self.awaiting_proxy && !self.buf.is_empty() {
@@ -312,7 +335,7 @@ impl Conn {
             } else {
                 *head_deadline.get_or_insert_with(|| Instant::now() + worker.options.head_timeout)
             };
-            let HeadWaits { timer, closing } = &mut *waits;
+            let HeadWaits { timer, closing, .. } = &mut *waits;
             let (sock, buf) = (&self.sock, &mut self.buf);
             let waited = tokio::select! {
                 biased;

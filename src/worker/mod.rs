@@ -10,6 +10,7 @@ mod burst;
 mod conn;
 mod pool;
 mod reload;
+mod shed;
 pub mod signals;
 
 use std::cell::Cell;
@@ -101,6 +102,8 @@ pub struct Worker {
     connection_closed: Notify,
     /// `sync`: responses written in bursts.
     burst: burst::Burst,
+    /// Connections that have sent nothing, closed first at `--worker-connections`.
+    shedding: shed::Shedding,
 }
 
 impl Worker {
@@ -441,6 +444,7 @@ fn build_worker(
         connections: Cell::new(0),
         connection_closed: Notify::new(),
         burst: burst::Burst::new(),
+        shedding: shed::Shedding::new(),
     })
 }
 
@@ -574,11 +578,19 @@ async fn accept_loop(worker: Rc<Worker>, listener: AsyncFd<RawFd>, index: usize)
         };
         match accepted {
             Ok((sock, peer)) => {
-                let full = worker.connections.get() >= worker.options.max_connections;
+                let limit = worker.options.max_connections;
+                let mut full = worker.connections.get() >= limit;
+                if full {
+                    // Connections accepted just before have yet to look for their first
+                    // bytes, and closed ones to leave the count: let them, then make room.
+                    tokio::task::yield_now().await;
+                    full = worker.connections.get() >= limit && !worker.shedding.make_room(limit);
+                }
                 worker.opened_connection();
                 let w = Rc::clone(&worker);
                 if full {
-                    // Shed load: say so at once rather than leave the client in the queue.
+                    // Every open connection has sent something: refuse at once rather than
+                    // leave the client in the queue.
                     tokio::task::spawn_local(async move {
                         conn::Conn::new(sock, peer, index, Rc::clone(&w))
                             .shed()
