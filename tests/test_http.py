@@ -557,3 +557,11 @@ def test_absolute_form_host_wins_over_host_field(run_server, worker_args, tmp_pa
     env = json.loads(body)
     assert env["HTTP_HOST"] == ["str", "target.example:81"]
     assert env["SERVER_NAME"] == ["str", "target.example"] and env["SERVER_PORT"] == ["str", "81"]
+    # HTTP/1.0 needs no Host: none is invented, but SERVER_NAME still follows the target.
+    with connect_to(f"unix:{sock_path}") as s:
+        s.sendall(b"GET http://target.example:82/p HTTP/1.0\r\n\r\n")
+        status, _, body, _ = SocketReader(s).response()
+    assert status == 200, body
+    env = json.loads(body)
+    assert "HTTP_HOST" not in env
+    assert env["SERVER_NAME"] == ["str", "target.example"] and env["SERVER_PORT"] == ["str", "82"]

@@ -338,6 +338,8 @@ impl EnvironBuilder {
         }
 
         let info = self.listeners.get(listener);
+        // An absolute-form target names the host even without a Host field (HTTP/1.0).
+        let host = host.or_else(|| head.target_host());
         match (info, host) {
             (Some(info), _) if !info.is_unix => {
                 env.set_item(&k.server_name, &info.server_name)?;
