@@ -8,6 +8,7 @@ tests that rely on it say so.
 from __future__ import annotations
 
 import email.utils
+import json
 import re
 import socket
 import struct
@@ -16,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import SocketReader, read_all, req
+from conftest import SocketReader, connect_to, read_all, req
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -478,3 +479,89 @@ def test_unsupported_transfer_coding_is_501(echo_server, marker):
     # Gunicorn (RFC 9112 6.1): an unknown transfer coding is 501 Not Implemented.
     raw = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: foo, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
     _refused(echo_server, raw, marker, 501)
+
+
+# ---------------------------------------------------------------------------- targets and Host
+
+# RFC 9112 section 3.2 and RFC 9110 sections 4.2, 7.2, 9.3.6: each must get 400 without reaching
+# the application. Gunicorn 27.0.1 serves all but the repeated Host, authority-form and
+# asterisk-form ones (see docs/migrating.md).
+TARGET_HOST_REFUSED = {
+    "http11-without-host": b"GET /hello HTTP/1.1\r\n\r\n",
+    "http11-absolute-form-without-host": b"GET http://x/hello HTTP/1.1\r\n\r\n",
+    "duplicate-host-http10": b"GET / HTTP/1.0\r\nHost: x\r\nHost: x\r\n\r\n",
+    "host-with-space": b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
+    "host-with-path": b"GET / HTTP/1.1\r\nHost: x/y\r\n\r\n",
+    "host-with-userinfo": b"GET / HTTP/1.1\r\nHost: u@x\r\n\r\n",
+    "host-bad-port": b"GET / HTTP/1.1\r\nHost: x:80a\r\n\r\n",
+    "host-unclosed-ipv6": b"GET / HTTP/1.1\r\nHost: [::1\r\n\r\n",
+    "host-invalid-on-http10": b"GET / HTTP/1.0\r\nHost: a,b c\r\n\r\n",
+    "absolute-form-invalid-scheme": b"GET 5ttp://x/hello HTTP/1.1\r\nHost: x\r\n\r\n",
+    "absolute-form-other-scheme": b"GET ftp://x/hello HTTP/1.1\r\nHost: x\r\n\r\n",
+    "absolute-form-empty-host": b"GET http:///hello HTTP/1.1\r\nHost: x\r\n\r\n",
+    "absolute-form-port-only": b"GET http://:80/hello HTTP/1.1\r\nHost: x\r\n\r\n",
+    "absolute-form-bad-port": b"GET http://x:8o/hello HTTP/1.1\r\nHost: x\r\n\r\n",
+    "authority-form-not-connect": b"GET x:80 HTTP/1.1\r\nHost: x\r\n\r\n",
+    "connect-without-port": b"CONNECT x HTTP/1.1\r\nHost: x\r\n\r\n",
+    "connect-port-zero": b"CONNECT x:0 HTTP/1.1\r\nHost: x\r\n\r\n",
+    "connect-origin-form": b"CONNECT /x HTTP/1.1\r\nHost: x\r\n\r\n",
+    "asterisk-form-not-options": b"GET * HTTP/1.1\r\nHost: x\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("case", sorted(TARGET_HOST_REFUSED))
+def test_target_or_host_refused(echo_server, marker, case):
+    data = _refused(echo_server, TARGET_HOST_REFUSED[case], marker, 400)
+    assert re.search(rb"Missing Host|Invalid Host|Invalid request target|Invalid HTTP Header"
+                     rb"|Invalid Request Line", data), data[-300:]
+
+
+@pytest.mark.parametrize("raw, seen", [
+    # HTTP/1.0 needs no Host.
+    (b"GET /ten HTTP/1.0\r\n\r\n", b"GET /ten len=0"),
+    # Empty, IPv6, registered names with sub-delims and an empty port are valid Host values.
+    (b"GET /e HTTP/1.1\r\nHost:\r\nConnection: close\r\n\r\n", b"GET /e len=0"),
+    (b"GET /6 HTTP/1.1\r\nHost: [::1]:8080\r\nConnection: close\r\n\r\n", b"GET /6 len=0"),
+    (b"GET /s HTTP/1.1\r\nHost: 0.0.0.0=5000:\r\nConnection: close\r\n\r\n", b"GET /s len=0"),
+    (b"GET HTTPS://u:p@x:1/a?b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", b"GET /a?b len=0"),
+    (b"OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", b"OPTIONS * len=0"),
+    (b"CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\n\r\n", b"CONNECT  len=0"),
+])
+def test_valid_targets_and_hosts_served(echo_server, raw, seen):
+    with echo_server.connect() as s:
+        s.sendall(raw)
+        status, _, body, _ = SocketReader(s).response()
+    assert status == 200 and body.startswith(seen), body
+
+
+def test_absolute_form_host_wins_over_host_field(run_server, worker_args, tmp_path):
+    # RFC 9112 section 3.2.2: the target's host replaces the Host field, in HTTP_HOST and, on
+    # a unix socket (where SERVER_NAME comes from the host, as in Gunicorn), in SERVER_NAME.
+    sock_path = tmp_path / "app.sock"
+    srv = run_server(*worker_args, "-b", "127.0.0.1:0", "-b", f"unix:{sock_path}", "w_apps:echo_environ")
+    raw = b"GET http://target.example:81/p?q HTTP/1.1\r\nHost: field.example\r\nConnection: close\r\n\r\n"
+    with srv.connect() as s:
+        s.sendall(raw)
+        status, _, body, _ = SocketReader(s).response()
+    assert status == 200, body
+    env = json.loads(body)
+    assert env["HTTP_HOST"] == ["str", "target.example:81"]
+    assert env["RAW_URI"] == ["str", "http://target.example:81/p?q"]
+    assert env["PATH_INFO"] == ["str", "/p"] and env["QUERY_STRING"] == ["str", "q"]
+    # TCP: SERVER_NAME/SERVER_PORT are the listener's, whatever the request says.
+    assert env["SERVER_NAME"] == ["str", "127.0.0.1"]
+    with connect_to(f"unix:{sock_path}") as s:
+        s.sendall(raw)
+        status, _, body, _ = SocketReader(s).response()
+    assert status == 200, body
+    env = json.loads(body)
+    assert env["HTTP_HOST"] == ["str", "target.example:81"]
+    assert env["SERVER_NAME"] == ["str", "target.example"] and env["SERVER_PORT"] == ["str", "81"]
+    # HTTP/1.0 needs no Host: none is invented, but SERVER_NAME still follows the target.
+    with connect_to(f"unix:{sock_path}") as s:
+        s.sendall(b"GET http://target.example:82/p HTTP/1.0\r\n\r\n")
+        status, _, body, _ = SocketReader(s).response()
+    assert status == 200, body
+    env = json.loads(body)
+    assert "HTTP_HOST" not in env
+    assert env["SERVER_NAME"] == ["str", "target.example"] and env["SERVER_PORT"] == ["str", "82"]

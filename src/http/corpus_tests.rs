@@ -744,7 +744,8 @@ fn expected_status(error: &str) -> Result<Option<u16>, String> {
         | "ChunkMissingTerminator"
         | "InvalidChunkExtension"
         | "InvalidProxyLine"
-        | "InvalidSchemeHeaders" => 400,
+        | "InvalidSchemeHeaders"
+        | MISSING_HOST => 400,
         // Gunicorn answers 400; ferrocorn's 414 names the problem.
         "LimitRequestLine" => 414,
         "LimitRequestHeaders" => 431,
@@ -752,6 +753,34 @@ fn expected_status(error: &str) -> Result<Option<u16>, String> {
         "ForbiddenProxyRequest" => 403,
         other => return Err(format!("unknown error class {other}")),
     }))
+}
+
+/// Stands for the refusal of an HTTP/1.1 request without Host.
+const MISSING_HOST: &str = "MissingHost";
+
+/// Whether an expected request is HTTP/1.1 (or later) without a Host field. Gunicorn's corpus
+/// expects some answered; RFC 9112 section 3.2 requires a 400, which ferrocorn answers, so the
+/// case is judged as answered up to that request and refused from it on.
+fn lacks_required_host(want: &PyVal) -> bool {
+    let PyVal::Dict(items) = want else {
+        return false;
+    };
+    let field = |key: &[u8]| {
+        items
+            .iter()
+            .find(|(k, _)| *k == PyVal::Str(key.to_vec()))
+            .map(|(_, v)| v)
+    };
+    let http_1_1 = matches!(
+        field(b"version"),
+        Some(PyVal::Seq(v)) if matches!(v.as_slice(), [PyVal::Int(major), PyVal::Int(minor)]
+            if (*major, *minor) >= (1, 1))
+    );
+    let has_host = matches!(field(b"headers"), Some(PyVal::Seq(headers)) if headers.iter().any(
+        |pair| matches!(pair, PyVal::Seq(p) if matches!(p.first(),
+            Some(PyVal::Str(name)) if name.eq_ignore_ascii_case(b"host")))
+    ));
+    http_1_1 && !has_host
 }
 
 /// The path and query the harness expects for a target (its `uri()`); `None` for CONNECT's
@@ -895,10 +924,18 @@ fn run_case(dir: &Path, set: &str, name: &str) -> Result<Option<CaseReport>, Str
     let exp = read_expectation(&py).map_err(|e| format!("{name}.py: {e}"))?;
     let setup = setup_for(&exp.settings)?;
 
-    let expected: Vec<PyVal> = match &exp.request {
+    let mut expected: Vec<PyVal> = match &exp.request {
         PyVal::Seq(items) => items.clone(),
         other => vec![other.clone()],
     };
+    if let Some(i) = expected.iter().position(lacks_required_host) {
+        eprintln!(
+            "note: {case}: request #{} has no Host: judged refused",
+            i + 1
+        );
+        expected.truncate(i);
+        expected.push(PyVal::Name(MISSING_HOST.into()));
+    }
     let answered: Vec<&PyVal> = expected
         .iter()
         .take_while(|p| !matches!(p, PyVal::Name(_)))
@@ -1032,9 +1069,10 @@ fn conformance_corpus() {
         failures.len(),
         failures.join("\n")
     );
-    // The corpus held 196 cases when this was written; far fewer means it was not all found.
+    // The corpus held 196 cases (66 requests compared) when this was written; far fewer means
+    // it was not all found.
     assert!(
-        cases > 150 && compared > 80,
+        cases > 150 && compared > 50,
         "only {cases} cases and {compared} requests under {}",
         root.display()
     );

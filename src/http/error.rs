@@ -61,6 +61,19 @@ impl HttpError {
     pub fn invalid_header_name(name: &[u8]) -> HttpError {
         Self::bad_request(format!("Invalid HTTP header name: {}", quoted(name)))
     }
+    /// A request target of the right form for its method, but with an invalid part.
+    pub fn invalid_target(target: &[u8], why: &str) -> HttpError {
+        Self::bad_request(format!("Invalid request target {}: {why}", quoted(target)))
+    }
+    pub fn invalid_host(value: &[u8]) -> HttpError {
+        Self::bad_request(format!(
+            "Invalid Host header: {} is not host[:port]",
+            quoted(value)
+        ))
+    }
+    pub fn missing_host() -> HttpError {
+        Self::bad_request("Missing Host header: HTTP/1.1 requires one".into())
+    }
     pub fn obsolete_folding(name: &[u8]) -> HttpError {
         Self::bad_request(format!(
             "Obsolete line folding is unacceptable: {}",

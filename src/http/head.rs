@@ -98,6 +98,8 @@ pub struct RequestHead {
     path: Range<usize>,
     query: Range<usize>,
     fragment: Range<usize>,
+    /// Within `text`: an absolute-form target's `host [ ":" port ]`; empty for other forms.
+    target_host: Range<usize>,
     /// Each field's name `text[.0...1]` and value `text[.1...2]`.
     fields: Vec<(usize, usize, usize)>,
     /// The HTTP version of the request line (other than 1.x only with
@@ -130,6 +132,16 @@ impl RequestHead {
     /// Fragment without the `#`; empty when absent.
     pub fn fragment(&self) -> &[u8] {
         &self.text[self.fragment.clone()]
+    }
+
+    /// The host and port of an absolute-form target, which stand for the Host field's
+    /// (RFC 9112 section 3.2.2); `None` for the other forms.
+    pub fn target_host(&self) -> Option<&[u8]> {
+        if self.target_host.is_empty() {
+            None
+        } else {
+            Some(&self.text[self.target_host.clone()])
+        }
     }
 
     /// Header fields in order: name as sent, value with surrounding whitespace removed.
@@ -500,19 +512,16 @@ fn finish(raw: RawHead<'_>, limits: &Limits) -> Result<RequestHead, HttpError> {
     if target == b"*" && &*method != "OPTIONS" {
         return Err(request_line_error(&raw));
     }
-    if !is_connect && target != b"*" && !target.starts_with(b"/") {
-        let Some(scheme_end) = memmem::find(target, b"://") else {
-            return Err(request_line_error(&raw));
-        };
-        // An absolute-form authority with an unbalanced IPv6 bracket cannot be split.
-        let after = &target[scheme_end + 3..];
-        let authority = &after[..after
-            .iter()
-            .position(|&b| matches!(b, b'/' | b'?' | b'#'))
-            .unwrap_or(after.len())];
-        if authority.contains(&b'[') != authority.contains(&b']') {
+    // RFC 9112 section 3.2: origin-form, asterisk-form (above), authority-form for CONNECT
+    // only, and otherwise absolute-form, whose host information replaces Host's.
+    let mut target_host = 0..0;
+    if is_connect {
+        check_connect_target(target)?;
+    } else if target != b"*" && !target.starts_with(b"/") {
+        if memmem::find(target, b"://").is_none() {
             return Err(request_line_error(&raw));
         }
+        target_host = absolute_form_host(target)?;
     }
     let (path, query, fragment) = split_target(target, is_connect);
     let field_bytes: usize = raw.headers.iter().map(|(n, v)| n.len() + v.len()).sum();
@@ -561,6 +570,11 @@ fn finish(raw: RawHead<'_>, limits: &Limits) -> Result<RequestHead, HttpError> {
         } else if name.eq_ignore_ascii_case(b"host") {
             if seen_host {
                 return Err(HttpError::invalid_header(b"HOST"));
+            }
+            // RFC 9112 section 3.2: an invalid Host value gets 400, even where the target's
+            // host is used instead.
+            if host_port(value).is_none() {
+                return Err(HttpError::invalid_host(value));
             }
             seen_host = true;
         } else if name.eq_ignore_ascii_case(b"content-type") {
@@ -615,6 +629,10 @@ fn finish(raw: RawHead<'_>, limits: &Limits) -> Result<RequestHead, HttpError> {
             Framing::Length(n)
         };
     }
+    // RFC 9112 section 3.2; checked last so that a framing error keeps its own status.
+    if !seen_host && version.is_1_1_or_later() {
+        return Err(HttpError::missing_host());
+    }
     let keep_alive = !is_connect && connection.unwrap_or(version.is_1_1_or_later());
     let target = 0..target.len();
     Ok(RequestHead {
@@ -624,6 +642,7 @@ fn finish(raw: RawHead<'_>, limits: &Limits) -> Result<RequestHead, HttpError> {
         path,
         query,
         fragment,
+        target_host,
         fields,
         version,
         framing,
@@ -686,6 +705,128 @@ fn split_target(target: &[u8], is_connect: bool) -> (Range<usize>, Range<usize>,
         None => (start..rest_end, rest_end..rest_end),
     };
     (path, query, fragment)
+}
+
+/// Builds a byte class: ASCII letters and digits plus `extra`.
+const fn byte_class(extra: &[u8]) -> [bool; 256] {
+    let mut class = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        class[b] = (b as u8).is_ascii_alphanumeric();
+        b += 1;
+    }
+    let mut i = 0;
+    while i < extra.len() {
+        class[extra[i] as usize] = true;
+        i += 1;
+    }
+    class
+}
+
+/// RFC 3986 `reg-name`: unreserved and sub-delims (`%` is checked apart, with its two digits).
+static REG_NAME: [bool; 256] = byte_class(b"-._~!$&'()*+,;=");
+/// RFC 3986 `userinfo`: `reg-name` and `:`.
+static USERINFO: [bool; 256] = byte_class(b"-._~!$&'()*+,;=:");
+
+/// Whether every byte is in `class` or starts a `%` and two hex digits.
+fn all_in(bytes: &[u8], class: &[bool; 256]) -> bool {
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if class[b as usize] {
+            i += 1;
+        } else if b == b'%'
+            && bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+            && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit)
+        {
+            i += 3;
+        } else {
+            return false;
+        }
+    }
+    true
+}
+
+/// RFC 3986 `IP-literal` between its brackets: an IPv6 address or `v` HEXDIG "." ...
+fn ip_literal(inner: &[u8]) -> bool {
+    match inner {
+        [b'v' | b'V', rest @ ..] => match memchr::memchr(b'.', rest) {
+            Some(dot) if dot > 0 && dot + 1 < rest.len() => {
+                rest[..dot].iter().all(u8::is_ascii_hexdigit)
+                    && rest[dot + 1..]
+                        .iter()
+                        .all(|&b| b != b'%' && USERINFO[b as usize])
+            }
+            _ => false,
+        },
+        _ => std::str::from_utf8(inner).is_ok_and(|s| s.parse::<std::net::Ipv6Addr>().is_ok()),
+    }
+}
+
+/// Splits `uri-host [ ":" port ]` (the Host field's value, RFC 9110 section 7.2) into host
+/// and port digits; `None` when it is not one. The host may be empty.
+fn host_port(value: &[u8]) -> Option<(&[u8], &[u8])> {
+    let host_end = if value.first() == Some(&b'[') {
+        let close = memchr::memchr(b']', value)?;
+        if !ip_literal(&value[1..close]) {
+            return None;
+        }
+        close + 1
+    } else {
+        let end = memchr::memchr(b':', value).unwrap_or(value.len());
+        if !all_in(&value[..end], &REG_NAME) {
+            return None;
+        }
+        end
+    };
+    let (host, rest) = value.split_at(host_end);
+    match rest {
+        [] => Some((host, rest)),
+        [b':', port @ ..] if port.iter().all(u8::is_ascii_digit) => Some((host, port)),
+        _ => None,
+    }
+}
+
+/// The range of `host [ ":" port ]` in an absolute-form target, checked: an `http` or `https`
+/// scheme (the only ones served) and a valid, non-empty host (RFC 9110 section 4.2).
+fn absolute_form_host(target: &[u8]) -> Result<Range<usize>, HttpError> {
+    let bad = |why| Err(HttpError::invalid_target(target, why));
+    let scheme_end = memmem::find(target, b"://").unwrap_or(0);
+    let scheme = &target[..scheme_end];
+    if !(scheme.eq_ignore_ascii_case(b"http") || scheme.eq_ignore_ascii_case(b"https")) {
+        return bad("the scheme is not http or https");
+    }
+    let start = scheme_end + 3;
+    let end = target[start..]
+        .iter()
+        .position(|&b| matches!(b, b'/' | b'?' | b'#'))
+        .map_or(target.len(), |p| start + p);
+    // Userinfo is skipped, not used: only host and port identify the target.
+    let host_start = match memchr::memrchr(b'@', &target[start..end]) {
+        Some(at) if all_in(&target[start..start + at], &USERINFO) => start + at + 1,
+        Some(_) => return bad("invalid userinfo"),
+        None => start,
+    };
+    match host_port(&target[host_start..end]) {
+        Some((host, _)) if !host.is_empty() => Ok(host_start..end),
+        Some(_) => bad("an http or https URI needs a host"),
+        None => bad("invalid host or port"),
+    }
+}
+
+/// CONNECT's authority-form, `uri-host ":" port`, with a host and a usable port
+/// (RFC 9112 section 3.2.3, RFC 9110 section 9.3.6).
+fn check_connect_target(target: &[u8]) -> Result<(), HttpError> {
+    let port = match host_port(target) {
+        Some((host, port)) if !host.is_empty() => port,
+        _ => return Err(HttpError::invalid_target(target, "CONNECT needs host:port")),
+    };
+    match std::str::from_utf8(port)
+        .ok()
+        .and_then(|p| p.parse::<u16>().ok())
+    {
+        Some(p) if p > 0 => Ok(()),
+        _ => Err(HttpError::invalid_target(target, "invalid port")),
+    }
 }
 
 /// RFC 9110 section 5.5: a field value holds no control characters other than HTAB.
@@ -768,7 +909,7 @@ mod tests {
     #[test]
     fn fragment_is_after_the_hash() {
         let fragment = |target: &str| {
-            let head = ok(format!("GET {target} HTTP/1.1\r\n\r\n").as_bytes());
+            let head = ok(format!("GET {target} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes());
             head.fragment().to_vec()
         };
         assert_eq!(fragment("/a?b#frag"), b"frag");
@@ -791,7 +932,7 @@ mod tests {
 
     #[test]
     fn incomplete_heads_wait() {
-        let full = b"POST /x HTTP/1.1\r\nContent-Length: 3\r\n\r\n";
+        let full = b"POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\n";
         for cut in 0..full.len() {
             assert!(
                 parse(&full[..cut], &Limits::default()).unwrap().is_none(),
@@ -804,35 +945,37 @@ mod tests {
     fn keep_alive_rules() {
         assert!(!ok(b"GET / HTTP/1.0\r\n\r\n").keep_alive);
         assert!(ok(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").keep_alive);
-        assert!(!ok(b"GET / HTTP/1.1\r\nConnection: Close\r\n\r\n").keep_alive);
-        assert!(!ok(b"GET / HTTP/1.1\r\nConnection: keep-alive, close\r\n\r\n").keep_alive);
+        assert!(!ok(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: Close\r\n\r\n").keep_alive);
+        assert!(
+            !ok(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, close\r\n\r\n").keep_alive
+        );
     }
 
     #[test]
     fn framing() {
         assert_eq!(
-            ok(b"POST / HTTP/1.1\r\nContent-Length: 12\r\n\r\n").framing,
+            ok(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 12\r\n\r\n").framing,
             Framing::Length(12)
         );
         assert_eq!(
-            ok(b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n").framing,
+            ok(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n").framing,
             Framing::Chunked
         );
         let l = Limits::default();
         for bad in [
-            &b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n"[..],
-            b"POST / HTTP/1.1\r\nContent-Length: +1\r\n\r\n",
-            b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
-            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
-            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+            &b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: +1\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
             b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
-            b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n",
         ] {
             assert_eq!(err(bad, &l).status, 400, "{}", String::from_utf8_lossy(bad));
         }
         assert_eq!(
             err(
-                b"POST / HTTP/1.1\r\nTransfer-Encoding: xchunked\r\n\r\n",
+                b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: xchunked\r\n\r\n",
                 &l
             )
             .status,
@@ -843,11 +986,14 @@ mod tests {
     #[test]
     fn limits_give_gunicorns_answers() {
         let l = Limits::new(10, 2, 20);
-        assert_eq!(err(b"GET /0123456789 HTTP/1.1\r\n\r\n", &l).status, 414);
+        assert_eq!(
+            err(b"GET /0123456789 HTTP/1.1\r\nHost: h\r\n\r\n", &l).status,
+            414
+        );
         assert_eq!(err(b"GET /0123456789abcdef", &l).status, 414);
         assert_eq!(
             err(
-                b"GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n",
+                b"GET / HTTP/1.1\r\nHost: h\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n",
                 &Limits::new(0, 2, 0)
             )
             .status,
@@ -855,7 +1001,7 @@ mod tests {
         );
         assert_eq!(
             err(
-                b"GET / HTTP/1.1\r\nA: 0123456789012345678\r\n\r\n",
+                b"GET / HTTP/1.1\r\nHost: h\r\nA: 0123456789012345678\r\n\r\n",
                 &Limits::new(0, 0, 20)
             )
             .status,
@@ -863,7 +1009,7 @@ mod tests {
         );
         // Exactly at the limits is fine.
         assert!(parse(
-            b"GET /23456789 HTTP/1.1\r\n\r\n",
+            b"GET /23456789 HTTP/1.1\r\nHost: h\r\n\r\n",
             &Limits::new(23, 100, 8190)
         )
         .unwrap()
@@ -874,22 +1020,22 @@ mod tests {
     fn strictness() {
         let l = Limits::default();
         for bad in [
-            &b"get / HTTP/1.1\r\n\r\n"[..],
+            &b"get / HTTP/1.1\r\nHost: h\r\n\r\n"[..],
             b"GET / HTTP/2.0\r\n\r\n",
             b"GET / http/1.1\r\n\r\n",
-            b"GET /\x01 HTTP/1.1\r\n\r\n",
-            b"GET * HTTP/1.1\r\n\r\n",
-            b"GET x HTTP/1.1\r\n\r\n",
-            b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n",
-            b"GET / HTTP/1.1\r\nName : x\r\n\r\n",
-            b"GET / HTTP/1.1\r\nName: a\x00b\r\n\r\n",
-            b"GET / HTTP/1.1\r\nName: a\rb\r\n\r\n",
-            b"GET / HTTP/1.1\r\nName: a\r\n b\r\n\r\n",
+            b"GET /\x01 HTTP/1.1\r\nHost: h\r\n\r\n",
+            b"GET * HTTP/1.1\r\nHost: h\r\n\r\n",
+            b"GET x HTTP/1.1\r\nHost: h\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: h\r\nBad Name: x\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: h\r\nName : x\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: h\r\nName: a\x00b\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: h\r\nName: a\rb\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: h\r\nName: a\r\n b\r\n\r\n",
             b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
             b"GET / HTTP/1.1\nHost: a\n\n",
             b"GET / HTTP/1.1\r\nHost: a\nX: 1\r\n\r\n",
-            b"\r\n\r\nGET / HTTP/1.1\r\n\r\n",
-            b"PUT s://]ufd/: HTTP/1.1\r\n\r\n",
+            b"\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n",
+            b"PUT s://]ufd/: HTTP/1.1\r\nHost: h\r\n\r\n",
         ] {
             assert!(
                 err(bad, &l).status >= 400,
@@ -898,7 +1044,7 @@ mod tests {
             );
         }
         assert_eq!(
-            err(b"GET / HTTP/1.1\r\nExpect: 200-ok\r\n\r\n", &l).status,
+            err(b"GET / HTTP/1.1\r\nHost: h\r\nExpect: 200-ok\r\n\r\n", &l).status,
             417
         );
     }
@@ -912,21 +1058,152 @@ mod tests {
             casefold_http_method: true,
             ..Limits::default()
         };
-        let (head, _) = parse(b"get / HTTP/1.2\r\nName : a\r\n  b\r\n\r\n", &l)
+        let (head, _) = parse(b"get / HTTP/1.2\r\nHost: h\r\nName : a\r\n  b\r\n\r\n", &l)
             .unwrap()
             .unwrap();
         assert_eq!(&*head.method, "GET");
         assert_eq!(head.version, Version { major: 1, minor: 2 });
-        assert_eq!(head.headers().iter().next().expect("field").0, "Name");
-        assert_eq!(head.headers().iter().next().expect("field").1, b"a b");
+        assert_eq!(head.headers().iter().nth(1).expect("field").0, "Name");
+        assert_eq!(head.headers().iter().nth(1).expect("field").1, b"a b");
     }
 
     #[test]
     fn absolute_form_and_asterisk() {
-        let head = ok(b"GET http://example.com:80/p/q?x HTTP/1.1\r\n\r\n");
+        let head = ok(b"GET http://example.com:80/p/q?x HTTP/1.1\r\nHost: h\r\n\r\n");
         assert_eq!(head.path(), b"/p/q");
         assert_eq!(head.query(), b"x");
-        assert_eq!(ok(b"OPTIONS * HTTP/1.1\r\n\r\n").path(), b"*");
+        assert_eq!(ok(b"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n").path(), b"*");
+    }
+
+    /// The refusal of a head that must get 400; its message names the problem.
+    fn refused(bytes: &[u8]) -> String {
+        let e = err(bytes, &Limits::default());
+        assert_eq!(e.status, 400, "{}: {e:?}", String::from_utf8_lossy(bytes));
+        e.message
+    }
+
+    #[test]
+    fn host_is_required_on_http_1_1_only() {
+        assert!(refused(b"GET / HTTP/1.1\r\n\r\n").contains("Missing Host"));
+        assert!(refused(b"GET http://a/ HTTP/1.1\r\nX: 1\r\n\r\n").contains("Missing Host"));
+        let later = Limits {
+            permit_unconventional_http_version: true,
+            ..Limits::default()
+        };
+        assert_eq!(err(b"GET / HTTP/1.2\r\n\r\n", &later).status, 400);
+        assert!(ok(b"GET / HTTP/1.0\r\n\r\n").headers().is_empty());
+        // Repeated Host is refused on every version.
+        for version in ["1.0", "1.1"] {
+            let twice = format!("GET / HTTP/{version}\r\nHost: a\r\nhost: a\r\n\r\n");
+            assert!(refused(twice.as_bytes()).contains("HOST"));
+        }
+    }
+
+    #[test]
+    fn host_value_is_uri_host_and_port() {
+        let with_host = |value: &str| format!("GET / HTTP/1.1\r\nHost: {value}\r\n\r\n");
+        for good in [
+            "example.com",
+            "example.com:8080",
+            "example.com:",
+            "",
+            "127.0.0.1:80",
+            "0.0.0.0=5000",
+            "ex%41mple_~-.com",
+            "[::1]",
+            "[::1]:443",
+            "[::ffff:1.2.3.4]",
+            "[v1.fe:80]",
+        ] {
+            ok(with_host(good).as_bytes());
+        }
+        for bad in [
+            "a b",
+            "a/b",
+            "a@b",
+            "a:b:c",
+            "a:80x",
+            "%zz",
+            "a%4",
+            "a\"b",
+            "http://a",
+            "[::1",
+            "[::1]x",
+            "[zz]",
+            "[v.x]",
+            "[::1%eth0]",
+        ] {
+            let message = refused(with_host(bad).as_bytes());
+            assert!(message.contains("Invalid Host"), "{bad}: {message}");
+        }
+    }
+
+    #[test]
+    fn absolute_form_targets() {
+        for (target, host) in [
+            ("http://example.com/p?q", "example.com"),
+            ("HTTPS://example.com:8443", "example.com:8443"),
+            ("http://user:pass@example.com:80/p", "example.com:80"),
+            ("http://[::1]:8080/p", "[::1]:8080"),
+            ("http://a.b?x#f", "a.b"),
+            // Empty userinfo is allowed by RFC 3986.
+            ("http://@x/p", "x"),
+        ] {
+            let head = ok(format!("GET {target} HTTP/1.1\r\nHost: other\r\n\r\n").as_bytes());
+            assert_eq!(head.target_host(), Some(host.as_bytes()), "{target}");
+        }
+        assert_eq!(
+            ok(b"GET /p HTTP/1.1\r\nHost: h\r\n\r\n").target_host(),
+            None
+        );
+        for bad in [
+            "5ttp://x/hello",
+            "ftp://x/",
+            "://x/",
+            "http:///p",
+            "http://:80/p",
+            "http://u@@x/p",
+            "http://x:8o/",
+            "http://[::1/p",
+            "http://x%/p",
+        ] {
+            let request = format!("GET {bad} HTTP/1.1\r\nHost: x\r\n\r\n");
+            let message = refused(request.as_bytes());
+            assert!(message.contains("request target"), "{bad}: {message}");
+        }
+        // Targets of no form at all.
+        for bad in ["x", "example.com:443", "http:x", "?q"] {
+            refused(format!("GET {bad} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+        }
+    }
+
+    #[test]
+    fn authority_form_is_for_connect_only() {
+        for good in ["example.com:443", "[::1]:443", "10.0.0.1:65535"] {
+            let head = ok(format!("CONNECT {good} HTTP/1.1\r\nHost: {good}\r\n\r\n").as_bytes());
+            assert!(!head.keep_alive);
+        }
+        for bad in [
+            "example.com",
+            "example.com:",
+            "example.com:0",
+            "example.com:65536",
+            ":443",
+            "/path",
+            "http://example.com:443/",
+        ] {
+            let message = refused(format!("CONNECT {bad} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+            assert!(message.contains("request target"), "{bad}: {message}");
+        }
+        refused(b"GET example.com:443 HTTP/1.1\r\nHost: x\r\n\r\n");
+    }
+
+    #[test]
+    fn asterisk_form_is_for_options_only() {
+        assert_eq!(ok(b"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n").path(), b"*");
+        for method in ["GET", "POST", "HEAD", "CONNECT"] {
+            refused(format!("{method} * HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes());
+        }
     }
 
     #[test]

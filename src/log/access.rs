@@ -529,7 +529,7 @@ mod tests {
 
     #[test]
     fn default_format_like_gunicorn() {
-        let h = head(b"GET /a?b=1 HTTP/1.1\r\nUser-Agent: curl/8 \"x\"\r\nAuthorization: Basic dXNlcjpwYXNz\r\n\r\n");
+        let h = head(b"GET /a?b=1 HTTP/1.1\r\nHost: h\r\nUser-Agent: curl/8 \"x\"\r\nAuthorization: Basic dXNlcjpwYXNz\r\n\r\n");
         let rec = AccessRecord {
             head: &h,
             remote_addr: "127.0.0.1",

@@ -276,7 +276,7 @@ impl EnvironBuilder {
         let mut host: Option<&[u8]> = None;
         let mut script_name: Option<&[u8]> = None;
         let mut repeated: Vec<(Bound<'py, PyString>, Vec<&[u8]>)> = Vec::new();
-        for (name, value) in head.headers().iter() {
+        for (name, mut value) in head.headers().iter() {
             let name: &str = name;
             if name.contains('_') && !(trusted && self.forwarded.forwards(name)) {
                 // Ambiguous with the `-` spelling once mapped to the environ.
@@ -289,6 +289,8 @@ impl EnvironBuilder {
                 }
             }
             if name.eq_ignore_ascii_case("host") {
+                // RFC 9112 section 3.2.2: an absolute-form target's host replaces Host's.
+                value = head.target_host().unwrap_or(value);
                 host = Some(value);
             } else if name.eq_ignore_ascii_case("script_name") {
                 script_name = Some(value);
@@ -348,6 +350,8 @@ impl EnvironBuilder {
         }
 
         let info = self.listeners.get(listener);
+        // An absolute-form target names the host even without a Host field (HTTP/1.0).
+        let host = host.or_else(|| head.target_host());
         match (info, host) {
             (Some(info), _) if !info.is_unix => {
                 env.set_item(&k.server_name, &info.server_name)?;
