@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use pyo3::Python;
 use tokio::io::unix::AsyncFd;
-use tokio::sync::futures::Notified;
 use tokio::time::{sleep_until, timeout_at, Instant, Sleep};
 
 use super::Worker;
@@ -90,24 +89,10 @@ enum Next {
     Close,
 }
 
-/// What a connection waits on for its request heads, kept for its whole life. A timer and a
-/// stop notification made afresh for every wait would cost a trip through the timer wheel and
-/// one through the notification's waiter list on every request.
-struct HeadWaits<'w> {
-    /// Made at the first wait; a connection whose requests arrive with it never needs one.
-    timer: Option<Pin<Box<Sleep>>>,
-    /// Resolves once the worker begins to stop; made at the first wait between requests.
-    closing: Option<Pin<Box<Notified<'w>>>>,
-}
-
-impl HeadWaits<'_> {
-    fn new() -> Self {
-        HeadWaits {
-            timer: None,
-            closing: None,
-        }
-    }
-}
+/// The timer a connection waits on for its request heads, kept for its whole life: one made
+/// afresh for every wait would cost a trip through the timer wheel on every request. Made at
+/// the first wait; a connection whose requests arrive with it never needs one.
+type HeadTimer = Option<Pin<Box<Sleep>>>;
 
 /// Resolves at `deadline`, on the connection's one timer. The timer is moved only when it
 /// would fire too late: one that fires early (or fired already) is re-armed below, once per
@@ -129,7 +114,6 @@ async fn timer_until(timer: &mut Option<Pin<Box<Sleep>>>, deadline: Instant) {
 /// How a wait for more of a head ended.
 enum HeadWait {
     Read(io::Result<usize>),
-    Closing,
     TimedOut,
 }
 
@@ -161,20 +145,20 @@ impl Conn {
             Ok(_) => {}
         }
         let worker = Rc::clone(&self.worker);
-        let mut waits = HeadWaits::new();
+        let mut timer = None;
         let mut first = true;
-        while let Ok(Next::Continue) = self.serve_one(first, &worker, &mut waits).await {
+        while let Ok(Next::Continue) = self.serve_one(first, &worker, &mut timer).await {
             first = false;
         }
     }
 
-    async fn serve_one<'w>(
+    async fn serve_one(
         &mut self,
         first: bool,
-        worker: &'w Worker,
-        waits: &mut HeadWaits<'w>,
+        worker: &Worker,
+        timer: &mut HeadTimer,
     ) -> io::Result<Next> {
-        let Some(head) = self.read_head(first, worker, waits).await? else {
+        let Some(head) = self.read_head(first, worker, timer).await? else {
             return Ok(Next::Close);
         };
         // Only what reports finished requests needs the time a request took.
@@ -252,11 +236,16 @@ impl Conn {
     }
 
     /// Reads until a complete head is buffered. `None`: the connection should just close.
-    async fn read_head<'w>(
+    ///
+    /// A stopping worker waits for the next request on its connections like a running one:
+    /// the client may have sent it already, and closing with it unread (or about to arrive)
+    /// would lose it to a reset. The request is served, with `Connection: close`; a
+    /// connection that stays silent closes when its idle time is up.
+    async fn read_head(
         &mut self,
         first: bool,
-        worker: &'w Worker,
-        waits: &mut HeadWaits<'w>,
+        worker: &Worker,
+        timer: &mut HeadTimer,
     ) -> io::Result<Option<http::RequestHead>> {
         // A new connection has `--header-timeout` from its accept for its first head; a
         // kept-alive one may idle for `--keep-alive`, then has `--header-timeout` from the
@@ -299,11 +288,7 @@ impl Conn {
                 }
             }
             let idle = self.buf.is_empty();
-            // A stopping worker closes connections idle between requests; a connection it
-            // accepted still gets its first request served (its bytes may be in flight, and
-            // closing with them unread would reset it).
-            let idle_between = idle && !first;
-            if idle_between && (worker.is_closing() || worker.options.keepalive.is_zero()) {
+            if idle && !first && worker.options.keepalive.is_zero() {
                 return Ok(None);
             }
             // A first head has one deadline whether bytes have arrived or not.
@@ -312,26 +297,27 @@ impl Conn {
             } else {
                 *head_deadline.get_or_insert_with(|| Instant::now() + worker.options.head_timeout)
             };
-            let HeadWaits { timer, closing } = &mut *waits;
             let (sock, buf) = (&self.sock, &mut self.buf);
             let waited = tokio::select! {
                 biased;
                 r = read_into(sock, buf, READ_CHUNK) => HeadWait::Read(r),
-                // Made, at the latest, in the same step as the look at the worker's state above,
-                // so a stop that begins after that look reaches it.
-                _ = async {
-                    closing.get_or_insert_with(|| Box::pin(worker.stop_notification())).as_mut().await
-                }, if idle_between => HeadWait::Closing,
                 _ = timer_until(timer, deadline) => HeadWait::TimedOut,
             };
             match waited {
-                HeadWait::Read(Ok(0)) | HeadWait::Closing => return Ok(None),
+                HeadWait::Read(Ok(0)) => return Ok(None),
                 HeadWait::Read(Ok(_)) => {}
                 HeadWait::Read(Err(e)) => return Err(e),
-                HeadWait::TimedOut => {
-                    if !idle {
-                        Box::pin(self.refuse(&HttpError::request_timeout())).await;
+                HeadWait::TimedOut if idle => {
+                    // A request that arrived as the time ran out is served, not cut off.
+                    match read_now(self.fd(), &mut self.buf, READ_CHUNK, None) {
+                        Ok(Some((n, _))) if n > 0 => continue,
+                        Ok(None) => Box::pin(self.fin_and_drain()).await,
+                        _ => {}
                     }
+                    return Ok(None);
+                }
+                HeadWait::TimedOut => {
+                    Box::pin(self.refuse(&HttpError::request_timeout())).await;
                     return Ok(None);
                 }
             }
@@ -534,6 +520,14 @@ impl Conn {
             // still sending would get one, and one that asked to close does not.
             return;
         }
+        self.fin_and_drain().await;
+    }
+
+    /// Sends the FIN, then reads and discards until the client closes or [`LINGER`] passes:
+    /// bytes arriving after a close would make the kernel answer with a reset, which can
+    /// destroy a response the client has not read yet, and tells a client whose request
+    /// crossed our FIN less than an orderly end of stream does.
+    async fn fin_and_drain(&mut self) {
         // Usually sent already with the last response; a second shutdown does nothing.
         sockio::send_fin(self.fd());
         let deadline = Instant::now() + LINGER;

@@ -23,7 +23,6 @@ use std::time::Duration;
 
 use pyo3::prelude::*;
 use tokio::io::unix::AsyncFd;
-use tokio::sync::futures::Notified;
 use tokio::sync::Notify;
 
 use crate::arbiter::heartbeat::HeartbeatSlot;
@@ -117,16 +116,10 @@ impl Worker {
     /// Resolves once the worker begins to stop.
     pub async fn closing_signal(&self) {
         // Created before the check: a `Notified` receives `notify_waiters` from its creation.
-        let closed = self.stop_notification();
+        let closed = self.closed.notified();
         if !self.closing.get() {
             closed.await;
         }
-    }
-
-    /// Resolves at the first stop that begins after it is made, for a waiter that looks at
-    /// [`Worker::is_closing`] before each wait.
-    pub fn stop_notification(&self) -> Notified<'_> {
-        self.closed.notified()
     }
 
     fn begin_close(&self) {

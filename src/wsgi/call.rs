@@ -439,7 +439,9 @@ fn settle(
         .as_ref()
         .is_some_and(|b| b.error.is_none() && !b.truncated);
     let mut outcome = Outcome::ended(std::mem::take(&mut state.out), body, state.status_code);
-    outcome.keep_alive = !state.will_close() && state.broken.is_none() && body_ok;
+    // What the head announced (`finish` sent it), not the stop flag read again: a stop that
+    // began after a head said keep-alive must not close under the client's next request.
+    outcome.keep_alive = !state.must_close && state.broken.is_none() && body_ok;
     outcome
 }
 
