@@ -175,7 +175,8 @@ impl Conn {
             body,
             conn: self.info.clone(),
             fd: self.fd(),
-            closing: worker.is_closing(),
+            // With `--keep-alive 0` no connection waits for another request: say so.
+            closing: worker.is_closing() || worker.options.keepalive.is_zero(),
         };
         let mut outcome = worker.dispatch(request).await;
         // A `sync` response paused at the output bound: write what is queued, letting the
@@ -288,9 +289,6 @@ impl Conn {
                 }
             }
             let idle = self.buf.is_empty();
-            if idle && !first && worker.options.keepalive.is_zero() {
-                return Ok(None);
-            }
             // A first head has one deadline whether bytes have arrived or not.
             let deadline = if idle || first {
                 *idle_deadline.get_or_insert_with(|| Instant::now() + idle_timeout)

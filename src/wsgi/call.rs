@@ -48,7 +48,8 @@ pub struct Request {
     pub body: BodyState,
     pub conn: ConnInfo,
     pub fd: RawFd,
-    /// The worker is stopping: the response announces `Connection: close`.
+    /// The worker is stopping, or keeps no connection alive: the response announces
+    /// `Connection: close`.
     pub closing: bool,
 }
 
