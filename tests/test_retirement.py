@@ -356,3 +356,20 @@ def test_request_on_an_idle_connection_is_served_during_the_stop(run_server, wor
     else:
         assert Client(srv).post()[0] != pid
 
+
+
+def test_a_worker_waiting_on_idle_connections_keeps_its_heartbeat(run_server, worker_args, ids):
+    """A stopping worker may wait --keep-alive on a silent connection, longer than --timeout:
+    the master must not take it for a stuck worker and abort it."""
+    srv = run_server(*worker_args, "-w", "1", "--keep-alive", "5", "--timeout", "2", APP,
+                     env={"RETIRE_LOG": str(ids)})
+    idle, busy = Client(srv), Client(srv)
+    pid = idle.post()[0]
+    busy.post()
+    srv.signal(signal.SIGHUP)
+    busy.until_close(pid)
+    idle.sock.settimeout(WAIT)
+    assert idle.sock.recv(1) == b""
+    wait_gone(pid, WAIT)
+    end = srv.wait_for_line(rf"Worker exiting \(pid: {pid}\)|WORKER TIMEOUT \(pid:{pid}\)")
+    assert end.group(0).startswith("Worker exiting"), srv.log

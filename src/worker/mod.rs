@@ -490,8 +490,13 @@ async fn serve(worker: Rc<Worker>, listeners: Vec<RawFd>, wake_fd: RawFd) -> io:
     let deadline = tokio::time::Instant::now() + worker.options.graceful_timeout;
     while worker.connections.get() > 0 {
         worker.heartbeat.beat();
+        // Beats on the running tick too: connections may idle for up to --keep-alive, longer
+        // than --timeout, and a worker waiting on them is not stuck.
         let wait = worker.connection_closed.notified();
-        if tokio::time::timeout_at(deadline, wait).await.is_err() {
+        let until = deadline.min(tokio::time::Instant::now() + tick);
+        if tokio::time::timeout_at(until, wait).await.is_err()
+            && tokio::time::Instant::now() >= deadline
+        {
             break;
         }
     }
