@@ -164,6 +164,18 @@ def test_keepalive_idle_time_counts_from_the_last_response(run_server, worker_ar
     assert 0.3 <= waited <= 10, f"idle connection closed after {waited:.2f}s (+0.4 s) with --keep-alive 1"
 
 
+def test_keepalive_zero_announces_the_close(run_server, worker_args):
+    # No connection is kept between requests, so no response may promise one: a client that
+    # sent its next request on the strength of `keep-alive` would lose it.
+    srv = run_server(*worker_args, "--keep-alive", "0", "h_apps:echo")
+    with srv.connect() as s:
+        s.sendall(req("GET", "/once") + req("GET", "/never"))
+        reader = SocketReader(s)
+        status, headers, _, _ = reader.response()
+        assert (status, headers.get("connection")) == (200, "close")
+        assert reader.read_to_close() == b"", "answered again after Connection: close"
+
+
 # ---------------------------------------------------------------------------- pipelining
 
 def test_pipelined_requests_answered_in_order(echo_server):

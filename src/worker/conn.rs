@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use pyo3::Python;
 use tokio::io::unix::AsyncFd;
-use tokio::sync::futures::Notified;
 use tokio::time::{sleep_until, timeout_at, Instant, Sleep};
 
 use super::Worker;
@@ -90,23 +89,19 @@ enum Next {
     Close,
 }
 
-/// What a connection waits on for its request heads, kept for its whole life. A timer and a
-/// stop notification made afresh for every wait would cost a trip through the timer wheel and
-/// one through the notification's waiter list on every request.
-struct HeadWaits<'w> {
+/// What a connection waits on for its request heads, kept for its whole life. A timer made
+/// afresh for every wait would cost a trip through the timer wheel on every request.
+struct HeadWaits {
     /// Made at the first wait; a connection whose requests arrive with it never needs one.
     timer: Option<Pin<Box<Sleep>>>,
-    /// Resolves once the worker begins to stop; made at the first wait between requests.
-    closing: Option<Pin<Box<Notified<'w>>>>,
     /// When the first head is due, if a wait for the connection's first bytes fixed it.
     first_deadline: Option<Instant>,
 }
 
-impl HeadWaits<'_> {
+impl HeadWaits {
     fn new() -> Self {
         HeadWaits {
             timer: None,
-            closing: None,
             first_deadline: None,
         }
     }
@@ -132,7 +127,6 @@ async fn timer_until(timer: &mut Option<Pin<Box<Sleep>>>, deadline: Instant) {
 /// How a wait for more of a head ended.
 enum HeadWait {
     Read(io::Result<usize>),
-    Closing,
     TimedOut,
 }
 
@@ -179,7 +173,7 @@ impl Conn {
     /// Waits for a new connection's first bytes, listed meanwhile among the connections the
     /// worker may close to make room at `--worker-connections`. False: the connection is to
     /// close (closed for room, by the client, or silent for `--header-timeout`).
-    async fn first_bytes<'w>(&mut self, worker: &'w Worker, waits: &mut HeadWaits<'w>) -> bool {
+    async fn first_bytes(&mut self, worker: &Worker, waits: &mut HeadWaits) -> bool {
         let deadline = Instant::now() + worker.options.head_timeout;
         waits.first_deadline = Some(deadline);
         let silent = worker.shedding.silent();
@@ -191,11 +185,11 @@ impl Conn {
         }
     }
 
-    async fn serve_one<'w>(
+    async fn serve_one(
         &mut self,
         first: bool,
-        worker: &'w Worker,
-        waits: &mut HeadWaits<'w>,
+        worker: &Worker,
+        waits: &mut HeadWaits,
     ) -> io::Result<Next> {
         let Some(head) = self.read_head(first, worker, waits).await? else {
             return Ok(Next::Close);
@@ -214,7 +208,8 @@ impl Conn {
             body,
             conn: self.info.clone(),
             fd: self.fd(),
-            closing: worker.is_closing(),
+            // With `--keep-alive 0` no connection waits for another request: say so.
+            closing: worker.is_closing() || worker.options.keepalive.is_zero(),
         };
         let mut outcome = worker.dispatch(request).await;
         // A `sync` response paused at the output bound: write what is queued, letting the
@@ -275,11 +270,16 @@ impl Conn {
     }
 
     /// Reads until a complete head is buffered. `None`: the connection should just close.
-    async fn read_head<'w>(
+    ///
+    /// A stopping worker waits for the next request on its connections like a running one:
+    /// the client may have sent it already, and closing with it unread (or about to arrive)
+    /// would lose it to a reset. The request is served, with `Connection: close`; a
+    /// connection that stays silent closes when its idle time is up.
+    async fn read_head(
         &mut self,
         first: bool,
-        worker: &'w Worker,
-        waits: &mut HeadWaits<'w>,
+        worker: &Worker,
+        waits: &mut HeadWaits,
     ) -> io::Result<Option<http::RequestHead>> {
         // A new connection has `--header-timeout` from its accept for its first head; a
         // kept-alive one may idle for `--keep-alive`, then has `--header-timeout` from the
@@ -322,39 +322,34 @@ impl Conn {
                 }
             }
             let idle = self.buf.is_empty();
-            // A stopping worker closes connections idle between requests; a connection it
-            // accepted still gets its first request served (its bytes may be in flight, and
-            // closing with them unread would reset it).
-            let idle_between = idle && !first;
-            if idle_between && (worker.is_closing() || worker.options.keepalive.is_zero()) {
-                return Ok(None);
-            }
             // A first head has one deadline whether bytes have arrived or not.
             let deadline = if idle || first {
                 *idle_deadline.get_or_insert_with(|| Instant::now() + idle_timeout)
             } else {
                 *head_deadline.get_or_insert_with(|| Instant::now() + worker.options.head_timeout)
             };
-            let HeadWaits { timer, closing, .. } = &mut *waits;
+            let timer = &mut waits.timer;
             let (sock, buf) = (&self.sock, &mut self.buf);
             let waited = tokio::select! {
                 biased;
                 r = read_into(sock, buf, READ_CHUNK) => HeadWait::Read(r),
-                // Made, at the latest, in the same step as the look at the worker's state above,
-                // so a stop that begins after that look reaches it.
-                _ = async {
-                    closing.get_or_insert_with(|| Box::pin(worker.stop_notification())).as_mut().await
-                }, if idle_between => HeadWait::Closing,
                 _ = timer_until(timer, deadline) => HeadWait::TimedOut,
             };
             match waited {
-                HeadWait::Read(Ok(0)) | HeadWait::Closing => return Ok(None),
+                HeadWait::Read(Ok(0)) => return Ok(None),
                 HeadWait::Read(Ok(_)) => {}
                 HeadWait::Read(Err(e)) => return Err(e),
-                HeadWait::TimedOut => {
-                    if !idle {
-                        Box::pin(self.refuse(&HttpError::request_timeout())).await;
+                HeadWait::TimedOut if idle => {
+                    // A request that arrived as the time ran out is served, not cut off.
+                    match read_now(self.fd(), &mut self.buf, READ_CHUNK, None) {
+                        Ok(Some((n, _))) if n > 0 => continue,
+                        Ok(None) => Box::pin(self.fin_and_drain()).await,
+                        _ => {}
                     }
+                    return Ok(None);
+                }
+                HeadWait::TimedOut => {
+                    Box::pin(self.refuse(&HttpError::request_timeout())).await;
                     return Ok(None);
                 }
             }
@@ -557,6 +552,14 @@ impl Conn {
             // still sending would get one, and one that asked to close does not.
             return;
         }
+        self.fin_and_drain().await;
+    }
+
+    /// Sends the FIN, then reads and discards until the client closes or [`LINGER`] passes:
+    /// bytes arriving after a close would make the kernel answer with a reset, which can
+    /// destroy a response the client has not read yet, and tells a client whose request
+    /// crossed our FIN less than an orderly end of stream does.
+    async fn fin_and_drain(&mut self) {
         // Usually sent already with the last response; a second shutdown does nothing.
         sockio::send_fin(self.fd());
         let deadline = Instant::now() + LINGER;

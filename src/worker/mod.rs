@@ -25,7 +25,6 @@ use std::time::Duration;
 
 use pyo3::prelude::*;
 use tokio::io::unix::AsyncFd;
-use tokio::sync::futures::Notified;
 use tokio::sync::Notify;
 
 use crate::arbiter::heartbeat::HeartbeatSlot;
@@ -121,16 +120,10 @@ impl Worker {
     /// Resolves once the worker begins to stop.
     pub async fn closing_signal(&self) {
         // Created before the check: a `Notified` receives `notify_waiters` from its creation.
-        let closed = self.stop_notification();
+        let closed = self.closed.notified();
         if !self.closing.get() {
             closed.await;
         }
-    }
-
-    /// Resolves at the first stop that begins after it is made, for a waiter that looks at
-    /// [`Worker::is_closing`] before each wait.
-    pub fn stop_notification(&self) -> Notified<'_> {
-        self.closed.notified()
     }
 
     fn begin_close(&self) {
@@ -522,8 +515,13 @@ async fn serve(worker: Rc<Worker>, listeners: Vec<RawFd>, wake_fd: RawFd) -> io:
     let deadline = tokio::time::Instant::now() + worker.options.graceful_timeout;
     while worker.connections.get() > 0 {
         worker.heartbeat.beat();
+        // Beats on the running tick too: connections may idle for up to --keep-alive, longer
+        // than --timeout, and a worker waiting on them is not stuck.
         let wait = worker.connection_closed.notified();
-        if tokio::time::timeout_at(deadline, wait).await.is_err() {
+        let until = deadline.min(tokio::time::Instant::now() + tick);
+        if tokio::time::timeout_at(until, wait).await.is_err()
+            && tokio::time::Instant::now() >= deadline
+        {
             break;
         }
     }

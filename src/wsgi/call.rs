@@ -48,7 +48,8 @@ pub struct Request {
     pub body: BodyState,
     pub conn: ConnInfo,
     pub fd: RawFd,
-    /// The worker is stopping: the response announces `Connection: close`.
+    /// The worker is stopping, or keeps no connection alive: the response announces
+    /// `Connection: close`.
     pub closing: bool,
 }
 
@@ -442,7 +443,9 @@ fn settle(
         .as_ref()
         .is_some_and(|b| b.error.is_none() && !b.truncated);
     let mut outcome = Outcome::ended(std::mem::take(&mut state.out), body, state.status_code);
-    outcome.keep_alive = !state.will_close() && state.broken.is_none() && body_ok;
+    // What the head announced (`finish` sent it), not the stop flag read again: a stop that
+    // began after a head said keep-alive must not close under the client's next request.
+    outcome.keep_alive = !state.must_close && state.broken.is_none() && body_ok;
     outcome
 }
 
