@@ -373,3 +373,32 @@ def test_a_worker_waiting_on_idle_connections_keeps_its_heartbeat(run_server, wo
     wait_gone(pid, WAIT)
     end = srv.wait_for_line(rf"Worker exiting \(pid: {pid}\)|WORKER TIMEOUT \(pid:{pid}\)")
     assert end.group(0).startswith("Worker exiting"), srv.log
+
+
+@pytest.mark.parametrize("stop", ["max-requests", "reload"])
+def test_replacement_serves_while_the_retiring_worker_waits_on_idle_connections(
+    run_server, worker_args, ids, stop, tmp_path
+):
+    """A worker that stops on its own may wait --keep-alive on an idle connection; the master
+    starts its replacement at once, so new connections are served meanwhile (with `-w 1`
+    they would otherwise queue for the whole keep-alive time)."""
+    args = ["-w", "1", "--keep-alive", "120"]
+    watched = tmp_path / "touched.py"
+    if stop == "max-requests":
+        args += ["--max-requests", "3"]
+    else:
+        watched.write_text("x = 1\n")
+        args += ["--reload", "--reload-extra-file", str(watched)]
+    srv = run_server(*worker_args, *args, APP, env={"RETIRE_LOG": str(ids)})
+    idle, busy = Client(srv), Client(srv)
+    pid = idle.post()[0]
+    if stop == "reload":
+        watched.write_text("x = 2\n")
+    busy.until_close(pid)
+    # `idle` still holds the old worker open (for up to 120 s); a new client is served by
+    # another worker well before that.
+    fresh = Client(srv)
+    assert fresh.post()[0] != pid
+    assert pid in workers(srv), "the old worker waits on its idle connection"
+    assert idle.post() == (pid, "close")
+    wait_gone(pid, WAIT)

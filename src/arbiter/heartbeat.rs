@@ -17,6 +17,9 @@ use crate::log::metrics::WorkerCounters;
 pub struct Slot {
     /// The last beat, in [`monotonic_millis`].
     beat: AtomicU64,
+    /// Non-zero once the worker has begun to stop: it no longer accepts, so the master starts
+    /// its replacement without waiting for its open connections to finish.
+    leaving: AtomicU64,
     pub counters: WorkerCounters,
 }
 
@@ -109,6 +112,31 @@ impl HeartbeatSlot {
             .store(millis, Ordering::Relaxed);
     }
 
+    /// Marks the worker as stopping; see [`Slot::leaving`].
+    pub fn announce_leaving(&self) {
+        // SAFETY: see the Send/Sync note above.
+        unsafe { self.slot.as_ref() }
+            .leaving
+            .store(1, Ordering::Relaxed);
+    }
+
+    /// Whether the worker in this slot has begun to stop.
+    pub fn leaving(&self) -> bool {
+        // SAFETY: see the Send/Sync note above.
+        unsafe { self.slot.as_ref() }
+            .leaving
+            .load(Ordering::Relaxed)
+            != 0
+    }
+
+    /// Readies the slot for a new worker.
+    pub fn clear_leaving(&self) {
+        // SAFETY: see the Send/Sync note above.
+        unsafe { self.slot.as_ref() }
+            .leaving
+            .store(0, Ordering::Relaxed);
+    }
+
     /// The worker's request counters.
     pub fn counters(&self) -> &'static WorkerCounters {
         // SAFETY: the mapping is never unmapped, so the slot lives as long as the process;
@@ -134,6 +162,11 @@ mod tests {
         let b = hb.slot(2);
         a.store(42);
         assert_eq!(b.last(), 42);
+        assert!(!b.leaving());
+        a.announce_leaving();
+        assert!(b.leaving());
+        b.clear_leaving();
+        assert!(!a.leaving());
         assert_eq!(hb.slot(1).last(), 0);
         a.counters().connections.store(3, Ordering::Relaxed);
         assert_eq!(b.counters().connections.load(Ordering::Relaxed), 3);

@@ -886,15 +886,27 @@ impl Arbiter {
         }
     }
 
-    /// Spawns or retires workers until there are `num_workers`.
+    /// Whether a worker still takes new connections: neither told to stop nor stopping on its
+    /// own (`--max-requests`, `--reload`) while it finishes its open connections.
+    fn serving(&self, worker: &WorkerProc) -> bool {
+        !worker.retiring && !self.heartbeat.slot(worker.slot).leaving()
+    }
+
+    /// Spawns or retires workers until `num_workers` of them take new connections.
     fn manage_workers(&mut self, py: Python<'_>) -> Result<(), Exit> {
-        while self.workers.len() < self.num_workers {
+        let mut serving = self.workers.values().filter(|w| self.serving(w)).count();
+        while serving < self.num_workers {
             self.spawn_worker(py)?;
+            serving += 1;
         }
-        let extra = self.workers.len().saturating_sub(self.num_workers);
+        let extra = serving.saturating_sub(self.num_workers);
         if extra > 0 {
-            let mut by_age: Vec<(u64, libc::pid_t)> =
-                self.workers.iter().map(|(p, w)| (w.age, *p)).collect();
+            let mut by_age: Vec<(u64, libc::pid_t)> = self
+                .workers
+                .iter()
+                .filter(|(_, w)| self.serving(w))
+                .map(|(p, w)| (w.age, *p))
+                .collect();
             by_age.sort();
             for (_, pid) in by_age.into_iter().take(extra) {
                 self.retire(pid, libc::SIGTERM);
@@ -937,6 +949,7 @@ impl Arbiter {
         self.worker_age += 1;
         let slot = self.free_slot();
         self.heartbeat.slot(slot).beat();
+        self.heartbeat.slot(slot).clear_leaving();
         self.heartbeat.slot(slot).counters().reset();
         let hook_worker = self.hooks.pre_fork(self.worker_age);
         let mask = signals::block_all();

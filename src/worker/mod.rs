@@ -512,6 +512,14 @@ async fn serve(worker: Rc<Worker>, listeners: Vec<RawFd>, wake_fd: RawFd) -> io:
         }
     }
     worker.begin_close();
+    if worker.connections.get() > 0 && std::os::unix::process::parent_id() == ppid {
+        // Open connections may keep this worker for up to --keep-alive: let the master start
+        // the replacement now. SIGCHLD wakes its loop, which then reads the slot.
+        worker.heartbeat.announce_leaving();
+        // SAFETY: kill(2) with a valid signal number on our master; a failure only delays the
+        // replacement to the master's next tick.
+        unsafe { libc::kill(ppid as libc::pid_t, libc::SIGCHLD) };
+    }
     let deadline = tokio::time::Instant::now() + worker.options.graceful_timeout;
     while worker.connections.get() > 0 {
         worker.heartbeat.beat();
