@@ -2,8 +2,9 @@
 # Runs each fuzz target for a bounded time: fuzz/run.sh [SECONDS] (default 60 per target).
 #
 # Installs cargo-fuzz when missing. cargo-fuzz needs nightly compiler flags (-Zsanitizer);
-# with only a stable toolchain, RUSTC_BOOTSTRAP=1 unlocks them. The seed corpus is rebuilt
-# from the conformance cases (../shared/conformance/cases, or $CONFORMANCE_CASES) each run.
+# with only a stable toolchain, RUSTC_BOOTSTRAP=1 unlocks them. The seed corpus is rebuilt each
+# run from the request cases in tests/cases, plus the shared conformance cases when present
+# (../shared/conformance/cases, or $CONFORMANCE_CASES).
 # Exits non-zero when a target crashes (libFuzzer leaves the input under fuzz/artifacts/).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"

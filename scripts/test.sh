@@ -6,7 +6,10 @@
 #   3. the Rust unit tests (cargo test);
 #   4. the linters (rustfmt, clippy, ruff);
 #   5. the integration suite (pytest tests), with .venv/bin first on PATH;
-#   6. each cargo-fuzz target for FUZZ_SECONDS (default 30) s (fuzz/run.sh).
+#   6. for each other CPython pyproject.toml claims (OTHER_PYTHONS, default 3.9 3.10 3.12 3.13),
+#      a virtualenv .venv-X.Y with ferrocorn built for that interpreter and a representative part
+#      of the suite (VERSION_TESTS);
+#   7. each cargo-fuzz target for FUZZ_SECONDS (default 30) s (fuzz/run.sh).
 # Exits non-zero if any of them fails (a fuzz crash included); all always run.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -55,6 +58,55 @@ ruff check python tests examples || status=1
 
 log "pytest"
 python -m pytest -v tests || status=1
+
+# The interpreters are found through pyenv (`pyenv prefix X.Y`, then any X.Y.* under
+# `pyenv root`), else as pythonX.Y on PATH; a missing one fails the run with a message saying so.
+read -ra OTHER_PYTHONS <<<"${OTHER_PYTHONS-3.9 3.10 3.12 3.13}"
+# What depends on the interpreter: the WSGI call and environ, app and config loading, the
+# frameworks, the embedding API. HTTP parsing and process management are Rust and are covered by
+# the whole suite above.
+VERSION_TESTS=(tests/test_wsgi.py tests/test_cli.py tests/test_frameworks.py tests/test_embedding.py)
+
+find_python() {
+    local version=$1 prefix candidate
+    if command -v pyenv >/dev/null 2>&1; then
+        if prefix=$(pyenv prefix "$version" 2>/dev/null) && [[ -x $prefix/bin/python$version ]]; then
+            echo "$prefix/bin/python$version"
+            return
+        fi
+        for candidate in "$(pyenv root)/versions/$version".*/bin/python"$version"; do
+            [[ -x $candidate ]] && prefix=$candidate
+        done
+        if [[ -n ${prefix:-} && -x $prefix ]]; then
+            echo "$prefix"
+            return
+        fi
+    fi
+    command -v "python$version"
+}
+
+for version in "${OTHER_PYTHONS[@]}"; do
+    log "CPython $version: build and ${VERSION_TESTS[*]}"
+    if ! interpreter=$(find_python "$version"); then
+        echo "CPython $version not found (tried pyenv prefix $version, \$(pyenv root)/versions/$version.*," \
+            "python$version on PATH): install it, e.g. with 'pyenv install $version'" >&2
+        status=1
+        continue
+    fi
+    other="$root/.venv-$version"
+    [[ -x $other/bin/python ]] || "$interpreter" -m venv "$other"
+    # Built without cross-crate LTO: the same code, compiled in a fraction of the time a fat-LTO
+    # link per interpreter would take.
+    if "$other/bin/python" -m pip install -q -r tests/requirements.txt &&
+        CARGO_PROFILE_RELEASE_LTO=off CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
+            "$other/bin/python" -m pip install -q --force-reinstall --no-deps .; then
+        PATH="$other/bin:$PATH" "$other/bin/python" -m pytest -q -p no:cacheprovider \
+            "${VERSION_TESTS[@]}" || status=1
+    else
+        echo "building ferrocorn for CPython $version failed" >&2
+        status=1
+    fi
+done
 
 log "fuzz (${FUZZ_SECONDS:-30} s per target)"
 fuzz/run.sh "${FUZZ_SECONDS:-30}" || status=1

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import SocketReader, read_all, req
+from conftest import SocketReader, read_all, req, wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -280,13 +280,29 @@ def test_wsgi_input_never_reads_past_body(run_server, worker_args):
         assert status == 200 and json.loads(data) == ["SECOND-BODY"]
 
 
+def _server_queue(client: socket.socket) -> tuple[int, int] | None:
+    """(Recv-Q, Send-Q) of the server's end of `client`'s TCP connection, from ss."""
+    local, peer = client.getsockname()[1], client.getpeername()[1]
+    query = f"( sport = :{peer} and dport = :{local} )"
+    out = subprocess.run(["ss", "-tnH", "state", "established", query], check=True,
+                         capture_output=True, text=True, timeout=10).stdout.split()
+    return (int(out[0]), int(out[1])) if len(out) >= 2 else None
+
+
+def _wait_consumed(client: socket.socket) -> None:
+    """Waits until the server has read every byte sent on `client` so far."""
+    wait_until(lambda: (_server_queue(client) or (1, 0))[0] == 0, 10, interval=0.01,
+               message="the server read what was sent")
+
+
 def _send_late(sock: socket.socket, head: bytes, body: bytes, after: bytes = b"") -> None:
-    """The head, then the body in two parts: the body is not complete when the head is read."""
+    """The head, then the body in two parts, each sent once the server has read what came
+    before: the body is not complete when the head is read."""
     sock.sendall(head)
-    time.sleep(0.05)
+    _wait_consumed(sock)
     half = len(body) // 2
     sock.sendall(body[:half])
-    time.sleep(0.05)
+    _wait_consumed(sock)
     sock.sendall(body[half:] + after)
 
 
@@ -592,17 +608,22 @@ def test_file_wrapper_http10(responses_server, big_file):
     assert body == data
 
 
-def _peak_unsent(srv, client: socket.socket, seconds: float = 1.0) -> int:
+def _settled_unsent(srv, client: socket.socket) -> int:
     """The most bytes the server's end of `client`'s connection held queued but not yet sent
-    (`notsent` in ss's tcp_info), sampled for `seconds`."""
-    peak = 0
-    end = time.monotonic() + seconds
+    (`notsent` in ss's tcp_info), sampled until the server's send queue has stopped moving:
+    the same non-zero Send-Q for 10 samples in a row (the client reads nothing meanwhile)."""
+    peak, last, same = 0, None, 0
     query = f"( sport = :{srv.port} and dport = :{client.getsockname()[1]} )"
-    while time.monotonic() < end:
+    deadline = time.monotonic() + 15
+    while same < 10:
+        assert time.monotonic() < deadline, "the server's send queue never settled"
         out = subprocess.run(["ss", "-tniH", "state", "established", query], check=True,
                              capture_output=True, text=True, timeout=10).stdout
         m = re.search(r"\bnotsent:(\d+)", out)
         peak = max(peak, int(m.group(1)) if m else 0)
+        send_q = int(out.split()[1]) if len(out.split()) > 1 else 0
+        same = same + 1 if send_q and send_q == last else 0
+        last = send_q
         time.sleep(0.05)
     return peak
 
@@ -614,14 +635,12 @@ def test_file_wrapper_queues_little_for_a_client_that_does_not_read(responses_se
     path, data = big_file
     with responses_server.connect(timeout=30) as s:
         s.sendall(req("GET", f"/filewrap?path={path}"))
-        time.sleep(0.5)
-        file_unsent = _peak_unsent(responses_server, s)
+        file_unsent = _settled_unsent(responses_server, s)
         reader = SocketReader(s, 30)
         status, _headers, body, _ = reader.response()
         assert status == 200 and body == data
         s.sendall(req("GET", f"/bytes?n={len(data)}"))
-        time.sleep(0.5)
-        memory_unsent = _peak_unsent(responses_server, s)
+        memory_unsent = _settled_unsent(responses_server, s)
         status, _headers, body, _ = reader.response()
         assert status == 200 and body == b"b" * len(data)
     assert file_unsent <= 160 * 1024, f"{file_unsent} bytes unsent while sending the file"

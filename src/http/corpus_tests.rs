@@ -1,15 +1,16 @@
-//! The conformance corpus replayed through the request parser the way a connection feeds it:
-//! the PROXY header when the case turns the protocol on, then head, body, the next pipelined
+//! Request streams replayed through the request parser the way a connection feeds it: the
+//! PROXY header when the case turns the protocol on, then head, body, the next pipelined
 //! request, and so on until the stream ends, a refusal, or a request that closes the connection.
-//! Settings come from the case's `cfg.set(...)` calls, read as the worker reads them, and the
-//! environ's refusals (`--header-map refuse`, contradictory secure-scheme headers) apply too.
+//! Settings are read as the worker reads them, and the environ's refusals (`--header-map
+//! refuse`, contradictory secure-scheme headers) apply too.
 //!
-//! The corpus is `../shared/conformance/cases` beside the repository: Gunicorn's own request
-//! corpus (`gunicorn/valid`, `gunicorn/invalid`) and the RFC 9112 cases (`extra`). Each stream is
-//! fed whole, line by line, byte by byte, and split in two at every offset. Every feed must end
-//! with the heads, bodies, PROXY information and refusal of the whole feed, and the whole feed
-//! must give what the case's `.py` expects: the requests it lists, then the refusal it names,
-//! with the status ferrocorn answers for that error.
+//! Two sets of cases: the project's own (`tests/cases/*.cases`, format in
+//! `tests/cases/README.md`), always; and the shared conformance corpus beside the repository
+//! (`../shared/conformance/cases`: Gunicorn's own request corpus and the RFC 9112 cases), when
+//! it is there — the test says so when it is not. Each stream is fed whole, line by line, byte
+//! by byte, and split in two at every offset. Every feed must end with the heads, bodies, PROXY
+//! information and refusal of the whole feed, and the whole feed must give what the case
+//! expects: the requests it lists, then the refusal it names, with the status ferrocorn answers.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -40,6 +41,16 @@ const LEFT_OUT: &[(&str, &str)] = &[(
 
 fn corpus_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance/cases")
+}
+
+fn own_cases_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cases")
+}
+
+/// A line in the test output even when the test passes (the harness captures only `print!`).
+fn report(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -991,29 +1002,34 @@ fn run_case(dir: &Path, set: &str, name: &str) -> Result<Option<CaseReport>, Str
         }
     }
 
-    // Every way of cutting the stream gives the same outcome.
-    let mut lines: Vec<usize> = memchr::memchr_iter(b'\n', &data).map(|i| i + 1).collect();
+    let feeds = every_feed(&data, &setup, &whole)?;
+    Ok(Some(CaseReport {
+        compared,
+        feeds,
+        note,
+    }))
+}
+
+/// Replays `data` line by line, byte by byte and split in two at every offset; each feed must
+/// end as the whole feed did. Returns how many feeds were replayed, the whole one included.
+fn every_feed(data: &[u8], setup: &Setup, whole: &Outcome) -> Result<usize, String> {
+    let mut lines: Vec<usize> = memchr::memchr_iter(b'\n', data).map(|i| i + 1).collect();
     lines.retain(|&i| i < data.len());
     let bytes: Vec<usize> = (1..data.len()).collect();
     for (label, cuts) in [("line by line", lines), ("byte by byte", bytes)] {
-        let outcome = replay(&data, &cuts, &setup);
-        if !same_outcome(&outcome, &whole) {
-            return Err(format!("{label}: {}", difference(&outcome, &whole)));
+        let outcome = replay(data, &cuts, setup);
+        if !same_outcome(&outcome, whole) {
+            return Err(format!("{label}: {}", difference(&outcome, whole)));
         }
     }
     for cut in 1..data.len() {
-        if let Some(outcome) = replay_split(&data, cut, &setup) {
-            if !same_outcome(&outcome, &whole) {
-                return Err(format!("split at {cut}: {}", difference(&outcome, &whole)));
+        if let Some(outcome) = replay_split(data, cut, setup) {
+            if !same_outcome(&outcome, whole) {
+                return Err(format!("split at {cut}: {}", difference(&outcome, whole)));
             }
         }
     }
-    let count = data.len() + 2;
-    Ok(Some(CaseReport {
-        compared,
-        feeds: count,
-        note,
-    }))
+    Ok(data.len() + 2)
 }
 
 fn case_names(dir: &Path) -> Vec<String> {
@@ -1032,14 +1048,16 @@ fn case_names(dir: &Path) -> Vec<String> {
 }
 
 #[test]
-fn conformance_corpus() {
+fn shared_conformance_corpus() {
     let root = corpus_dir();
-    assert!(
-        root.is_dir(),
-        "conformance corpus not found at {}: it is read from ../shared/conformance/cases \
-         relative to the repository",
-        root.display()
-    );
+    if !root.is_dir() {
+        report(&format!(
+            "shared conformance corpus not found at {}: not replayed (the cases in tests/cases \
+             were, by own_request_cases)",
+            root.display()
+        ));
+        return;
+    }
     let mut failures = Vec::new();
     let (mut cases, mut left_out, mut compared, mut feeds) = (0, 0, 0, 0);
     for set in SETS {
@@ -1059,10 +1077,10 @@ fn conformance_corpus() {
             }
         }
     }
-    eprintln!(
-        "conformance corpus: {cases} cases replayed ({left_out} left out), {compared} requests \
-         compared, {feeds} feeds"
-    );
+    report(&format!(
+        "shared conformance corpus: {cases} cases replayed ({left_out} left out), {compared} \
+         requests compared, {feeds} feeds"
+    ));
     assert!(
         failures.is_empty(),
         "{} corpus cases failed:\n{}",
@@ -1116,4 +1134,246 @@ fn reader_reads_the_python_the_cases_use() {
     );
     assert_eq!(items[1], PyVal::Name("Reject".into()));
     assert_eq!(decode_http(b"a\\r\\n\nb\\x41\\\\").unwrap(), b"a\r\nbA\\");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The project's own cases: `tests/cases/*.cases`.
+
+/// The rule classes, one file each; every one must be there.
+const RULE_CLASSES: [&str; 6] = [
+    "chunked",
+    "framing",
+    "headers",
+    "limits",
+    "pipelining",
+    "targets",
+];
+
+#[derive(Debug, PartialEq)]
+enum OwnEnd {
+    /// The connection stays open for another request.
+    Open,
+    /// The server closes after the last request served.
+    Close,
+    /// The next request is refused with this status.
+    Refuse(u16),
+}
+
+/// One case of a `.cases` file; `served` holds dicts shaped like the shared corpus's, so
+/// `check_request` judges both.
+struct OwnCase {
+    name: String,
+    data: Vec<u8>,
+    settings: Vec<(String, PyVal)>,
+    served: Vec<PyVal>,
+    end: OwnEnd,
+}
+
+fn dict_entry<'a>(dict: &'a mut PyVal, key: &[u8]) -> Option<&'a mut PyVal> {
+    let PyVal::Dict(items) = dict else {
+        return None;
+    };
+    items
+        .iter_mut()
+        .find(|(k, _)| *k == PyVal::Str(key.to_vec()))
+        .map(|(_, v)| v)
+}
+
+fn read_own_cases(text: &[u8], file: &str) -> Result<Vec<OwnCase>, String> {
+    let mut cases: Vec<OwnCase> = Vec::new();
+    for (number, raw) in text.split(|&b| b == b'\n').enumerate() {
+        let at = format!("{file}:{}", number + 1);
+        let line = raw.strip_suffix(b"\r").unwrap_or(raw);
+        if line.trim_ascii().is_empty() || line.starts_with(b"#") {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix(b"=== ") {
+            cases.push(OwnCase {
+                name: String::from_utf8_lossy(name.trim_ascii()).into_owned(),
+                data: Vec::new(),
+                settings: Vec::new(),
+                served: Vec::new(),
+                end: OwnEnd::Open,
+            });
+            continue;
+        }
+        let case = cases
+            .last_mut()
+            .ok_or_else(|| format!("{at}: a case starts with '=== NAME'"))?;
+        if case.end != OwnEnd::Open {
+            return Err(format!("{at}: nothing may follow {:?}", case.end));
+        }
+        let decode = |t: &[u8]| decode_http(t).map_err(|e| format!("{at}: {e}"));
+        if let Some(sent) = line.strip_prefix(b">") {
+            case.data
+                .extend(decode(sent.strip_prefix(b" ").unwrap_or(sent))?);
+            continue;
+        }
+        let text = std::str::from_utf8(line.trim_ascii()).map_err(|e| format!("{at}: {e}"))?;
+        let (word, rest) = text.split_once(' ').unwrap_or((text, ""));
+        let indented = line.starts_with(b" ");
+        match word {
+            "set" => {
+                let (name, value) = rest
+                    .split_once(' ')
+                    .ok_or_else(|| format!("{at}: 'set NAME VALUE'"))?;
+                let value = value.trim();
+                let value = match (value, value.parse::<i64>()) {
+                    (_, Ok(i)) => PyVal::Int(i),
+                    ("true", _) => PyVal::Bool(true),
+                    ("false", _) => PyVal::Bool(false),
+                    (s, _) => PyVal::Str(s.as_bytes().to_vec()),
+                };
+                case.settings.push((name.to_owned(), value));
+            }
+            "serve" => {
+                let [method, target, version] = rest.split(' ').collect::<Vec<_>>()[..] else {
+                    return Err(format!("{at}: 'serve METHOD TARGET VERSION'"));
+                };
+                let (major, minor) = version
+                    .strip_prefix("HTTP/")
+                    .and_then(|v| v.split_once('.'))
+                    .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
+                    .ok_or_else(|| format!("{at}: version {version}"))?;
+                let s = |v: &str| PyVal::Str(v.as_bytes().to_vec());
+                case.served.push(PyVal::Dict(vec![
+                    (s("method"), s(method)),
+                    (s("uri"), PyVal::Uri(target.as_bytes().to_vec())),
+                    (
+                        s("version"),
+                        PyVal::Seq(vec![PyVal::Int(major), PyVal::Int(minor)]),
+                    ),
+                    (s("headers"), PyVal::Seq(Vec::new())),
+                    (s("body"), s("")),
+                ]));
+            }
+            "header" | "body" if indented => {
+                let served = case
+                    .served
+                    .last_mut()
+                    .ok_or_else(|| format!("{at}: {word} outside a 'serve'"))?;
+                // The raw line, so that escapes and bytes past ASCII stay as written.
+                let raw_rest = &line.trim_ascii()[word.len()..];
+                let raw_rest = raw_rest.strip_prefix(b" ").unwrap_or(raw_rest);
+                if word == "body" {
+                    if let Some(body) = dict_entry(served, b"body") {
+                        *body = PyVal::Str(decode(raw_rest)?);
+                    }
+                } else {
+                    let colon = memchr::memchr(b':', raw_rest)
+                        .ok_or_else(|| format!("{at}: 'header NAME: VALUE'"))?;
+                    let pair = PyVal::Seq(vec![
+                        PyVal::Str(raw_rest[..colon].trim_ascii().to_vec()),
+                        PyVal::Str(decode(raw_rest[colon + 1..].trim_ascii())?),
+                    ]);
+                    if let Some(PyVal::Seq(headers)) = dict_entry(served, b"headers") {
+                        headers.push(pair);
+                    }
+                }
+            }
+            "refuse" => {
+                let status = rest
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("{at}: status {rest}"))?;
+                case.end = OwnEnd::Refuse(status);
+            }
+            "close" if rest.is_empty() => case.end = OwnEnd::Close,
+            _ => return Err(format!("{at}: cannot read {text:?}")),
+        }
+    }
+    match cases.iter().find(|c| c.data.is_empty()) {
+        Some(c) => Err(format!("{file}: case {} sends nothing", c.name)),
+        None => Ok(cases),
+    }
+}
+
+/// Judges one own case; returns the number of feeds replayed.
+fn run_own_case(case: &OwnCase) -> Result<usize, String> {
+    let setup = setup_for(&case.settings)?;
+    let whole = replay(&case.data, &[], &setup);
+    for (i, (want, got)) in case.served.iter().zip(&whole.served).enumerate() {
+        check_request(want, got, &setup).map_err(|e| format!("request #{}: {e}", i + 1))?;
+    }
+    if whole.served.len() != case.served.len() {
+        return Err(format!(
+            "{} requests served, want {}; ended {:?}",
+            whole.served.len(),
+            case.served.len(),
+            whole.end
+        ));
+    }
+    match (&case.end, &whole.end) {
+        (OwnEnd::Open, End::Clean) | (OwnEnd::Close, End::Closed) => {}
+        (OwnEnd::Refuse(status), End::Error(e)) if e.status == *status => {}
+        (want, got) => return Err(format!("want {want:?}, ended {got:?}")),
+    }
+    every_feed(&case.data, &setup, &whole)
+}
+
+#[test]
+fn own_request_cases() {
+    let dir = own_cases_dir();
+    let (mut cases, mut feeds) = (0, 0);
+    let mut failures = Vec::new();
+    for class in RULE_CLASSES {
+        let path = dir.join(format!("{class}.cases"));
+        let text =
+            std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+        let own = read_own_cases(&text, class).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!own.is_empty(), "no cases in {}", path.display());
+        for case in own {
+            match run_own_case(&case) {
+                Ok(n) => {
+                    cases += 1;
+                    feeds += n;
+                }
+                Err(e) => failures.push(format!("{class}/{}: {e}", case.name)),
+            }
+        }
+    }
+    report(&format!(
+        "request cases (tests/cases): {cases} passed, {} failed, {feeds} feeds",
+        failures.len()
+    ));
+    assert!(
+        failures.is_empty(),
+        "{} request cases failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn own_case_reader() {
+    let text = b"# comment\n=== a\nset limit_request_line 30\nset header_map refuse\n\
+        > POST /x HTTP/1.0\\r\\n\n>  Z: \\x41\\r\\n\nserve POST /x HTTP/1.0\n  header Z:  A \n\
+        \x20 body a\\r\\nb\nclose\n=== b\n> x\nrefuse 400\n";
+    let cases = read_own_cases(text, "t").expect("readable");
+    assert_eq!(cases.len(), 2);
+    let a = &cases[0];
+    assert_eq!(a.data, b"POST /x HTTP/1.0\r\n Z: A\r\n");
+    assert_eq!(
+        a.settings,
+        vec![
+            ("limit_request_line".to_owned(), PyVal::Int(30)),
+            ("header_map".to_owned(), PyVal::Str(b"refuse".to_vec())),
+        ]
+    );
+    assert_eq!(a.end, OwnEnd::Close);
+    let mut served = a.served[0].clone();
+    assert_eq!(
+        dict_entry(&mut served, b"headers").cloned(),
+        Some(PyVal::Seq(vec![PyVal::Seq(vec![
+            PyVal::Str(b"Z".to_vec()),
+            PyVal::Str(b"A".to_vec())
+        ])]))
+    );
+    assert_eq!(
+        dict_entry(&mut served, b"body").cloned(),
+        Some(PyVal::Str(b"a\r\nb".to_vec()))
+    );
+    assert_eq!(cases[1].end, OwnEnd::Refuse(400));
+    assert!(read_own_cases(b"> x\n", "t").is_err());
+    assert!(read_own_cases(b"=== a\n> x\nclose\n> y\n", "t").is_err());
 }

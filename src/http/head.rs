@@ -318,8 +318,11 @@ fn check_incomplete(data: &[u8], limits: &Limits) -> Result<(), HttpError> {
             } else {
                 limits.field_size
             };
-            if line_no == 0 && rest.len() > limit {
-                return Err(HttpError::line_too_long(rest.len(), limits.request_line));
+            // A final CR may be the first half of the request line's CRLF, which its limit
+            // does not count (the header field limit does).
+            let line_len = rest.strip_suffix(b"\r").map_or(rest.len(), <[u8]>::len);
+            if line_no == 0 && line_len > limit {
+                return Err(HttpError::line_too_long(line_len, limits.request_line));
             }
             if line_no > 0 && rest.len() > limit {
                 return Err(HttpError::headers_too_large(
