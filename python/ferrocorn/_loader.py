@@ -15,6 +15,11 @@ class AppImportError(Exception):
     """APP_MODULE does not name a usable application. The message says what is wrong."""
 
 
+class AppModuleMissing(AppImportError):
+    """APP_MODULE's module does not exist. Gunicorn lets that `ImportError` through, which
+    makes it a failed worker boot (exit 3) rather than a failed app load (exit 4)."""
+
+
 def _parse_target(target: str) -> tuple[str, tuple[Any, ...], dict[str, Any], bool]:
     """`name` or `name(literal args)` -> (name, args, kwargs, is_call)."""
     try:
@@ -57,7 +62,7 @@ def import_app(uri: str) -> Callable[..., Any]:
         hint = ""
         if module.endswith(".py") and os.path.exists(module):
             hint = f" Did you mean '{module[:-3]}:{target}'?"
-        raise AppImportError(f"No module named {module!r}.{hint}") from None
+        raise AppModuleMissing(f"No module named {module!r}.{hint}") from None
     try:
         app = getattr(mod, name)
     except AttributeError:

@@ -145,7 +145,7 @@ pub fn serve(
     if settings.bool("check_config") {
         return match load() {
             Ok(_) => exit_code::OK,
-            Err(LoadError::NotFound(message)) => {
+            Err(LoadError::NotFound(message)) | Err(LoadError::Missing(message)) => {
                 eprintln!("Error: {message}");
                 exit_code::CONFIG_ERROR
             }
@@ -180,16 +180,18 @@ pub fn serve(
         eprintln!("Error: {message}");
         return exit_code::CONFIG_ERROR;
     }
+    // With --preload a load failure ends the command before the arbiter starts: exit 1, as
+    // in Gunicorn, where it is an error of the command rather than of a worker.
     let preloaded = if settings.bool("preload_app") {
         match load() {
             Ok(app) => Some(app),
-            Err(LoadError::NotFound(message)) => {
+            Err(LoadError::NotFound(message)) | Err(LoadError::Missing(message)) => {
                 log::error(format_args!("{message}"));
-                return halt_message("App failed to load.", exit_code::APP_LOAD_ERROR);
+                return exit_code::CONFIG_ERROR;
             }
             Err(LoadError::Raised(err)) => {
                 log_exception(py, "Exception while loading the application", &err);
-                return halt_message("App failed to load.", exit_code::APP_LOAD_ERROR);
+                return exit_code::CONFIG_ERROR;
             }
         }
     } else {
@@ -200,20 +202,22 @@ pub fn serve(
     }
 }
 
-fn halt_message(reason: &str, code: i32) -> i32 {
-    log::info(format_args!("Shutting down: Master"));
-    log::info(format_args!("Reason: {reason}"));
-    code
-}
-
 fn setup_logging(settings: &Settings) -> Result<(), String> {
     if let Some(level) = settings.str("loglevel") {
         let level =
             log::Level::parse(level).ok_or_else(|| format!("invalid loglevel {level:?}"))?;
         log::set_level(level);
     }
+    if let Some(path) = settings.str("errorlog").filter(|p| *p != "-") {
+        log::check_writable(path)?;
+    }
     if let Some(path) = settings.str("errorlog") {
         log::set_error_logfile(path)?;
+    }
+    // Workers open the access log; a file they could not open is refused here, before
+    // binding, as Gunicorn's master does.
+    if let Some(path) = settings.str("accesslog").filter(|p| *p != "-") {
+        log::check_writable(path)?;
     }
     Ok(())
 }

@@ -325,6 +325,10 @@ fn load(
             log::error(format_args!("{message}"));
             Err(exit_code::APP_LOAD_ERROR)
         }
+        Err(LoadError::Missing(message)) => {
+            log::error(format_args!("{message}"));
+            Err(exit_code::WORKER_BOOT_ERROR)
+        }
         Err(LoadError::Raised(err)) => {
             log_exception(py, "Exception in worker process", &err);
             Err(exit_code::WORKER_BOOT_ERROR)
