@@ -152,7 +152,7 @@ def test_error_log_line_kinds_match_gunicorn(run_server, tmp_path):
     text = errlog.read_text()
     kinds = [
         r"\[WARNING\] These settings have no effect in ferrocorn \S+ yet: spew$",
-        r"\[ERROR\] Error handling request /boom\nTraceback \(most recent call last\):\n(  .*\n)+"
+        r"\[ERROR\] Error handling request GET /boom\nTraceback \(most recent call last\):\n(  .*\n)+"
         r"RuntimeError: boom from the app$",
         r"\[INFO\] Autorestarting worker after current request\.$",
         r"\[INFO\] Handling signal: usr1$",
@@ -166,3 +166,21 @@ def test_error_log_line_kinds_match_gunicorn(run_server, tmp_path):
     # Apart from traceback lines, every line is an error log line.
     body = re.sub(r"Traceback \(most recent call last\):\n(  .*\n)+\w+Error: .*\n", "", text)
     assert all(ERROR_LINE.match(line) for line in body.splitlines()), body
+
+
+def test_malformed_request_is_logged_like_gunicorn(run_server, worker_args):
+    # Gunicorn: `Invalid request from ip=ADDR: REASON` at WARNING for a request refused as
+    # malformed. Before, the refusal left no trace in the log.
+    server = run_server(*worker_args, "l_apps:hello")
+    raw = (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+           b"0\r\n\r\n")
+    with server.connect() as s:
+        s.sendall(raw)
+        status, _, _, _ = SocketReader(s).response()
+    assert status == 400
+    server.wait_for_line(r"\[WARNING\] Invalid request from ip=127\.0\.0\.1: "
+                         r"Invalid HTTP Header: 'CONTENT-LENGTH'$")
+    with server.connect() as s:
+        s.sendall(b"G@T / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert SocketReader(s).response()[0] == 400
+    server.wait_for_line(r"\[WARNING\] Invalid request from ip=127\.0\.0\.1: Invalid HTTP method: 'G@T'$")

@@ -280,6 +280,7 @@ impl Conn {
                         continue;
                     }
                     Err(err) => {
+                        self.log_invalid(&err);
                         Box::pin(self.refuse(&err)).await;
                         return Ok(None);
                     }
@@ -293,6 +294,7 @@ impl Conn {
                     }
                     Ok(None) => {}
                     Err(err) => {
+                        self.log_invalid(&err);
                         Box::pin(self.refuse(&err)).await;
                         return Ok(None);
                     }
@@ -514,6 +516,21 @@ impl Conn {
     /// The worker is at `--worker-connections`: answer 503 and close.
     pub async fn shed(mut self) {
         self.refuse(&HttpError::service_unavailable()).await;
+    }
+
+    /// Gunicorn's line for a request refused as malformed, naming the peer's address (empty
+    /// on a unix socket).
+    fn log_invalid(&self, err: &HttpError) {
+        let ip = self
+            .info
+            .peer
+            .ip()
+            .map(|ip| ip.to_string())
+            .unwrap_or_default();
+        log::warning(format_args!(
+            "Invalid request from ip={ip}: {}",
+            err.logged()
+        ));
     }
 
     /// Answers with `err` and closes. The request path boxes this future where it awaits it:

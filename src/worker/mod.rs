@@ -267,6 +267,10 @@ pub fn run(py: Python<'_>, ctx: WorkerContext<'_>) -> i32 {
         return exit_code::WORKER_BOOT_ERROR;
     }
     let settings = ctx.settings;
+    // Before the application loads, where Gunicorn's worker says it.
+    if settings.bool("reload") {
+        log::warning(format_args!("Reloader is on. Use in development only!"));
+    }
     let app = match ctx.app {
         Some(app) => app,
         None => match load(py, settings, ctx.application.as_ref()) {
@@ -410,7 +414,7 @@ fn build_worker(
         metrics,
         app: Arc::new(AppContext {
             access,
-            keep_environ: log::python::custom(),
+            keep_environ: log::python::active(),
             app,
             environ,
             write_timeout: io_timeout,

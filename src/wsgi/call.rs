@@ -30,7 +30,8 @@ pub struct AppContext {
     /// The compiled access log format, when requests are logged (an access log file, syslog,
     /// a logging config or a custom logger class).
     pub access: Option<AccessFormat>,
-    /// A custom logger class gets the environ itself in `access()`: keep it.
+    /// A Python logger (logging config or custom class) gets the environ itself in
+    /// `access()`, where Gunicorn's atoms are read from it: keep it.
     pub keep_environ: bool,
     /// Longest stall while writing to a client before it counts as gone.
     pub write_timeout: Duration,
@@ -80,9 +81,9 @@ pub struct AccessData {
     pub environ: Vec<(String, String)>,
     /// The client's address (for a custom logger class's `req.peer_addr`).
     pub peer: Option<std::net::SocketAddr>,
-    /// The status line the application gave, e.g. `200 OK` (custom logger class only).
+    /// The status line the application gave, e.g. `200 OK` (Python logger only).
     pub status_line: Option<String>,
-    /// The environ dict (custom logger class only).
+    /// The environ dict (Python logger only).
     pub environ_obj: Option<Py<PyAny>>,
 }
 
@@ -421,7 +422,8 @@ fn settle(
                 }
             };
         }
-        log_exception(py, &format!("Error handling request {}", uri(head)), &err);
+        // Gunicorn names no request once the head is out.
+        log_exception(py, "Error handling request", &err);
         // The head is out: all that is left is to end the connection where it stands.
         return Outcome::ended(std::mem::take(&mut state.out), body, state.status_code);
     }
@@ -589,8 +591,9 @@ fn close_iterable(iterable: &Bound<'_, PyAny>) -> PyResult<()> {
 }
 
 /// The request line as it appears in log messages.
+/// `GET /path?query`, as Gunicorn names a request in `Error handling request ...`.
 fn uri(head: &RequestHead) -> String {
-    String::from_utf8_lossy(head.target()).into_owned()
+    format!("{} {}", head.method, String::from_utf8_lossy(head.target()))
 }
 
 /// Logs `message` and the Python traceback of `err` to the error log (Gunicorn's
