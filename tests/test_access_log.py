@@ -170,17 +170,25 @@ def test_error_log_line_kinds_match_gunicorn(run_server, tmp_path):
 
 def test_malformed_request_is_logged_like_gunicorn(run_server, worker_args):
     # Gunicorn: `Invalid request from ip=ADDR: REASON` at WARNING for a request refused as
-    # malformed. Before, the refusal left no trace in the log.
-    server = run_server(*worker_args, "l_apps:hello")
-    raw = (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
-           b"0\r\n\r\n")
+    # malformed, and an access line when the request line was read (a bad field value).
+    # Before, the refusal left no trace in either log.
+    server = run_server(*worker_args, "--access-logfile", "-", "l_apps:hello")
+    # Gunicorn's access line for it shows `-` for the Referer and User-Agent atoms.
+    raw = (b"POST / HTTP/1.1\r\nHost: x\r\nUser-Agent: ua\r\nContent-Length: 5\r\n"
+           b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
     with server.connect() as s:
         s.sendall(raw)
         status, _, _, _ = SocketReader(s).response()
     assert status == 400
     server.wait_for_line(r"\[WARNING\] Invalid request from ip=127\.0\.0\.1: "
                          r"Invalid HTTP Header: 'CONTENT-LENGTH'$")
+    line = server.wait_for_line(r'^127\.0\.0\.1 - - \[.*\] "POST / HTTP/1\.1" 400 0 "-" "-"$').string
+    assert DEFAULT_LINE.match(line), line
+    start = len(server.lines)
     with server.connect() as s:
         s.sendall(b"G@T / HTTP/1.1\r\nHost: x\r\n\r\n")
         assert SocketReader(s).response()[0] == 400
     server.wait_for_line(r"\[WARNING\] Invalid request from ip=127\.0\.0\.1: Invalid HTTP method: 'G@T'$")
+    # No request line, no access line (as in Gunicorn).
+    server.stop()
+    assert not any('"G@T' in line or " 400 " in line for line in server.lines[start:]), server.lines[start:]

@@ -486,6 +486,17 @@ def test_access_records_carry_gunicorns_atoms(run_server, worker_args, tmp_path,
     assert rec["environ"] == "GET" and rec["missing"] == "-"
     assert rec["msg_is_format"] == ATOMS_FORMAT
     assert rec["message"] == '127.0.0.1 "GET /a%20b?x=1 HTTP/1.1" 200 6 in'
+    # A request refused for a field's value has its record too, with the atoms Gunicorn's error
+    # path gives it.
+    with server.connect() as s:
+        s.sendall(b"POST /r?y=1 HTTP/1.1\r\nHost: x\r\nX-Req: in\r\nUser-Agent: ua\r\nContent-Length: 5\r\n"
+                  b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+        assert SocketReader(s).response()[0] == 400
+    line = wait_until(lambda: (lines := read_lines(out)) and len(lines) >= 2 and lines[1], 15,
+                      message="the refused request's record")
+    rec = json.loads(line)
+    assert (rec["status"], rec["request"], rec["query"], rec["bytes"]) == ("400", "POST /r?y=1 HTTP/1.1", "y=1", 0)
+    assert rec["req_header"] == "in" and rec["agent"] == "-", rec
     assert "Logging error" not in server.log, server.log
 
 

@@ -435,13 +435,13 @@ def custom_access(logger: Any, request: tuple[Any, ...], response: tuple[Any, ..
     method, uri, path, query, version, headers, peer = request
     status, status_code, resp_headers, sent = response
     if not environ:
-        # A request answered before it had an environ (refused as malformed): the keys the
-        # atoms read, as Gunicorn's error path builds them.
+        # A request answered before it had an environ (refused for a field's value): the keys
+        # Gunicorn's error path gives it.
         environ = {
-            "REQUEST_METHOD": method, "RAW_URI": uri, "PATH_INFO": path, "QUERY_STRING": query,
+            "REQUEST_METHOD": method, "QUERY_STRING": query, "RAW_URI": uri,
             "SERVER_PROTOCOL": "HTTP/%d.%d" % tuple(version),
             "REMOTE_ADDR": peer[0] if isinstance(peer, tuple) else "",
-            **{"HTTP_" + name.replace("-", "_"): value for name, value in headers},
+            "REMOTE_PORT": str(peer[1]) if isinstance(peer, tuple) else "-1",
         }
     scheme = environ.get("wsgi.url_scheme", "http") if isinstance(environ, dict) else "http"
     req = Request(method, uri, path, query, "", version, headers, scheme, peer)

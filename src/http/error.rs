@@ -147,6 +147,12 @@ impl HttpError {
         }
     }
 
+    /// Whether the request was refused for a field's value (Gunicorn's `InvalidHeader`), after
+    /// its request line was read: Gunicorn logs an access line for those.
+    pub fn is_invalid_header(&self) -> bool {
+        self.message.starts_with("Invalid HTTP Header: ")
+    }
+
     /// The error itself, as Gunicorn logs it (`Invalid request from ip=...: {this}`): the
     /// answer's message without the wrapper Gunicorn's error page puts around some errors.
     pub fn logged(&self) -> &str {

@@ -295,6 +295,11 @@ impl Conn {
                     Ok(None) => {}
                     Err(err) => {
                         self.log_invalid(&err);
+                        // Logged before the answer is written, as Gunicorn does.
+                        let access = worker.reports.then(|| self.refused_access(&err));
+                        if let Some(access) = access.flatten() {
+                            worker.report(err.status, Some(access), Duration::ZERO);
+                        }
                         Box::pin(self.refuse(&err)).await;
                         return Ok(None);
                     }
@@ -531,6 +536,26 @@ impl Conn {
             "Invalid request from ip={ip}: {}",
             err.logged()
         ));
+    }
+
+    /// What the access line of an error answer needs, for a request refused for a field's
+    /// value: Gunicorn logs one when the refusal carries its request (no body bytes counted).
+    fn refused_access(&self, err: &HttpError) -> Option<Box<crate::wsgi::call::AccessData>> {
+        if !err.is_invalid_header() {
+            return None;
+        }
+        let head = http::head::refused_request(&self.buf, &self.worker.limits)?;
+        Some(Box::new(crate::wsgi::call::AccessData {
+            head,
+            remote_addr: crate::wsgi::call::remote_addr(&self.info),
+            status: err.status,
+            sent: 0,
+            response_headers: Vec::new(),
+            environ: Vec::new(),
+            peer: self.info.peer.socket_addr(),
+            status_line: Some(format!("{} {}", err.status, err.reason)),
+            environ_obj: None,
+        }))
     }
 
     /// Answers with `err` and closes. The request path boxes this future where it awaits it:

@@ -13,7 +13,7 @@ use std::time::Duration;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyIterator, PyList};
 
-use super::environ::{ConnInfo, EnvironBuilder, Peer};
+use super::environ::{ConnInfo, EnvironBuilder};
 use super::file_wrapper::FileWrapper;
 use super::input::{BodyState, InputStream};
 use super::output::OutQueue;
@@ -200,10 +200,7 @@ fn with_hooks(py: Python<'_>, ctx: &AppContext, req: Request, hooks: &RequestHoo
         fragment: req.head.fragment(),
         version: req.head.version,
         headers: req.head.headers(),
-        peer: match req.conn.peer {
-            Peer::Tcp(addr) => Some(addr),
-            Peer::Unix => None,
-        },
+        peer: req.conn.peer.socket_addr(),
     };
     match hooks.pre_request(py, &view) {
         Ok(hook_req) => cycle(py, ctx, req, Some((hook_req, Capture::default()))),
@@ -215,7 +212,7 @@ fn with_hooks(py: Python<'_>, ctx: &AppContext, req: Request, hooks: &RequestHoo
     }
 }
 
-fn remote_addr(conn: &ConnInfo) -> String {
+pub fn remote_addr(conn: &ConnInfo) -> String {
     match (&conn.proxy, conn.peer.ip()) {
         (Some(proxy), _) if proxy.client.is_some() => proxy
             .client
@@ -244,10 +241,7 @@ fn cycle(
         environ: Vec::new(),
         hook,
         head,
-        peer: match conn.peer {
-            Peer::Tcp(addr) => Some(addr),
-            Peer::Unix => None,
-        },
+        peer: conn.peer.socket_addr(),
         environ_obj: None,
         status_line: None,
     };
