@@ -192,3 +192,14 @@ def test_malformed_request_is_logged_like_gunicorn(run_server, worker_args):
     # No request line, no access line (as in Gunicorn).
     server.stop()
     assert not any('"G@T' in line or " 400 " in line for line in server.lines[start:]), server.lines[start:]
+
+
+def test_malformed_body_is_logged_like_gunicorn(run_server, worker_args):
+    # A chunked body that turns out malformed while the application reads it: Gunicorn's
+    # warning, then the 400's access line.
+    server = run_server(*worker_args, "--access-logfile", "-", "w_apps:echo_environ")
+    with server.connect() as s:
+        s.sendall(b"POST /body HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n")
+        assert SocketReader(s).response()[0] == 400
+    server.wait_for_line(r"\[WARNING\] Invalid request from ip=127\.0\.0\.1: Invalid chunk size: ")
+    server.wait_for_line(r'^127\.0\.0\.1 - - \[.*\] "POST /body HTTP/1\.1" 400 ')

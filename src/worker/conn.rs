@@ -182,6 +182,16 @@ impl Conn {
         let body = match self.read_body(&head).await? {
             Ok(body) => body,
             Err(err) => {
+                // A malformed body read ahead of the application: logged as Gunicorn logs the
+                // error the application's read would have raised (a timeout is not the
+                // client's malformed request).
+                if err.status != 408 {
+                    crate::wsgi::call::log_invalid_request(self.info.peer.socket_addr(), &err);
+                    if worker.reports {
+                        let access = self.error_access(head, &err);
+                        worker.report(err.status, Some(access), since(started));
+                    }
+                }
                 Box::pin(self.refuse(&err)).await;
                 return Ok(Next::Close);
             }
@@ -280,7 +290,7 @@ impl Conn {
                         continue;
                     }
                     Err(err) => {
-                        self.log_invalid(&err);
+                        crate::wsgi::call::log_invalid_request(self.info.peer.socket_addr(), &err);
                         Box::pin(self.refuse(&err)).await;
                         return Ok(None);
                     }
@@ -294,7 +304,7 @@ impl Conn {
                     }
                     Ok(None) => {}
                     Err(err) => {
-                        self.log_invalid(&err);
+                        crate::wsgi::call::log_invalid_request(self.info.peer.socket_addr(), &err);
                         // Logged before the answer is written, as Gunicorn does.
                         let access = worker.reports.then(|| self.refused_access(&err));
                         if let Some(access) = access.flatten() {
@@ -523,21 +533,6 @@ impl Conn {
         self.refuse(&HttpError::service_unavailable()).await;
     }
 
-    /// Gunicorn's line for a request refused as malformed, naming the peer's address (empty
-    /// on a unix socket).
-    fn log_invalid(&self, err: &HttpError) {
-        let ip = self
-            .info
-            .peer
-            .ip()
-            .map(|ip| ip.to_string())
-            .unwrap_or_default();
-        log::warning(format_args!(
-            "Invalid request from ip={ip}: {}",
-            err.logged()
-        ));
-    }
-
     /// What the access line of an error answer needs, for a request refused for a field's
     /// value: Gunicorn logs one when the refusal carries its request (no body bytes counted).
     fn refused_access(&self, err: &HttpError) -> Option<Box<crate::wsgi::call::AccessData>> {
@@ -545,7 +540,16 @@ impl Conn {
             return None;
         }
         let head = http::head::refused_request(&self.buf, &self.worker.limits)?;
-        Some(Box::new(crate::wsgi::call::AccessData {
+        Some(self.error_access(head, err))
+    }
+
+    /// The access log data of an error answer to `head` (no body bytes counted).
+    fn error_access(
+        &self,
+        head: http::RequestHead,
+        err: &HttpError,
+    ) -> Box<crate::wsgi::call::AccessData> {
+        Box::new(crate::wsgi::call::AccessData {
             head,
             remote_addr: crate::wsgi::call::remote_addr(&self.info),
             status: err.status,
@@ -555,7 +559,7 @@ impl Conn {
             peer: self.info.peer.socket_addr(),
             status_line: Some(format!("{} {}", err.status, err.reason)),
             environ_obj: None,
-        }))
+        })
     }
 
     /// Answers with `err` and closes. The request path boxes this future where it awaits it:

@@ -271,6 +271,8 @@ fn cycle(
                     uri(&tail.head),
                     err.message
                 ));
+            } else {
+                log_invalid_request(tail.peer, &err);
             }
             let refused = Outcome::refuse(&err, take_body(&input));
             return tail.finish(py, refused, 0, Vec::new());
@@ -377,7 +379,7 @@ fn conclude(
     responder: &Bound<'_, StartResponse>,
     failure: Option<PyErr>,
 ) -> Outcome {
-    let outcome = settle(py, &tail.head, input, responder, failure);
+    let outcome = settle(py, &tail, input, responder, failure);
     let state = &responder.borrow().state;
     let headers = if tail.remote_addr.is_some() {
         state.headers.clone()
@@ -393,7 +395,7 @@ fn conclude(
 /// The response's final framing, or the error answer when the application failed.
 fn settle(
     py: Python<'_>,
-    head: &RequestHead,
+    tail: &Tail,
     input: &Bound<'_, InputStream>,
     responder: &Bound<'_, StartResponse>,
     failure: Option<PyErr>,
@@ -409,9 +411,17 @@ fn settle(
         let body_error = body.as_ref().and_then(|b| b.error.clone());
         if !state.headers_sent {
             return match body_error {
-                Some(http_err) => Outcome::refuse(&http_err, body),
+                Some(http_err) => {
+                    // The body was malformed (the application's read raised because of it).
+                    log_invalid_request(tail.peer, &http_err);
+                    Outcome::refuse(&http_err, body)
+                }
                 None => {
-                    log_exception(py, &format!("Error handling request {}", uri(head)), &err);
+                    log_exception(
+                        py,
+                        &format!("Error handling request {}", uri(&tail.head)),
+                        &err,
+                    );
                     Outcome::refuse(&HttpError::internal(String::new()), body)
                 }
             };
@@ -424,12 +434,12 @@ fn settle(
     if state.status.is_none() {
         log::error(format_args!(
             "Error handling request {}: the application returned without calling start_response",
-            uri(head)
+            uri(&tail.head)
         ));
         return Outcome::refuse(&HttpError::internal(String::new()), body);
     }
     if let Some(complaint) = state.finish() {
-        log::warning(format_args!("{complaint} (request {})", uri(head)));
+        log::warning(format_args!("{complaint} (request {})", uri(&tail.head)));
     }
     let body_ok = body
         .as_ref()
@@ -588,6 +598,16 @@ fn close_iterable(iterable: &Bound<'_, PyAny>) -> PyResult<()> {
 /// `GET /path?query`, as Gunicorn names a request in `Error handling request ...`.
 fn uri(head: &RequestHead) -> String {
     format!("{} {}", head.method, String::from_utf8_lossy(head.target()))
+}
+
+/// Gunicorn's line for a request refused as malformed, naming the peer's address (empty on a
+/// unix socket).
+pub fn log_invalid_request(peer: Option<std::net::SocketAddr>, err: &HttpError) {
+    let ip = peer.map(|p| p.ip().to_string()).unwrap_or_default();
+    log::warning(format_args!(
+        "Invalid request from ip={ip}: {}",
+        err.logged()
+    ));
 }
 
 /// Logs `message` and the Python traceback of `err` to the error log (Gunicorn's
