@@ -9,8 +9,8 @@ pub enum LoadError {
     /// APP_MODULE (or the PasteDeploy file) names nothing usable: a one-line reason, exit 4
     /// ("App failed to load.").
     NotFound(String),
-    /// APP_MODULE's module does not exist: a one-line reason, exit 3 ("Worker failed to
-    /// boot."), as Gunicorn treats the `ImportError`.
+    /// APP_MODULE's module (or what a PasteDeploy file names) does not exist: a one-line
+    /// reason, exit 3 ("Worker failed to boot."), as Gunicorn treats the error.
     Missing(String),
     /// The application's own code raised while importing: logged with its traceback, exit 3.
     Raised(PyErr),
@@ -41,7 +41,7 @@ impl LoadError {
                 .map(|cls| err.get_type(py).is_subclass(&cls).unwrap_or(false))
                 .unwrap_or(false)
         };
-        if is("AppModuleMissing") {
+        if is("AppMissing") {
             LoadError::Missing(err.value(py).to_string())
         } else if is("AppImportError") {
             LoadError::NotFound(err.value(py).to_string())
