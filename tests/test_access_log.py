@@ -203,3 +203,16 @@ def test_malformed_body_is_logged_like_gunicorn(run_server, worker_args):
         assert SocketReader(s).response()[0] == 400
     server.wait_for_line(r"\[WARNING\] Invalid request from ip=127\.0\.0\.1: Invalid chunk size: ")
     server.wait_for_line(r'^127\.0\.0\.1 - - \[.*\] "POST /body HTTP/1\.1" 400 ')
+
+
+def test_client_reset_is_a_debug_line(run_server, worker_args):
+    # A client that resets its connection before the answer: Gunicorn's debug line, no error.
+    import socket
+    import struct
+
+    server = run_server(*worker_args, "--log-level", "debug", "l_apps:statuses")
+    with server.connect() as s:
+        s.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    server.wait_for_line(r"\[DEBUG\] Ignoring (connection reset|EPIPE)$")
+    assert "[ERROR]" not in server.log, server.log

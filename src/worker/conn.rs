@@ -163,8 +163,12 @@ impl Conn {
         let worker = Rc::clone(&self.worker);
         let mut waits = HeadWaits::new();
         let mut first = true;
-        while let Ok(Next::Continue) = self.serve_one(first, &worker, &mut waits).await {
-            first = false;
+        loop {
+            match self.serve_one(first, &worker, &mut waits).await {
+                Ok(Next::Continue) => first = false,
+                Ok(Next::Close) => return,
+                Err(e) => return log_socket_error(&e),
+            }
         }
     }
 
@@ -592,6 +596,18 @@ impl Conn {
             }
         }
     }
+}
+
+/// Gunicorn's debug lines for a client that went away mid-request; other socket errors (a write
+/// timeout, ...) end the connection silently.
+fn log_socket_error(e: &io::Error) {
+    let what = match e.raw_os_error() {
+        Some(libc::ECONNRESET) => "Ignoring connection reset",
+        Some(libc::ENOTCONN) => "Ignoring socket not connected",
+        Some(libc::EPIPE) => "Ignoring EPIPE",
+        _ => return,
+    };
+    log::debug(format_args!("{what}"));
 }
 
 /// Bytes waiting in the socket's receive queue (0 when unknown).
