@@ -163,12 +163,14 @@ impl Conn {
         let worker = Rc::clone(&self.worker);
         let mut waits = HeadWaits::new();
         let mut first = true;
-        loop {
+        let end = loop {
             match self.serve_one(first, &worker, &mut waits).await {
                 Ok(Next::Continue) => first = false,
-                Ok(Next::Close) => return,
-                Err(e) => return log_socket_error(&e),
+                end => break end,
             }
+        };
+        if let Err(e) = end {
+            log_socket_error(&e);
         }
     }
 
