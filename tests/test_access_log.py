@@ -153,7 +153,7 @@ def test_error_log_line_kinds_match_gunicorn(run_server, tmp_path):
     text = errlog.read_text()
     kinds = [
         r"\[WARNING\] These settings have no effect in ferrocorn \S+ yet: spew = True$",
-        r"\[ERROR\] Error handling request /boom\nTraceback \(most recent call last\):\n(  .*\n)+"
+        r"\[ERROR\] Error handling request GET /boom\nTraceback \(most recent call last\):\n(  .*\n)+"
         r"RuntimeError: boom from the app$",
         r"\[INFO\] Autorestarting worker after current request\.$",
         r"\[INFO\] Handling signal: usr1$",
@@ -240,3 +240,53 @@ def test_access_log_write_failure_and_recovery_reported(run_server, tmp_path):
     finally:
         if reader >= 0:
             os.close(reader)
+
+
+def test_malformed_request_is_logged_like_gunicorn(run_server, worker_args):
+    # Gunicorn: `Invalid request from ip=ADDR: REASON` at WARNING for a request refused as
+    # malformed, and an access line when the request line was read (a bad field value).
+    # Before, the refusal left no trace in either log.
+    server = run_server(*worker_args, "--access-logfile", "-", "l_apps:hello")
+    # Gunicorn's access line for it shows `-` for the Referer and User-Agent atoms.
+    raw = (b"POST / HTTP/1.1\r\nHost: x\r\nUser-Agent: ua\r\nContent-Length: 5\r\n"
+           b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+    with server.connect() as s:
+        s.sendall(raw)
+        status, _, _, _ = SocketReader(s).response()
+    assert status == 400
+    server.wait_for_line(r"\[WARNING\] Invalid request from ip=127\.0\.0\.1: "
+                         r"Invalid HTTP Header: 'CONTENT-LENGTH'$")
+    line = server.wait_for_line(r'^127\.0\.0\.1 - - \[.*\] "POST / HTTP/1\.1" 400 0 "-" "-"$').string
+    assert DEFAULT_LINE.match(line), line
+    start = len(server.lines)
+    with server.connect() as s:
+        s.sendall(b"G@T / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert SocketReader(s).response()[0] == 400
+    server.wait_for_line(r"\[WARNING\] Invalid request from ip=127\.0\.0\.1: Invalid HTTP method: 'G@T'$")
+    # No request line, no access line (as in Gunicorn).
+    server.stop()
+    assert not any('"G@T' in line or " 400 " in line for line in server.lines[start:]), server.lines[start:]
+
+
+def test_malformed_body_is_logged_like_gunicorn(run_server, worker_args):
+    # A chunked body that turns out malformed while the application reads it: Gunicorn's
+    # warning, then the 400's access line.
+    server = run_server(*worker_args, "--access-logfile", "-", "w_apps:echo_environ")
+    with server.connect() as s:
+        s.sendall(b"POST /body HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n")
+        assert SocketReader(s).response()[0] == 400
+    server.wait_for_line(r"\[WARNING\] Invalid request from ip=127\.0\.0\.1: Invalid chunk size: ")
+    server.wait_for_line(r'^127\.0\.0\.1 - - \[.*\] "POST /body HTTP/1\.1" 400 ')
+
+
+def test_client_reset_is_a_debug_line(run_server, worker_args):
+    # A client that resets its connection before the answer: Gunicorn's debug line, no error.
+    import socket
+    import struct
+
+    server = run_server(*worker_args, "--log-level", "debug", "l_apps:statuses")
+    with server.connect() as s:
+        s.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    server.wait_for_line(r"\[DEBUG\] Ignoring (connection reset|EPIPE)$")
+    assert "[ERROR]" not in server.log, server.log

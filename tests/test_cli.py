@@ -116,14 +116,12 @@ def test_factory_with_literal_arguments(run_server):
 @pytest.mark.parametrize(
     "app_module, message",
     [
-        # Gunicorn treats a missing module as a boot failure: exit 3 with a traceback. ferrocorn
-        # deliberately reports it as an app load failure (exit 4) with one clear line.
-        ("no_such_module_xyz:app", r"No module named '?no_such_module_xyz'?"),
+        # A missing module is a boot failure (exit 3), as in Gunicorn: see test_exit_codes.py.
         ("cli_app:nope", r"Failed to find attribute 'nope' in 'cli_app'"),
         ("cli_app:create_app(x)", r"Failed to parse arguments as literal values"),
         ("cli_app:notcallable", r"Application object must be callable"),
     ],
-    ids=["missing-module", "missing-variable", "non-literal-args", "not-callable"],
+    ids=["missing-variable", "non-literal-args", "not-callable"],
 )
 def test_app_load_errors_exit_4(run_server, app_module, message):
     srv = run_server(app_module, ready=False)

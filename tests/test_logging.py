@@ -157,7 +157,7 @@ def test_log_config_json(run_server, tmp_path):
     check_custom_log(out, "json")
     assert get(server, "/boom")[0] == 500
     text = wait_for_text(out, r"RuntimeError: boom from the app").string
-    assert re.search(r"^CUSTOM ERROR gunicorn\.error Error handling request /boom\nTraceback ", text,
+    assert re.search(r"^CUSTOM ERROR gunicorn\.error Error handling request GET /boom\nTraceback ", text,
                      re.M), text
 
 
@@ -231,7 +231,7 @@ def test_custom_logger_class_receives_the_calls(run_server, worker_args, tmp_pat
     assert {"init", "info", "access", "exception"} <= kinds, kinds
     assert all_records[0]["kind"] == "init" and all_records[0]["loglevel"] == "info"
     boom = [r for r in all_records if r["kind"] == "exception"]
-    assert boom[0]["msg"] == "Error handling request /boom"
+    assert boom[0]["msg"] == "Error handling request GET /boom"
     assert boom[0]["exc_type"] == "RuntimeError" and boom[0]["exc_value"] == "boom from the app"
     assert any(r["kind"] == "info" and r["msg"].startswith("Booting worker with pid: ")
                for r in all_records)
@@ -307,11 +307,11 @@ def check_syslog(rx: Receiver, facility: int, prog: str, server, worker_pid: int
     assert int(m["pri"]) == facility * 8 + SEVERITY["INFO"] and int(m["pid"]) == worker_pid
     assert re.match(rb'^127\.0\.0\.1 - - \[[^\]]+\] "GET /status/404 HTTP/1\.1" 404 3 "-" "-"$',
                     m["msg"]), m["msg"]
-    error = rx.wait_for(rb"Error handling request /boom")
+    error = rx.wait_for(rb"Error handling request GET /boom")
     m = SYSLOG.match(error)
     assert m and int(m["pri"]) == facility * 8 + SEVERITY["ERROR"], error
     assert m["prog"].decode() == f"{prog}.error" and int(m["pid"]) == worker_pid
-    assert m["msg"].startswith(b"Error handling request /boom\nTraceback (most recent call last):\n")
+    assert m["msg"].startswith(b"Error handling request GET /boom\nTraceback (most recent call last):\n")
     assert m["msg"].endswith(b"RuntimeError: boom from the app")
     for datagram in list(rx.items):
         assert SYSLOG.match(datagram), datagram
@@ -364,7 +364,7 @@ def test_access_lines_can_stay_out_of_syslog(run_server, tmp_path):
                             "--disable-redirect-access-to-syslog", "--access-logfile", str(access),
                             "l_apps:statuses")
         exercise(server)
-        rx.wait_for(rb"Error handling request /boom")
+        rx.wait_for(rb"Error handling request GET /boom")
         wait_for_text(access, r'"GET /boom HTTP/1\.1" 500 ')
         assert not [d for d in rx.items if b".access: " in d]
     finally:
@@ -441,3 +441,92 @@ def test_usr1_reopens_every_log_under_load(run_server, tmp_path):
     assert "Handling signal: usr1" in (tmp_path / "error.log.1").read_text()
     for line in read_lines(errors) + read_lines(tmp_path / "error.log.1"):
         assert re.match(rf"^({TS} \[\d+\] \[[A-Z]+\] .+|mark id=\d+)$", line), line
+
+
+# --- what Python formatters see ----------------------------------------------------------------
+
+
+ATOMS_FORMAT = '%(h)s "%(r)s" %(s)s %(b)s %({x-req}i)s'
+
+
+@pytest.mark.parametrize("kind", ["dict", "json"])
+def test_access_records_carry_gunicorns_atoms(run_server, worker_args, tmp_path, kind):
+    # Gunicorn logs `access_log_format % atoms` with the atoms dict as `record.args`; JSON
+    # formatters read fields from it. Before: `record.args == ()` and every access line was lost.
+    out = tmp_path / "access.jsonl"
+    config = {
+        "version": 1,
+        "formatters": {"atoms": {"()": "l_apps.AtomsJsonFormatter"}},
+        "handlers": {"file": {"class": "logging.FileHandler", "filename": str(out),
+                              "formatter": "atoms"}},
+        "root": {"level": "WARNING", "handlers": []},
+        "loggers": {"gunicorn.access": {"level": "INFO", "handlers": ["file"], "propagate": False}},
+    }
+    if kind == "dict":
+        conf = tmp_path / "conf.py"
+        conf.write_text(f"logconfig_dict = {config!r}\n")
+        args = ["-c", str(conf)]
+    else:
+        path = tmp_path / "logging.json"
+        path.write_text(json.dumps(config))
+        args = ["--log-config-json", str(path)]
+    server = run_server(*worker_args, *args, "--access-logformat", ATOMS_FORMAT, "l_apps:hello")
+    headers = {"X-Req": "in", "Authorization": "Basic dXNlcjpwYXNz", "User-Agent": 'ua "q"'}
+    assert get(server, "/a%20b?x=1", headers)[0] == 200
+    line = wait_for_text(out, r"^\{.*\}$").group(0)
+    rec = json.loads(line)
+    assert rec["status"] == "200" and rec["method"] == "GET" and rec["path"] == "/a b"
+    assert rec["query"] == "x=1" and rec["remote"] == "127.0.0.1" and rec["protocol"] == "HTTP/1.1"
+    assert rec["request"] == "GET /a%20b?x=1 HTTP/1.1"
+    assert rec["bytes"] == 6 and rec["bytes_text"] == "6"
+    assert all(isinstance(rec[k], int) for k in ("seconds", "micros", "millis")), rec
+    assert re.fullmatch(r"\d+\.\d{6}", rec["decimal"]) and re.fullmatch(r"<\d+>", rec["pid"])
+    assert rec["user"] == "user" and rec["referer"] == "-" and rec["agent"] == 'ua \\"q\\"'
+    assert rec["req_header"] == "in" and rec["resp_header"] == "out-value"
+    assert rec["environ"] == "GET" and rec["missing"] == "-"
+    assert rec["msg_is_format"] == ATOMS_FORMAT
+    assert rec["message"] == '127.0.0.1 "GET /a%20b?x=1 HTTP/1.1" 200 6 in'
+    # A request refused for a field's value has its record too, with the atoms Gunicorn's error
+    # path gives it.
+    with server.connect() as s:
+        s.sendall(b"POST /r?y=1 HTTP/1.1\r\nHost: x\r\nX-Req: in\r\nUser-Agent: ua\r\nContent-Length: 5\r\n"
+                  b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+        assert SocketReader(s).response()[0] == 400
+    line = wait_until(lambda: (lines := read_lines(out)) and len(lines) >= 2 and lines[1], 15,
+                      message="the refused request's record")
+    rec = json.loads(line)
+    assert (rec["status"], rec["request"], rec["query"], rec["bytes"]) == ("400", "POST /r?y=1 HTTP/1.1", "y=1", 0)
+    assert rec["req_header"] == "in" and rec["agent"] == "-", rec
+    assert "Logging error" not in server.log, server.log
+
+
+# --- Gunicorn's lines at start, stop and with --reload -------------------------------------------
+
+
+def test_halt_is_logged_at_error(run_server):
+    # `--log-level warning` must keep why the master stopped (Gunicorn logs it at ERROR).
+    server = run_server("--log-level", "warning", "no_such_module_xyz:app", ready=False)
+    assert server.wait(timeout=30) == 3, server.log
+    log = server.log
+    for line in (r"\[ERROR\] Worker \(pid:\d+\) exited with code 3\.$", r"\[ERROR\] Shutting down: Master$",
+                 r"\[ERROR\] Reason: Worker failed to boot\.$"):
+        assert re.search(line, log, re.M), (line, log)
+    assert "[INFO]" not in log, log
+
+
+def test_debug_level_logs_the_configuration_and_boot(run_server):
+    server = run_server("--log-level", "debug", "-w", "2", "l_apps:hello")
+    server.wait_for_line(r"\[DEBUG\] Arbiter booted$")
+    log = server.log
+    m = re.search(rf"^{TS} \[\d+\] \[DEBUG\] Current configuration:\n((?:  \w+: .*\n)+)", log, re.M)
+    assert m, log
+    settings = {name: value for line in m.group(1).splitlines()
+                for name, _, value in [line[2:].partition(": ")]}
+    assert settings["workers"] == "2" and settings["bind"] == "['127.0.0.1:0']", settings
+    assert settings["loglevel"] == "debug"
+    assert log.index("Arbiter booted") < log.index("Listening at:")
+
+
+def test_reload_warns(run_server):
+    server = run_server("--reload", "l_apps:hello")
+    server.wait_for_line(r"\[WARNING\] Reloader is on\. Use in development only!$")

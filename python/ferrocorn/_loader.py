@@ -16,6 +16,12 @@ class AppImportError(Exception):
     """APP_MODULE does not name a usable application. The message says what is wrong."""
 
 
+class AppMissing(AppImportError):
+    """APP_MODULE's module, or what a PasteDeploy file names (section, module, factory), does
+    not exist. Gunicorn lets those errors through, which makes them a failed worker boot
+    (exit 3) rather than a failed app load (exit 4)."""
+
+
 def _parse_target(target: str) -> tuple[str, tuple[Any, ...], dict[str, Any], bool]:
     """`name` or `name(literal args)` -> (name, args, kwargs, is_call)."""
     try:
@@ -58,7 +64,7 @@ def import_app(uri: str) -> Callable[..., Any]:
         hint = ""
         if module.endswith(".py") and os.path.exists(module):
             hint = f" Did you mean '{module[:-3]}:{target}'?"
-        raise AppImportError(f"No module named {module!r}.{hint}") from None
+        raise AppMissing(f"No module named {module!r}.{hint}") from None
     try:
         app = getattr(mod, name)
     except AttributeError:
@@ -138,7 +144,7 @@ def load_paste(uri: str, raw_global_conf: list[str]) -> Callable[..., Any]:
         paste_dir = os.path.dirname(os.path.abspath(paste.deploy.__file__))
         if not _outside_app(exc, paste_dir):
             raise
-        raise AppImportError(
+        raise AppMissing(
             f"Failed to load the application from {uri}: {type(exc).__name__}: {exc}"
         ) from None
     if not callable(app):

@@ -7,7 +7,7 @@ StatsD are written by the server's Rust core and none of this runs. This module 
   sets up the `gunicorn.error` and `gunicorn.access` loggers the way Gunicorn does (its
   handlers for `--error-logfile`, `--access-logfile` and `--log-syslog` first, then the config
   applied over Gunicorn's default dict), and the server hands it every error message and every
-  access line (already rendered with `--access-logformat`);
+  request (`access()`, which logs `--access-logformat` with Gunicorn's atoms dict as `args`);
 - a custom `--logger-class` is set: `make_logger` builds it with `cfg`, and the server calls
   its methods (`info`, `error`, `exception`, ..., `access(resp, req, environ, request_time)`).
 
@@ -17,6 +17,8 @@ configured on `ferrocorn.error` / `ferrocorn.access` receive them too.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import copy
 import datetime
 import importlib
@@ -27,6 +29,8 @@ import logging.handlers
 import os
 import socket
 import sys
+import time
+import traceback
 from typing import Any
 
 # The logger the server calls: a `Logger`, a custom class's instance, or None (Rust logs).
@@ -255,13 +259,26 @@ class Logger:
         return bool(cfg.accesslog or cfg.logconfig or cfg.logconfig_dict or cfg.logconfig_json
                     or (cfg.syslog and not cfg.disable_redirect_access_to_syslog))
 
-    def _access_line(self, line: str) -> None:
-        """One access line, rendered by the server from `--access-logformat`."""
-        if self.access_log_enabled:
-            self._emit(self.access_log, "ferrocorn.access", logging.INFO, line, ())
+    def now(self) -> str:
+        """The `t` atom: local time in Apache's common log format."""
+        return time.strftime("[%d/%b/%Y:%H:%M:%S %z]")
+
+    def atoms(self, resp: Any, req: Any, environ: Any, request_time: Any) -> dict[str, Any]:
+        """Gunicorn's access log atoms, with its keys and value types."""
+        return access_atoms(resp, req, environ, request_time, self.now())
 
     def access(self, resp: Any, req: Any, environ: Any, request_time: Any) -> None:
-        """Part of Gunicorn's interface; the server renders access lines itself."""
+        """One request through `gunicorn.access`, as Gunicorn logs it: the record's `msg` is
+        `--access-logformat` and its `args` the atoms (a `SafeAtoms`), so formatters that read
+        `record.args["s"]` work and `%(message)s` is the formatted line."""
+        if not self.access_log_enabled:
+            return
+        atoms = SafeAtoms(self.atoms(resp, req, environ, request_time))
+        try:
+            self._emit(self.access_log, "ferrocorn.access", logging.INFO,
+                       self.cfg.access_log_format, (atoms,))
+        except Exception:
+            self.error(traceback.format_exc())
 
     # -- files ----------------------------------------------------------------------------------
 
@@ -285,6 +302,79 @@ class Logger:
             if stream:
                 fd = stream.fileno()
                 fcntl.fcntl(fd, fcntl.F_SETFD, fcntl.fcntl(fd, fcntl.F_GETFD) | fcntl.FD_CLOEXEC)
+
+
+class SafeAtoms(dict):  # type: ignore[type-arg]
+    """The atoms as a format reads them: `"` in text escaped, `{header}i`-style keys looked up
+    case-insensitively, and `-` for any atom that is missing."""
+
+    def __init__(self, atoms: dict[str, Any]) -> None:
+        super().__init__(
+            (k, v.replace('"', '\\"') if isinstance(v, str) else v) for k, v in atoms.items()
+        )
+
+    def __getitem__(self, key: str) -> Any:
+        if key.startswith("{"):
+            key = key.lower()
+        return super().__getitem__(key) if key in self else "-"
+
+
+def _basic_auth_user(environ: Any) -> str | None:
+    """The user name of an `Authorization: Basic` header, if it decodes."""
+    value = environ.get("HTTP_AUTHORIZATION")
+    if not value or not value.lower().startswith("basic"):
+        return None
+    scheme_and_token = value.split(" ", 1)
+    if len(scheme_and_token) != 2:
+        return None
+    try:
+        decoded = base64.b64decode(scheme_and_token[1].strip().encode("utf-8")).decode("utf-8")
+    except (TypeError, binascii.Error, UnicodeDecodeError):
+        return None
+    user, sep, _password = decoded.partition(":")
+    return user if sep else None
+
+
+def access_atoms(resp: Any, req: Any, environ: Any, request_time: datetime.timedelta,
+                 now: str) -> dict[str, Any]:
+    """Gunicorn's atoms for one request: the same keys and value types (`T`, `D`, `M`, `B` are
+    numbers, the rest text) plus `{name}i`, `{name}o` and `{key}e` for every request header,
+    response header and environ key (lower-cased names)."""
+    status = resp.status
+    if isinstance(status, str):
+        status = status.split(None, 1)[0]
+    sent = getattr(resp, "sent", None)
+    secs, micros = request_time.seconds, request_time.microseconds
+    atoms: dict[str, Any] = {
+        "h": environ.get("REMOTE_ADDR", "-"),
+        "l": "-",
+        "u": _basic_auth_user(environ) or "-",
+        "t": now,
+        "r": f"{environ['REQUEST_METHOD']} {environ['RAW_URI']} {environ['SERVER_PROTOCOL']}",
+        "s": status,
+        "m": environ.get("REQUEST_METHOD"),
+        "U": environ.get("PATH_INFO"),
+        "q": environ.get("QUERY_STRING"),
+        "H": environ.get("SERVER_PROTOCOL"),
+        "b": str(sent) if sent is not None else "-",
+        "B": sent,
+        "f": environ.get("HTTP_REFERER", "-"),
+        "a": environ.get("HTTP_USER_AGENT", "-"),
+        "T": secs,
+        "D": secs * 1_000_000 + micros,
+        "M": secs * 1000 + micros // 1000,
+        "L": "%d.%06d" % (secs, micros),
+        "p": f"<{os.getpid()}>",
+    }
+    headers = getattr(req, "headers", req)
+    for name, value in headers.items() if hasattr(headers, "items") else headers:
+        atoms[f"{{{name.lower()}}}i"] = value
+    resp_headers = resp.headers
+    for name, value in resp_headers.items() if hasattr(resp_headers, "items") else resp_headers:
+        atoms[f"{{{name.lower()}}}o"] = value
+    for key, value in environ.items():
+        atoms[f"{{{key.lower()}}}e"] = value
+    return atoms
 
 
 def _file_handlers() -> list[logging.FileHandler]:
@@ -344,6 +434,15 @@ def custom_access(logger: Any, request: tuple[Any, ...], response: tuple[Any, ..
 
     method, uri, path, query, version, headers, peer = request
     status, status_code, resp_headers, sent = response
+    if not environ:
+        # A request answered before it had an environ (refused for a field's value): the keys
+        # Gunicorn's error path gives it.
+        environ = {
+            "REQUEST_METHOD": method, "QUERY_STRING": query, "RAW_URI": uri,
+            "SERVER_PROTOCOL": "HTTP/%d.%d" % tuple(version),
+            "REMOTE_ADDR": peer[0] if isinstance(peer, tuple) else "",
+            "REMOTE_PORT": str(peer[1]) if isinstance(peer, tuple) else "-1",
+        }
     scheme = environ.get("wsgi.url_scheme", "http") if isinstance(environ, dict) else "http"
     req = Request(method, uri, path, query, "", version, headers, scheme, peer)
     resp = Response(status, status_code, resp_headers, sent, True)

@@ -151,7 +151,7 @@ pub fn serve(
     if settings.bool("check_config") {
         return match load() {
             Ok(_) => exit_code::OK,
-            Err(LoadError::NotFound(message)) => {
+            Err(LoadError::NotFound(message)) | Err(LoadError::Missing(message)) => {
                 eprintln!("Error: {message}");
                 exit_code::CONFIG_ERROR
             }
@@ -185,16 +185,24 @@ pub fn serve(
         eprintln!("Error: {message}");
         return exit_code::CONFIG_ERROR;
     }
+    if log::enabled(log::Level::Debug) {
+        log::debug(format_args!(
+            "{}",
+            config::current_configuration(py, &settings)
+        ));
+    }
+    // With --preload a load failure ends the command before the arbiter starts: exit 1, as
+    // in Gunicorn, where it is an error of the command rather than of a worker.
     let preloaded = if settings.bool("preload_app") {
         match load() {
             Ok(app) => Some(app),
-            Err(LoadError::NotFound(message)) => {
+            Err(LoadError::NotFound(message)) | Err(LoadError::Missing(message)) => {
                 log::error(format_args!("{message}"));
-                return halt_message("App failed to load.", exit_code::APP_LOAD_ERROR);
+                return exit_code::CONFIG_ERROR;
             }
             Err(LoadError::Raised(err)) => {
                 log_exception(py, "Exception while loading the application", &err);
-                return halt_message("App failed to load.", exit_code::APP_LOAD_ERROR);
+                return exit_code::CONFIG_ERROR;
             }
         }
     } else {
@@ -205,20 +213,22 @@ pub fn serve(
     }
 }
 
-fn halt_message(reason: &str, code: i32) -> i32 {
-    log::info(format_args!("Shutting down: Master"));
-    log::info(format_args!("Reason: {reason}"));
-    code
-}
-
 fn setup_logging(settings: &Settings) -> Result<(), String> {
     if let Some(level) = settings.str("loglevel") {
         let level =
             log::Level::parse(level).ok_or_else(|| format!("invalid loglevel {level:?}"))?;
         log::set_level(level);
     }
+    if let Some(path) = settings.str("errorlog").filter(|p| *p != "-") {
+        log::check_writable(path)?;
+    }
     if let Some(path) = settings.str("errorlog") {
         log::set_error_logfile(path)?;
+    }
+    // Workers open the access log; a file they could not open is refused here, before
+    // binding, as Gunicorn's master does.
+    if let Some(path) = settings.str("accesslog").filter(|p| *p != "-") {
+        log::check_writable(path)?;
     }
     Ok(())
 }
@@ -354,6 +364,7 @@ fn run(
         }
     };
     let shown: Vec<String> = bound.iter().map(Listener::display).collect();
+    log::debug(format_args!("Arbiter booted"));
     log::info(format_args!("Listening at: {} ({pid})", shown.join(",")));
     log::info(format_args!("Using worker: {}", settings.worker_class()));
     let heartbeat = match Heartbeat::new(HEARTBEAT_SLOTS) {
@@ -811,26 +822,26 @@ impl Arbiter {
             self.count_exit(&worker, status);
             if libc::WIFEXITED(status) {
                 let code = libc::WEXITSTATUS(status);
+                if code != 0 {
+                    log::error(format_args!("Worker (pid:{pid}) exited with code {code}."));
+                }
                 if code == exit_code::WORKER_BOOT_ERROR {
                     return Err(self.halt("Worker failed to boot.", exit_code::WORKER_BOOT_ERROR));
                 }
                 if code == exit_code::APP_LOAD_ERROR {
                     return Err(self.halt("App failed to load.", exit_code::APP_LOAD_ERROR));
                 }
-                if code != 0 {
-                    log::error(format_args!("Worker (pid:{pid}) exited with code {code}"));
-                }
             } else if libc::WIFSIGNALED(status) {
                 let sig = libc::WTERMSIG(status);
-                if sig == libc::SIGKILL {
-                    log::error(format_args!(
+                let name = signals::name(sig);
+                // Gunicorn's levels: a kill suggests the OOM killer, TERM is a normal stop,
+                // anything else is unexpected.
+                match sig {
+                    libc::SIGKILL => log::error(format_args!(
                         "Worker (pid:{pid}) was sent SIGKILL! Perhaps out of memory?"
-                    ));
-                } else {
-                    log::error(format_args!(
-                        "Worker (pid:{pid}) was sent {}!",
-                        signals::name(sig)
-                    ));
+                    )),
+                    libc::SIGTERM => log::info(format_args!("Worker (pid:{pid}) was sent {name}!")),
+                    _ => log::warning(format_args!("Worker (pid:{pid}) was sent {name}!")),
                 }
             }
             self.hooks.child_exit(pid);
@@ -1050,10 +1061,15 @@ impl Arbiter {
                 self.hooks.child_exit(pid);
             }
         }
-        log::info(format_args!("Shutting down: {}", self.master_name));
+        // Gunicorn logs a halt with a non-zero status at ERROR, so `--log-level warning` keeps it.
+        let level = match reason {
+            Some((_, code)) if code != exit_code::OK => log::Level::Error,
+            _ => log::Level::Info,
+        };
+        log::log(level, format_args!("Shutting down: {}", self.master_name));
         let exit = match reason {
             Some((reason, code)) => {
-                log::info(format_args!("Reason: {reason}"));
+                log::log(level, format_args!("Reason: {reason}"));
                 Exit::Master(code)
             }
             None => Exit::Master(exit_code::OK),

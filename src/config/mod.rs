@@ -475,6 +475,16 @@ fn repr(py: Python<'_>, v: &Value) -> String {
     }
 }
 
+/// Gunicorn's `Current configuration:` debug message: `  name: value` for every setting, in
+/// the table's order.
+pub fn current_configuration(py: Python<'_>, settings: &Settings) -> String {
+    let mut text = String::from("Current configuration:");
+    for (s, v) in SETTINGS.iter().zip(&settings.values) {
+        text.push_str(&format!("\n  {}: {}", s.name, display(py, v)));
+    }
+    text
+}
+
 /// A value as Python's `str()` shows it.
 fn display(py: Python<'_>, v: &Value) -> String {
     match v {

@@ -160,6 +160,29 @@ impl HttpError {
         }
     }
 
+    /// Whether the request was refused for a field's value (Gunicorn's `InvalidHeader`), after
+    /// its request line was read: Gunicorn logs an access line for those.
+    pub fn is_invalid_header(&self) -> bool {
+        self.message.starts_with("Invalid HTTP Header: ")
+    }
+
+    /// The error itself, as Gunicorn logs it (`Invalid request from ip=...: {this}`): the
+    /// answer's message without the wrapper Gunicorn's error page puts around some errors.
+    pub fn logged(&self) -> &str {
+        let m = self.message.as_str();
+        for prefix in [
+            "Invalid Request Line '",
+            "Invalid Method '",
+            "Invalid HTTP Version '",
+            "Error parsing headers: '",
+        ] {
+            if let Some(inner) = m.strip_prefix(prefix).and_then(|r| r.strip_suffix('\'')) {
+                return inner;
+            }
+        }
+        m
+    }
+
     /// The complete answer, ending with the connection closed, in Gunicorn's format.
     pub fn to_response(&self) -> Vec<u8> {
         let page = format!(
@@ -205,6 +228,19 @@ mod tests {
         assert!(head.starts_with("HTTP/1.1 400 Bad Request\r\nConnection: close\r\n"));
         assert!(head.contains(&format!("Content-Length: {}", body.len())));
         assert!(body.contains("X&lt;y&gt;"));
+    }
+
+    #[test]
+    fn logged_without_the_page_wrapper() {
+        let e = HttpError::invalid_request_line(b"GET /\x01 HTTP/1.1");
+        assert_eq!(
+            e.logged(),
+            "Invalid HTTP request line: 'GET /\\x01 HTTP/1.1'"
+        );
+        let e = HttpError::invalid_header(b"CONTENT-LENGTH");
+        assert_eq!(e.logged(), "Invalid HTTP Header: 'CONTENT-LENGTH'");
+        let e = HttpError::headers_too_large("limit request headers fields");
+        assert_eq!(e.logged(), "limit request headers fields");
     }
 
     #[test]

@@ -305,6 +305,29 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<(RequestHead, usize)>
     Ok(Some((finish(raw, limits)?, skip + end)))
 }
 
+/// The request of a complete head refused for one of its fields' values (Gunicorn's
+/// `InvalidHeader`, which carries its request), for the access line of the error answer:
+/// without the fields `finish` refuses heads for, and without `Referer` and `User-Agent`,
+/// which Gunicorn's line then shows as `-` (it reads them from an environ it does not build).
+/// `None` when the head does not split into a request line and fields.
+pub fn refused_request(buf: &[u8], limits: &Limits) -> Option<RequestHead> {
+    const LEFT_OUT: [&[u8]; 7] = [
+        b"content-length",
+        b"transfer-encoding",
+        b"host",
+        b"content-type",
+        b"expect",
+        b"referer",
+        b"user-agent",
+    ];
+    let data = buf.strip_prefix(b"\r\n").unwrap_or(buf);
+    let head = &data[..HEAD_END.find(data)? + 4];
+    let mut raw = fast_split(head, limits).or_else(|| slow_split(head, limits).ok())?;
+    raw.headers
+        .retain(|(name, _)| !LEFT_OUT.iter().any(|f| name.eq_ignore_ascii_case(f)));
+    finish(raw, limits).ok()
+}
+
 /// Checks the limits on a head that has not ended yet, so a client cannot make the server
 /// buffer without bound, and refuses bare LF line ends early.
 fn check_incomplete(data: &[u8], limits: &Limits) -> Result<(), HttpError> {
@@ -896,6 +919,18 @@ mod tests {
             .expect("complete");
         assert_eq!(n, bytes.len());
         head
+    }
+
+    #[test]
+    fn refused_request_keeps_the_request_line() {
+        let raw = b"POST /p?q=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\nUser-Agent: ua\r\nX-Req: in\r\n\r\n";
+        let limits = Limits::default();
+        assert!(err(raw, &limits).is_invalid_header());
+        let head = refused_request(raw, &limits).expect("request line and fields");
+        assert_eq!((&*head.method, head.target()), ("POST", &b"/p?q=1"[..]));
+        let names: Vec<&str> = head.headers().iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["X-Req"]);
+        assert!(refused_request(b"G@T / HTTP/1.1\r\n\r\n", &limits).is_none());
     }
 
     fn err(bytes: &[u8], limits: &Limits) -> HttpError {

@@ -478,9 +478,10 @@ pub fn write(line: &str) {
 }
 
 /// Logs one served request: rendered by Rust and written to the file and syslog, or handed
-/// to the Python logger (a logging config, or a custom logger class).
+/// to the Python logger (a logging config, or a custom logger class), whose `access()` builds
+/// Gunicorn's atoms dict and passes it to `logging` as the record's `args`.
 pub fn emit(format: &AccessFormat, data: AccessData, duration: Duration) {
-    if super::python::custom() {
+    if super::python::active() {
         super::python::access_call(super::python::AccessCall {
             method: &data.head.method,
             target: data.head.target(),
@@ -508,10 +509,6 @@ pub fn emit(format: &AccessFormat, data: AccessData, duration: Duration) {
         duration,
     };
     let line = format.render(&record);
-    if super::python::active() {
-        super::python::access_line(line.trim_end_matches('\n'));
-        return;
-    }
     write(&line);
     super::syslog::access_line(line.trim_end_matches('\n'));
 }

@@ -136,6 +136,40 @@ pub fn reopen_all() -> Vec<String> {
     errors
 }
 
+/// Refuses a log file that cannot be opened for appending, in Gunicorn's words (it checks
+/// both log files as the master sets up its logger, before binding):
+/// `Error: '/var/log/x.log' isn't writable [FileNotFoundError(2, 'No such file or directory')]`.
+pub fn check_writable(path: &str) -> Result<(), String> {
+    match OpenOptions::new().create(true).append(true).open(path) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!(
+            "Error: '{path}' isn't writable [{}]",
+            python_os_error(&e)
+        )),
+    }
+}
+
+/// An `OSError` as Python's `repr()` shows it, e.g. `PermissionError(13, 'Permission denied')`.
+fn python_os_error(e: &std::io::Error) -> String {
+    let Some(errno) = e.raw_os_error() else {
+        return format!("OSError({e:?})");
+    };
+    let class = match errno {
+        libc::ENOENT => "FileNotFoundError",
+        libc::EACCES | libc::EPERM => "PermissionError",
+        libc::EISDIR => "IsADirectoryError",
+        libc::ENOTDIR => "NotADirectoryError",
+        libc::EEXIST => "FileExistsError",
+        _ => "OSError",
+    };
+    // std's message is strerror's text followed by ` (os error N)`.
+    let shown = e.to_string();
+    let text = shown
+        .strip_suffix(&format!(" (os error {errno})"))
+        .unwrap_or(&shown);
+    format!("{class}({errno}, '{text}')")
+}
+
 fn open_append(path: &str) -> Result<File, String> {
     OpenOptions::new()
         .create(true)

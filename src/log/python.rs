@@ -4,7 +4,7 @@
 //!   `--log-config-json`): error and access lines go through the `logging` loggers
 //!   `gunicorn.error` and `gunicorn.access` set up as Gunicorn sets them up
 //!   (`ferrocorn._logging.Logger`), so handlers, formatters and levels from existing configs
-//!   apply. Access lines are rendered by Rust and handed over as the record's message.
+//!   apply. Access records carry Gunicorn's atoms dict as their `args`.
 //! - a custom `--logger-class`: an instance is made in the master with `cfg` and receives
 //!   Gunicorn's calls (`info`, `error`, `exception`, ..., and `access(resp, req, environ,
 //!   request_time)` for every request).
@@ -46,12 +46,6 @@ const BUILTIN_CLASSES: [&str; 6] = [
 #[inline]
 pub fn active() -> bool {
     MODE.load(Ordering::Relaxed) != RUST
-}
-
-/// Whether a custom `--logger-class` receives the calls.
-#[inline]
-pub fn custom() -> bool {
-    MODE.load(Ordering::Relaxed) == CUSTOM
 }
 
 /// Whether `logger_class` names the built-in logger (directly or as Gunicorn's class).
@@ -269,16 +263,6 @@ pub fn write_raw(text: &str) {
     });
 }
 
-/// One access line rendered by Rust, through `gunicorn.access` (logging-config mode).
-pub fn access_line(line: &str) {
-    Python::attach(|py| {
-        let Some(logger) = current(py) else { return };
-        if let Err(err) = logger.bind(py).call_method1("_access_line", (line,)) {
-            report_failure(py, "Access logging failed", &err);
-        }
-    });
-}
-
 /// What a custom logger class's `access(resp, req, environ, request_time)` is built from.
 pub struct AccessCall<'a> {
     pub method: &'a str,
@@ -296,7 +280,8 @@ pub struct AccessCall<'a> {
     pub duration: Duration,
 }
 
-/// Calls the custom logger's `access(resp, req, environ, request_time)`.
+/// Calls the Python logger's `access(resp, req, environ, request_time)`: a custom class's, or
+/// the logging-config `Logger`'s, which logs Gunicorn's atoms through `gunicorn.access`.
 pub fn access_call(call: AccessCall<'_>) {
     Python::attach(|py| {
         let Some(logger) = current(py) else { return };

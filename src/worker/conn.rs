@@ -165,8 +165,14 @@ impl Conn {
             }
         }
         let mut first = true;
-        while let Ok(Next::Continue) = self.serve_one(first, &worker, &mut waits).await {
-            first = false;
+        let end = loop {
+            match self.serve_one(first, &worker, &mut waits).await {
+                Ok(Next::Continue) => first = false,
+                end => break end,
+            }
+        };
+        if let Err(e) = end {
+            log_socket_error(&e);
         }
     }
 
@@ -199,6 +205,16 @@ impl Conn {
         let body = match self.read_body(&head).await? {
             Ok(body) => body,
             Err(err) => {
+                // A malformed body read ahead of the application: logged as Gunicorn logs the
+                // error the application's read would have raised (a timeout is not the
+                // client's malformed request).
+                if err.status != 408 {
+                    crate::wsgi::call::log_invalid_request(self.info.peer.socket_addr(), &err);
+                    if worker.reports {
+                        let access = self.error_access(head, &err);
+                        worker.report(err.status, Some(access), since(started));
+                    }
+                }
                 Box::pin(self.refuse(&err)).await;
                 return Ok(Next::Close);
             }
@@ -303,6 +319,7 @@ impl Conn {
                         continue;
                     }
                     Err(err) => {
+                        crate::wsgi::call::log_invalid_request(self.info.peer.socket_addr(), &err);
                         Box::pin(self.refuse(&err)).await;
                         return Ok(None);
                     }
@@ -316,6 +333,12 @@ impl Conn {
                     }
                     Ok(None) => {}
                     Err(err) => {
+                        crate::wsgi::call::log_invalid_request(self.info.peer.socket_addr(), &err);
+                        // Logged before the answer is written, as Gunicorn does.
+                        let access = worker.reports.then(|| self.refused_access(&err));
+                        if let Some(access) = access.flatten() {
+                            worker.report(err.status, Some(access), Duration::ZERO);
+                        }
                         Box::pin(self.refuse(&err)).await;
                         return Ok(None);
                     }
@@ -534,6 +557,35 @@ impl Conn {
         self.refuse(&HttpError::service_unavailable()).await;
     }
 
+    /// What the access line of an error answer needs, for a request refused for a field's
+    /// value: Gunicorn logs one when the refusal carries its request (no body bytes counted).
+    fn refused_access(&self, err: &HttpError) -> Option<Box<crate::wsgi::call::AccessData>> {
+        if !err.is_invalid_header() {
+            return None;
+        }
+        let head = http::head::refused_request(&self.buf, &self.worker.limits)?;
+        Some(self.error_access(head, err))
+    }
+
+    /// The access log data of an error answer to `head` (no body bytes counted).
+    fn error_access(
+        &self,
+        head: http::RequestHead,
+        err: &HttpError,
+    ) -> Box<crate::wsgi::call::AccessData> {
+        Box::new(crate::wsgi::call::AccessData {
+            head,
+            remote_addr: crate::wsgi::call::remote_addr(&self.info),
+            status: err.status,
+            sent: 0,
+            response_headers: Vec::new(),
+            environ: Vec::new(),
+            peer: self.info.peer.socket_addr(),
+            status_line: Some(format!("{} {}", err.status, err.reason)),
+            environ_obj: None,
+        })
+    }
+
     /// Answers with `err` and closes. The request path boxes this future where it awaits it:
     /// it is rare, and inline it would add its size to the futures of every request.
     async fn refuse(&mut self, err: &HttpError) {
@@ -572,6 +624,18 @@ impl Conn {
             }
         }
     }
+}
+
+/// Gunicorn's debug lines for a client that went away mid-request; other socket errors (a write
+/// timeout, ...) end the connection silently.
+fn log_socket_error(e: &io::Error) {
+    let what = match e.raw_os_error() {
+        Some(libc::ECONNRESET) => "Ignoring connection reset",
+        Some(libc::ENOTCONN) => "Ignoring socket not connected",
+        Some(libc::EPIPE) => "Ignoring EPIPE",
+        _ => return,
+    };
+    log::debug(format_args!("{what}"));
 }
 
 /// Bytes waiting in the socket's receive queue (0 when unknown).

@@ -264,6 +264,10 @@ pub fn run(py: Python<'_>, ctx: WorkerContext<'_>) -> i32 {
         return exit_code::WORKER_BOOT_ERROR;
     }
     let settings = ctx.settings;
+    // Before the application loads, where Gunicorn's worker says it.
+    if settings.bool("reload") {
+        log::warning(format_args!("Reloader is on. Use in development only!"));
+    }
     let (app, broken) = match ctx.app {
         Some(app) => (app, None),
         None => match load(py, settings, ctx.application.as_ref()) {
@@ -322,6 +326,10 @@ fn load(
         Err(LoadError::NotFound(message)) => {
             log::error(format_args!("{message}"));
             Err(exit_code::APP_LOAD_ERROR)
+        }
+        Err(LoadError::Missing(message)) => {
+            log::error(format_args!("{message}"));
+            Err(exit_code::WORKER_BOOT_ERROR)
         }
         Err(LoadError::Raised(err)) => {
             let stand_in = if settings.bool("reload") {
@@ -423,7 +431,7 @@ fn build_worker(
         metrics,
         app: Arc::new(AppContext {
             access,
-            keep_environ: log::python::custom(),
+            keep_environ: log::python::active(),
             app,
             environ,
             write_timeout: io_timeout,

@@ -12,6 +12,9 @@ pub enum LoadError {
     /// APP_MODULE (or the PasteDeploy file) names nothing usable: a one-line reason, exit 4
     /// ("App failed to load.").
     NotFound(String),
+    /// APP_MODULE's module (or what a PasteDeploy file names) does not exist: a one-line
+    /// reason, exit 3 ("Worker failed to boot."), as Gunicorn treats the error.
+    Missing(String),
     /// The application's own code raised while importing: logged with its traceback, exit 3.
     Raised(PyErr),
 }
@@ -35,12 +38,15 @@ impl LoadError {
     /// An exception raised while loading: ferrocorn's loader raises `AppImportError` when
     /// what was named is not there; anything else came from the application's own code.
     pub fn from_loading(py: Python<'_>, err: PyErr) -> LoadError {
-        let not_found = py
-            .import("ferrocorn._loader")
-            .and_then(|m| m.getattr("AppImportError"))
-            .map(|cls| err.get_type(py).is_subclass(&cls).unwrap_or(false))
-            .unwrap_or(false);
-        if not_found {
+        let is = |class: &str| {
+            py.import("ferrocorn._loader")
+                .and_then(|m| m.getattr(class))
+                .map(|cls| err.get_type(py).is_subclass(&cls).unwrap_or(false))
+                .unwrap_or(false)
+        };
+        if is("AppMissing") {
+            LoadError::Missing(err.value(py).to_string())
+        } else if is("AppImportError") {
             LoadError::NotFound(err.value(py).to_string())
         } else {
             LoadError::Raised(err)

@@ -13,7 +13,7 @@ use std::time::Duration;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyIterator, PyList};
 
-use super::environ::{ConnInfo, EnvironBuilder, Peer};
+use super::environ::{ConnInfo, EnvironBuilder};
 use super::file_wrapper::FileWrapper;
 use super::input::{BodyState, InputStream};
 use super::output::OutQueue;
@@ -30,7 +30,8 @@ pub struct AppContext {
     /// The compiled access log format, when requests are logged (an access log file, syslog,
     /// a logging config or a custom logger class).
     pub access: Option<AccessFormat>,
-    /// A custom logger class gets the environ itself in `access()`: keep it.
+    /// A Python logger (logging config or custom class) gets the environ itself in
+    /// `access()`, where Gunicorn's atoms are read from it: keep it.
     pub keep_environ: bool,
     /// Longest stall while writing to a client before it counts as gone.
     pub write_timeout: Duration,
@@ -81,9 +82,9 @@ pub struct AccessData {
     pub environ: Vec<(String, String)>,
     /// The client's address (for a custom logger class's `req.peer_addr`).
     pub peer: Option<std::net::SocketAddr>,
-    /// The status line the application gave, e.g. `200 OK` (custom logger class only).
+    /// The status line the application gave, e.g. `200 OK` (Python logger only).
     pub status_line: Option<String>,
-    /// The environ dict (custom logger class only).
+    /// The environ dict (Python logger only).
     pub environ_obj: Option<Py<PyAny>>,
 }
 
@@ -200,10 +201,7 @@ fn with_hooks(py: Python<'_>, ctx: &AppContext, req: Request, hooks: &RequestHoo
         fragment: req.head.fragment(),
         version: req.head.version,
         headers: req.head.headers(),
-        peer: match req.conn.peer {
-            Peer::Tcp(addr) => Some(addr),
-            Peer::Unix => None,
-        },
+        peer: req.conn.peer.socket_addr(),
     };
     match hooks.pre_request(py, &view) {
         Ok(hook_req) => cycle(py, ctx, req, Some((hook_req, Capture::default()))),
@@ -215,7 +213,7 @@ fn with_hooks(py: Python<'_>, ctx: &AppContext, req: Request, hooks: &RequestHoo
     }
 }
 
-fn remote_addr(conn: &ConnInfo) -> String {
+pub fn remote_addr(conn: &ConnInfo) -> String {
     match (&conn.proxy, conn.peer.ip()) {
         (Some(proxy), _) if proxy.client.is_some() => proxy
             .client
@@ -244,10 +242,7 @@ fn cycle(
         environ: Vec::new(),
         hook,
         head,
-        peer: match conn.peer {
-            Peer::Tcp(addr) => Some(addr),
-            Peer::Unix => None,
-        },
+        peer: conn.peer.socket_addr(),
         environ_obj: None,
         status_line: None,
     };
@@ -277,6 +272,8 @@ fn cycle(
                     uri(&tail.head),
                     err.message
                 ));
+            } else {
+                log_invalid_request(tail.peer, &err);
             }
             let refused = Outcome::refuse(&err, take_body(&input));
             return tail.finish(py, refused, 0, Vec::new());
@@ -386,7 +383,7 @@ fn conclude(
     responder: &Bound<'_, StartResponse>,
     failure: Option<PyErr>,
 ) -> Outcome {
-    let outcome = settle(py, &tail.head, input, responder, failure);
+    let outcome = settle(py, &tail, input, responder, failure);
     let state = &responder.borrow().state;
     let headers = if tail.remote_addr.is_some() {
         state.headers.clone()
@@ -402,7 +399,7 @@ fn conclude(
 /// The response's final framing, or the error answer when the application failed.
 fn settle(
     py: Python<'_>,
-    head: &RequestHead,
+    tail: &Tail,
     input: &Bound<'_, InputStream>,
     responder: &Bound<'_, StartResponse>,
     failure: Option<PyErr>,
@@ -418,26 +415,35 @@ fn settle(
         let body_error = body.as_ref().and_then(|b| b.error.clone());
         if !state.headers_sent {
             return match body_error {
-                Some(http_err) => Outcome::refuse(&http_err, body),
+                Some(http_err) => {
+                    // The body was malformed (the application's read raised because of it).
+                    log_invalid_request(tail.peer, &http_err);
+                    Outcome::refuse(&http_err, body)
+                }
                 None => {
-                    log_exception(py, &format!("Error handling request {}", uri(head)), &err);
+                    log_exception(
+                        py,
+                        &format!("Error handling request {}", uri(&tail.head)),
+                        &err,
+                    );
                     Outcome::refuse(&HttpError::internal(String::new()), body)
                 }
             };
         }
-        log_exception(py, &format!("Error handling request {}", uri(head)), &err);
+        // Gunicorn names no request once the head is out.
+        log_exception(py, "Error handling request", &err);
         // The head is out: all that is left is to end the connection where it stands.
         return Outcome::ended(std::mem::take(&mut state.out), body, state.status_code);
     }
     if state.status.is_none() {
         log::error(format_args!(
             "Error handling request {}: the application returned without calling start_response",
-            uri(head)
+            uri(&tail.head)
         ));
         return Outcome::refuse(&HttpError::internal(String::new()), body);
     }
     if let Some(complaint) = state.finish() {
-        log::warning(format_args!("{complaint} (request {})", uri(head)));
+        log::warning(format_args!("{complaint} (request {})", uri(&tail.head)));
     }
     let body_ok = body
         .as_ref()
@@ -595,8 +601,19 @@ fn close_iterable(iterable: &Bound<'_, PyAny>) -> PyResult<()> {
 }
 
 /// The request line as it appears in log messages.
+/// `GET /path?query`, as Gunicorn names a request in `Error handling request ...`.
 fn uri(head: &RequestHead) -> String {
-    String::from_utf8_lossy(head.target()).into_owned()
+    format!("{} {}", head.method, String::from_utf8_lossy(head.target()))
+}
+
+/// Gunicorn's line for a request refused as malformed, naming the peer's address (empty on a
+/// unix socket).
+pub fn log_invalid_request(peer: Option<std::net::SocketAddr>, err: &HttpError) {
+    let ip = peer.map(|p| p.ip().to_string()).unwrap_or_default();
+    log::warning(format_args!(
+        "Invalid request from ip={ip}: {}",
+        err.logged()
+    ));
 }
 
 /// Logs `message` and the Python traceback of `err` to the error log (Gunicorn's

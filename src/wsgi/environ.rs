@@ -30,8 +30,13 @@ pub enum Peer {
 
 impl Peer {
     pub fn ip(&self) -> Option<IpAddr> {
+        self.socket_addr().map(|addr| addr.ip())
+    }
+
+    /// The TCP peer's address; `None` on a unix socket.
+    pub fn socket_addr(&self) -> Option<SocketAddr> {
         match self {
-            Peer::Tcp(addr) => Some(addr.ip()),
+            Peer::Tcp(addr) => Some(*addr),
             Peer::Unix => None,
         }
     }

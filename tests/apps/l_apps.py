@@ -41,3 +41,30 @@ def statuses(environ, start_response):
     code = path.rsplit("/", 1)[-1] if path.startswith("/status/") else "200"
     start_response(f"{code} Whatever", [("Content-Type", "text/plain"), ("Content-Length", "3")])
     return [b"ok\n"]
+
+
+class AtomsJsonFormatter:
+    """A JSON access-log formatter of the kind deployed behind Gunicorn: it reads the fields
+    from the record's atoms dict (`record.args`), not from the rendered message."""
+
+    def __init__(self, *args, **kwargs):
+        import logging
+
+        self._base = logging.Formatter()
+
+    def format(self, record):
+        import json
+
+        atoms = record.args
+        if not isinstance(atoms, dict):  # error log records: the plain message
+            return json.dumps({"msg": record.getMessage()})
+        return json.dumps({
+            "status": atoms["s"], "method": atoms["m"], "path": atoms["U"], "query": atoms["q"],
+            "remote": atoms["h"], "request": atoms["r"], "protocol": atoms["H"],
+            "bytes": atoms["B"], "bytes_text": atoms["b"], "seconds": atoms["T"],
+            "micros": atoms["D"], "millis": atoms["M"], "decimal": atoms["L"], "pid": atoms["p"],
+            "user": atoms["u"], "referer": atoms["f"], "agent": atoms["a"],
+            "req_header": atoms["{X-Req}i"], "resp_header": atoms["{x-out}o"],
+            "environ": atoms["{REQUEST_METHOD}e"], "missing": atoms["{nope}i"],
+            "message": record.getMessage(), "msg_is_format": record.msg,
+        })
