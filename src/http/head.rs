@@ -302,7 +302,7 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<(RequestHead, usize)>
         Some(raw) => raw,
         None => slow_split(head, limits)?,
     };
-    Ok(Some((finish(raw, limits)?, skip + end)))
+    Ok(Some((finish(raw, limits, HostRule::Required)?, skip + end)))
 }
 
 /// The request of a complete head refused for one of its fields' values (Gunicorn's
@@ -325,7 +325,8 @@ pub fn refused_request(buf: &[u8], limits: &Limits) -> Option<RequestHead> {
     let mut raw = fast_split(head, limits).or_else(|| slow_split(head, limits).ok())?;
     raw.headers
         .retain(|(name, _)| !LEFT_OUT.iter().any(|f| name.eq_ignore_ascii_case(f)));
-    finish(raw, limits).ok()
+    // Its Host is left out with the fields above, so it is not asked for either.
+    finish(raw, limits, HostRule::NotAsked).ok()
 }
 
 /// Checks the limits on a head that has not ended yet, so a client cannot make the server
@@ -506,7 +507,14 @@ fn slow_split<'a>(head: &'a [u8], limits: &Limits) -> Result<RawHead<'a>, HttpEr
 }
 
 /// The checks every head goes through, and the framing decision.
-fn finish(raw: RawHead<'_>, limits: &Limits) -> Result<RequestHead, HttpError> {
+/// Whether [`finish`] refuses an HTTP/1.1 head without `Host`.
+#[derive(Clone, Copy, PartialEq)]
+enum HostRule {
+    Required,
+    NotAsked,
+}
+
+fn finish(raw: RawHead<'_>, limits: &Limits, host: HostRule) -> Result<RequestHead, HttpError> {
     let method = raw.method;
     if !limits.permit_unconventional_http_method
         && (method.iter().any(|&b| b.is_ascii_lowercase() || b == b'#')
@@ -656,7 +664,7 @@ fn finish(raw: RawHead<'_>, limits: &Limits) -> Result<RequestHead, HttpError> {
         };
     }
     // RFC 9112 section 3.2; checked last so that a framing error keeps its own status.
-    if !seen_host && version.is_1_1_or_later() {
+    if !seen_host && version.is_1_1_or_later() && host == HostRule::Required {
         return Err(HttpError::missing_host());
     }
     let keep_alive = !is_connect && connection.unwrap_or(version.is_1_1_or_later());
