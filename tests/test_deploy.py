@@ -31,7 +31,7 @@ from conftest import (
     stop_all,
     wait_until,
 )
-from test_nginx import NGINX_CONF, Nginx, nginx_binary
+from test_nginx import NGINX_CONF, Nginx
 from test_systemd import Notifications
 
 pytestmark = pytest.mark.timeout(120)
@@ -117,19 +117,8 @@ class SiteNginx(Nginx):
     """nginx running docs/deploy/nginx.conf (rendered), included in a minimal main config."""
 
     def __init__(self, directory: Path, site: str) -> None:
-        self.dir = directory
-        self.sock = directory / "https.sock"
-        for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
-            (directory / sub).mkdir(exist_ok=True)
         (directory / "site.conf").write_text(site)
-        conf = directory / "nginx.conf"
-        conf.write_text(MAIN_CONF.format(d=directory))
-        self.proc = subprocess.Popen(
-            [nginx_binary(), "-p", str(directory), "-c", str(conf), "-e", str(directory / "error.log")],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        wait_until(self._ready, 20, message=f"nginx listening on {self.sock}")
+        self._launch(directory, directory / "https.sock", MAIN_CONF.format(d=directory))
 
 
 def self_signed_certificate(directory: Path) -> tuple[Path, Path]:

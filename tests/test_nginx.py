@@ -86,13 +86,19 @@ def nginx_binary() -> str:
 
 class Nginx:
     def __init__(self, directory: Path, app_sock: Path) -> None:
+        sock = directory / "nginx.sock"
+        (directory / "proxy_headers.conf").write_text(PROXY_HEADERS)
+        self._launch(directory, sock, NGINX_CONF.format(d=directory, app_sock=app_sock, nginx_sock=sock))
+
+    def _launch(self, directory: Path, sock: Path, main_conf: str) -> None:
+        """Starts nginx with `main_conf` as its nginx.conf in `directory`; returns once it
+        accepts connections on the unix socket `sock`."""
         self.dir = directory
-        self.sock = directory / "nginx.sock"
+        self.sock = sock
         for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
             (directory / sub).mkdir(exist_ok=True)
-        (directory / "proxy_headers.conf").write_text(PROXY_HEADERS)
         conf = directory / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(d=directory, app_sock=app_sock, nginx_sock=self.sock))
+        conf.write_text(main_conf)
         self.proc = subprocess.Popen(
             [nginx_binary(), "-p", str(directory), "-c", str(conf), "-e", str(directory / "error.log")],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
