@@ -6,8 +6,12 @@
 
 pub mod arbiter;
 pub mod config;
+pub mod driver;
+pub mod hooks;
 pub mod http;
 pub mod log;
+pub mod net;
+pub mod process;
 pub mod worker;
 pub mod wsgi;
 
@@ -39,7 +43,7 @@ fn _ferrocorn(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", VERSION)?;
     m.add_function(wrap_pyfunction!(run, m)?)?;
     m.add_function(wrap_pyfunction!(arbiter::embed::run_application, m)?)?;
-    arbiter::hooks::register(m)?;
+    hooks::register(m)?;
     wsgi::register(m)?;
     config::register(m)?;
     Ok(())

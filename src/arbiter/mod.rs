@@ -7,9 +7,6 @@
 
 pub mod daemon;
 pub mod embed;
-pub mod heartbeat;
-pub mod hooks;
-pub mod listeners;
 pub mod pidfile;
 pub mod proctitle;
 mod reexec;
@@ -27,12 +24,13 @@ use pyo3::prelude::*;
 
 use crate::config::{self, Loaded, Settings};
 use crate::exit_code;
+use crate::hooks;
 use crate::log;
 use crate::log::metrics::{Restart, Snapshot, Totals};
+use crate::net::listeners::{self, BindAddr, BindOptions, Listener};
+use crate::process::heartbeat::{monotonic_millis, Heartbeat};
 use crate::wsgi::app::{load_app, LoadError};
 use crate::wsgi::call::log_exception;
-use heartbeat::{monotonic_millis, Heartbeat};
-use listeners::{BindAddr, BindOptions, Listener};
 
 /// Heartbeat slots: enough for any worker count a machine runs, plus replacements in flight.
 const HEARTBEAT_SLOTS: usize = 4096;
@@ -967,7 +965,7 @@ impl Arbiter {
         let pid = daemon::py_fork();
         if pid == 0 {
             signals::close_in_child();
-            crate::worker::signals::install_handlers();
+            crate::process::lifecycle::install_handlers();
         }
         signals::restore_mask(&mask);
         if pid < 0 {

@@ -7,11 +7,9 @@
 //! costs a little memory and a task, never a Python thread.
 
 mod burst;
-mod conn;
 mod pool;
 mod reload;
-mod shed;
-pub mod signals;
+pub mod shed;
 
 use std::cell::Cell;
 use std::io;
@@ -27,17 +25,18 @@ use pyo3::prelude::*;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::Notify;
 
-use crate::arbiter::heartbeat::HeartbeatSlot;
-use crate::arbiter::hooks;
-use crate::arbiter::listeners::Listener;
 use crate::config::Settings;
 use crate::config::Value;
 use crate::exit_code;
+use crate::hooks;
 use crate::http::forwarded::{AllowList, ForwardedPolicy, HeaderMap};
 use crate::http::proxy;
 use crate::http::Limits;
 use crate::log;
 use crate::log::access::AccessFormat;
+use crate::net::listeners::Listener;
+use crate::process::heartbeat::HeartbeatSlot;
+use crate::process::lifecycle as signals;
 use crate::wsgi::app::{load_app, syntax_error_stand_in, LoadError};
 use crate::wsgi::call::{self, log_exception, AccessData, AppContext, Outcome, Request};
 use crate::wsgi::environ::{EnvironBuilder, ListenerInfo, Peer};
@@ -102,7 +101,7 @@ pub struct Worker {
     /// `sync`: responses written in bursts.
     burst: burst::Burst,
     /// Connections that have sent nothing, closed first at `--worker-connections`.
-    shedding: shed::Shedding,
+    pub shedding: shed::Shedding,
 }
 
 impl Worker {
@@ -132,7 +131,7 @@ impl Worker {
         self.closed.notify_waiters();
     }
 
-    async fn dispatch(&self, request: Request) -> Option<Outcome> {
+    pub async fn dispatch(&self, request: Request) -> Option<Outcome> {
         self.heartbeat.beat();
         self.count_request();
         match &self.mode {
@@ -167,7 +166,7 @@ impl Worker {
     }
 
     /// Goes on with a response paused at the output bound (`sync` only).
-    fn resume(&self, paused: call::Paused) -> Outcome {
+    pub fn resume(&self, paused: call::Paused) -> Outcome {
         self.heartbeat.beat();
         signals::IN_APP_CALL.store(true, Ordering::SeqCst);
         let outcome = Python::attach(|py| call::resume(py, paused));
@@ -179,7 +178,7 @@ impl Worker {
         outcome
     }
 
-    fn request_done(&self) {
+    pub fn request_done(&self) {
         self.heartbeat.beat();
     }
 
@@ -474,7 +473,7 @@ fn max_requests(settings: &Settings) -> u64 {
         return base;
     }
     // Spread recycling over workers without a random source: the pid and the clock suffice.
-    let seed = (std::process::id() as u64) ^ crate::arbiter::heartbeat::monotonic_millis();
+    let seed = (std::process::id() as u64) ^ crate::process::heartbeat::monotonic_millis();
     base + seed.wrapping_mul(6364136223846793005) % (jitter + 1)
 }
 
@@ -606,7 +605,7 @@ async fn accept_loop(worker: Rc<Worker>, listener: AsyncFd<RawFd>, index: usize)
                     // Every open connection has sent something: refuse at once rather than
                     // leave the client in the queue.
                     tokio::task::spawn_local(async move {
-                        conn::Conn::new(sock, peer, index, Rc::clone(&w))
+                        crate::driver::h1::Conn::new(sock, peer, index, Rc::clone(&w))
                             .shed()
                             .await;
                         w.closed_connection();
@@ -614,7 +613,7 @@ async fn accept_loop(worker: Rc<Worker>, listener: AsyncFd<RawFd>, index: usize)
                     continue;
                 }
                 tokio::task::spawn_local(async move {
-                    conn::Conn::new(sock, peer, index, Rc::clone(&w))
+                    crate::driver::h1::Conn::new(sock, peer, index, Rc::clone(&w))
                         .serve()
                         .await;
                     w.closed_connection();
@@ -649,7 +648,7 @@ async fn accept(listener: &AsyncFd<RawFd>) -> io::Result<(OwnedFd, Peer)> {
             }
             // SAFETY: accept4 returned a new descriptor that we now own.
             let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-            // TCP_NODELAY comes from the listener (see `arbiter::listeners::tune_tcp`).
+            // TCP_NODELAY comes from the listener (see `net::listeners::tune_tcp`).
             let peer = match socket_addr(&storage) {
                 Some(sa) => Peer::Tcp(sa),
                 None => Peer::Unix,

@@ -7,8 +7,8 @@ use std::thread::JoinHandle;
 
 use pyo3::prelude::*;
 
+use crate::driver::output::Then;
 use crate::wsgi::call::{self, AppContext, Outcome, Request};
-use crate::wsgi::output::Then;
 
 type Job = Box<dyn FnOnce() + Send>;
 

@@ -48,6 +48,12 @@ impl Drop for Silent<'_> {
     }
 }
 
+impl Default for Shedding {
+    fn default() -> Self {
+        Shedding::new()
+    }
+}
+
 impl Shedding {
     pub fn new() -> Shedding {
         Shedding {

@@ -18,7 +18,7 @@ use pyo3::types::{PyBytes, PyList};
 
 use crate::http::{BodyDecoder, HttpError};
 
-use super::sockio;
+use crate::net::socket;
 
 /// Socket bytes read per system call while streaming a body.
 const READ_CHUNK: usize = 64 * 1024;
@@ -224,7 +224,7 @@ impl BodyState {
                 self.raw.drain(..self.raw_pos);
                 self.raw_pos = 0;
             }
-            match sockio::read_some(self.fd, &mut self.raw, READ_CHUNK, self.timeout) {
+            match socket::read_some(self.fd, &mut self.raw, READ_CHUNK, self.timeout) {
                 Ok(0) | Err(_) => {
                     self.truncated = true;
                     return false;

@@ -4,7 +4,6 @@
 //! - [`environ`]: the per-request dict.
 //! - [`input`]: the `wsgi.input` stream.
 //! - [`response`]: `start_response`, `write()` and body framing.
-//! - [`output`]: the queue of bytes and file ranges waiting for the socket.
 
 pub mod app;
 pub mod call;
@@ -12,9 +11,7 @@ pub mod environ;
 pub mod errors;
 pub mod file_wrapper;
 pub mod input;
-pub mod output;
 pub mod response;
-pub mod sockio;
 
 use pyo3::prelude::*;
 

@@ -11,7 +11,7 @@ use pyo3::exceptions::{PyAssertionError, PyOSError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString, PyTuple};
 
-use super::output::OutQueue;
+use crate::driver::output::OutQueue;
 use crate::http::date;
 
 /// Unsent output allowed per connection when no setting says otherwise
@@ -117,7 +117,7 @@ impl ResponseState {
         self.must_close
             || !self.facts.keep_alive
             || self.facts.closing
-            || crate::worker::signals::stopping()
+            || crate::process::lifecycle::stopping()
             || (self.length.is_none() && !self.chunked && !self.omits_body)
     }
 

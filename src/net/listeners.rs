@@ -163,8 +163,8 @@ pub fn bind(addr: &BindAddr, opts: &BindOptions) -> Result<Listener, String> {
 fn tune_tcp(socket: &socket2::Socket) {
     use std::os::fd::AsRawFd;
     let fd = socket.as_raw_fd();
-    crate::wsgi::sockio::set_tcp_option(fd, libc::TCP_NODELAY, 1);
-    crate::wsgi::sockio::set_tcp_option(fd, libc::TCP_DEFER_ACCEPT, 1);
+    crate::net::socket::set_tcp_option(fd, libc::TCP_NODELAY, 1);
+    crate::net::socket::set_tcp_option(fd, libc::TCP_DEFER_ACCEPT, 1);
 }
 
 fn bind_once(addr: &BindAddr, opts: &BindOptions) -> std::io::Result<Listener> {

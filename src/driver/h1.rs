@@ -14,14 +14,14 @@ use pyo3::Python;
 use tokio::io::unix::AsyncFd;
 use tokio::time::{sleep_until, timeout_at, Instant, Sleep};
 
-use super::Worker;
+use crate::driver::output::{OutQueue, Progress, Then};
 use crate::http::{self, proxy, BodyDecoder, HttpError};
 use crate::log;
+use crate::net::socket;
+use crate::worker::Worker;
 use crate::wsgi::call::{Outcome, Request};
 use crate::wsgi::environ::{ConnInfo, Peer};
 use crate::wsgi::input::{BodyState, WholeBody};
-use crate::wsgi::output::{OutQueue, Progress, Then};
-use crate::wsgi::sockio;
 
 /// Time since `started`, taken when something reports finished requests.
 fn since(started: Option<Instant>) -> Duration {
@@ -613,7 +613,7 @@ impl Conn {
     /// crossed our FIN less than an orderly end of stream does.
     async fn fin_and_drain(&mut self) {
         // Usually sent already with the last response; a second shutdown does nothing.
-        sockio::send_fin(self.fd());
+        socket::send_fin(self.fd());
         let deadline = Instant::now() + LINGER;
         let mut total = 0usize;
         while total < 256 * 1024 {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use super::sockio;
+use crate::net::socket;
 
 /// Python `bytes` shorter than this are copied into the current buffer; longer ones are
 /// referenced.
@@ -186,10 +186,10 @@ impl OutQueue {
             } = front
             {
                 if !*limited {
-                    sockio::set_tcp_option(sock, libc::TCP_NOTSENT_LOWAT, FILE_UNSENT_LIMIT);
+                    socket::set_tcp_option(sock, libc::TCP_NOTSENT_LOWAT, FILE_UNSENT_LIMIT);
                     *limited = true;
                 }
-                let Some(n) = sockio::try_sendfile(sock, fd.as_raw_fd(), offset, *remaining)?
+                let Some(n) = socket::try_sendfile(sock, fd.as_raw_fd(), offset, *remaining)?
                 else {
                     return Ok(Progress::Blocked);
                 };
@@ -203,7 +203,7 @@ impl OutQueue {
                 self.pending -= n as u64;
                 if *remaining == 0 {
                     // 0: back to the system default
-                    sockio::set_tcp_option(sock, libc::TCP_NOTSENT_LOWAT, 0);
+                    socket::set_tcp_option(sock, libc::TCP_NOTSENT_LOWAT, 0);
                     self.segments.pop_front();
                 }
                 continue;
@@ -226,14 +226,14 @@ impl OutQueue {
                 };
                 count += 1;
             }
-            let n = sockio::try_writev(sock, &iov[..count], then == Then::Fin)?;
+            let n = socket::try_writev(sock, &iov[..count], then == Then::Fin)?;
             if n == 0 {
                 return Ok(Progress::Blocked);
             }
             self.consume(n);
         }
         if then == Then::Fin {
-            sockio::send_fin(sock);
+            socket::send_fin(sock);
         }
         Ok(Progress::Done)
     }
@@ -266,7 +266,7 @@ impl OutQueue {
         loop {
             match self.write_to(sock, Then::Continue)? {
                 Progress::Done => return Ok(()),
-                Progress::Blocked => sockio::wait_writable(sock, Instant::now() + stall_timeout)?,
+                Progress::Blocked => socket::wait_writable(sock, Instant::now() + stall_timeout)?,
             }
         }
     }
