@@ -36,8 +36,6 @@ const DRAIN_LIMIT: u64 = 4 * 1024 * 1024;
 /// receives our answer instead of a reset.
 const LINGER: Duration = Duration::from_secs(1);
 
-const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
-
 /// A connection's socket, registered with the event loop only when the connection first has
 /// to wait for it. The request usually arrives with the accept (`TCP_DEFER_ACCEPT`), so a
 /// connection that closes after one response is read, answered and closed without ever
@@ -418,7 +416,7 @@ impl Conn {
         }
         if head.expect_continue && body.raw.is_empty() {
             let mut out = OutQueue::new();
-            out.push_slice(CONTINUE);
+            out.push_slice(http::response::CONTINUE);
             self.write_out(&mut out, Then::Continue).await?;
         }
         let limit = self.worker.options.body_buffer;
@@ -590,7 +588,7 @@ impl Conn {
     /// it is rare, and inline it would add its size to the futures of every request.
     async fn refuse(&mut self, err: &HttpError) {
         let mut out = OutQueue::new();
-        out.push_slice(&err.to_response());
+        out.push_slice(&http::response::error_answer(err));
         if self.write_out(&mut out, Then::Fin).await.is_ok() {
             self.linger_close().await;
         }

@@ -879,7 +879,7 @@ fn trim(mut bytes: &[u8]) -> &[u8] {
 }
 
 /// RFC 9110 section 5.6.2 `tchar`.
-fn is_token(b: u8) -> bool {
+pub fn is_token(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 

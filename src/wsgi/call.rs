@@ -19,6 +19,7 @@ use super::input::{BodyState, InputStream};
 use super::response::{HintsTarget, RequestFacts, ResponseState, StartResponse};
 use crate::driver::output::OutQueue;
 use crate::hooks::{self, Capture, RequestHooks, RequestView};
+use crate::http::response::{self as h1, BodyFraming};
 use crate::http::{HttpError, RequestHead};
 use crate::log;
 use crate::log::access::AccessFormat;
@@ -123,7 +124,7 @@ impl Outcome {
     /// An error answer that ends the connection.
     pub fn refuse(err: &HttpError, body: Option<BodyState>) -> Outcome {
         let mut out = OutQueue::new();
-        out.push_slice(&err.to_response());
+        out.push_slice(&h1::error_answer(err));
         Outcome::ended(out, body, err.status)
     }
 
@@ -576,13 +577,13 @@ fn send_file(state: &mut ResponseState, wrapper: &FileWrapper) -> PyResult<bool>
     }
     let dup = unsafe { OwnedFd::from_raw_fd(dup) };
     state.send_headers();
-    if state.omits_body || count == 0 {
+    if state.framing == BodyFraming::None || count == 0 {
         return Ok(true);
     }
-    if state.chunked {
-        state.out.push_slice(format!("{count:X}\r\n").as_bytes());
+    if state.framing == BodyFraming::Chunked {
+        state.out.push_slice(h1::ChunkSize::new(count).as_bytes());
         state.out.push_file(dup, offset, count);
-        state.out.push_slice(b"\r\n");
+        state.out.push_slice(h1::CHUNK_END);
     } else {
         state.out.push_file(dup, offset, count);
     }
