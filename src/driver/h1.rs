@@ -195,12 +195,12 @@ impl Conn {
         worker: &Worker,
         waits: &mut HeadWaits,
     ) -> io::Result<Next> {
-        let Some(head) = self.read_head(first, worker, waits).await? else {
+        let Some((head, framing)) = self.read_head(first, worker, waits).await? else {
             return Ok(Next::Close);
         };
         // Only what reports finished requests needs the time a request took.
         let started = worker.reports.then(Instant::now);
-        let body = match self.read_body(&head).await? {
+        let body = match self.read_body(&framing).await? {
             Ok(body) => body,
             Err(err) => {
                 // A malformed body read ahead of the application: logged as Gunicorn logs the
@@ -222,6 +222,7 @@ impl Conn {
             body,
             conn: self.info.clone(),
             fd: self.fd(),
+            keep_alive: framing.keep_alive,
             // With `--keep-alive 0` no connection waits for another request: say so.
             closing: worker.is_closing() || worker.options.keepalive.is_zero(),
         };
@@ -294,7 +295,7 @@ impl Conn {
         first: bool,
         worker: &Worker,
         waits: &mut HeadWaits,
-    ) -> io::Result<Option<http::RequestHead>> {
+    ) -> io::Result<Option<(http::RequestHead, http::H1Framing)>> {
         // A new connection has `--header-timeout` from its accept for its first head; a
         // kept-alive one may idle for `--keep-alive`, then has `--header-timeout` from the
         // first byte of the next head.
@@ -325,9 +326,9 @@ impl Conn {
             }
             if !self.buf.is_empty() {
                 match http::head::parse(&self.buf, &worker.limits) {
-                    Ok(Some((head, used))) => {
+                    Ok(Some((head, framing, used))) => {
                         self.buf.drain(..used);
-                        return Ok(Some(head));
+                        return Ok(Some((head, framing)));
                     }
                     Ok(None) => {}
                     Err(err) => {
@@ -402,11 +403,11 @@ impl Conn {
     /// later. Each wait for more bytes may last `--body-timeout`.
     async fn read_body(
         &mut self,
-        head: &http::RequestHead,
+        framing: &http::H1Framing,
     ) -> io::Result<Result<BodyState, HttpError>> {
         let raw = std::mem::take(&mut self.buf);
         let mut body = BodyState::new(
-            BodyDecoder::new(head.framing),
+            BodyDecoder::new(framing.body),
             raw,
             self.fd(),
             self.worker.options.body_timeout,
@@ -414,7 +415,7 @@ impl Conn {
         if body.is_complete() {
             return Ok(Ok(body));
         }
-        if head.expect_continue && body.raw.is_empty() {
+        if framing.expect_continue && body.raw.is_empty() {
             let mut out = OutQueue::new();
             out.push_slice(http::response::CONTINUE);
             self.write_out(&mut out, Then::Continue).await?;

@@ -18,7 +18,7 @@ pub mod response;
 
 pub use body::BodyDecoder;
 pub use error::HttpError;
-pub use head::{Framing, Limits, RequestHead};
+pub use head::{Framing, H1Framing, Limits, RequestHead};
 
 /// Bytes from the wire as text, one code point per byte (latin-1, as PEP 3333 and Gunicorn
 /// decode request lines and header values).

@@ -50,6 +50,8 @@ pub struct Request {
     pub body: BodyState,
     pub conn: ConnInfo,
     pub fd: RawFd,
+    /// The client allows the connection to stay open after this response.
+    pub keep_alive: bool,
     /// The worker is stopping, or keeps no connection alive: the response announces
     /// `Connection: close`.
     pub closing: bool,
@@ -236,6 +238,7 @@ fn cycle(
         body,
         conn,
         fd,
+        keep_alive,
         closing,
     } = req;
     let mut tail = Tail {
@@ -250,7 +253,7 @@ fn cycle(
     let facts = RequestFacts {
         version: tail.head.version,
         is_head: &*tail.head.method == "HEAD",
-        keep_alive: tail.head.keep_alive,
+        keep_alive,
         closing,
     };
     let input = match Bound::new(py, InputStream::new(body)) {
