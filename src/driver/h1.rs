@@ -35,8 +35,6 @@ const DRAIN_LIMIT: u64 = 4 * 1024 * 1024;
 /// receives our answer instead of a reset.
 const LINGER: Duration = Duration::from_secs(1);
 
-const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
-
 pub struct Conn<S> {
     info: ConnInfo,
     service: Rc<S>,
@@ -179,14 +177,14 @@ impl<S> Conn<S> {
     where
         S: Service<T>,
     {
-        let head = match self.read_head(&*io, first, service, waits).await {
-            Ok(Some(head)) => head,
+        let (head, framing) = match self.read_head(&*io, first, service, waits).await {
+            Ok(Some(parsed)) => parsed,
             Ok(None) => return (Ok(Next::Close), Some(io)),
             Err(e) => return (Err(e), Some(io)),
         };
         // Only what reports finished requests needs the time a request took.
         let started = service.reports().then(Instant::now);
-        let body = match self.read_body(&*io, &head, service).await {
+        let body = match self.read_body(&*io, &framing, service).await {
             Ok(Ok(body)) => body,
             Ok(Err(err)) => {
                 // A malformed body read ahead of the application: logged as Gunicorn logs the
@@ -209,6 +207,7 @@ impl<S> Conn<S> {
             body,
             conn: self.info.clone(),
             transport: io,
+            keep_alive: framing.keep_alive,
             // With `--keep-alive 0` no connection waits for another request: say so.
             closing: service.is_stopping() || service.options().keepalive.is_zero(),
         };
@@ -286,7 +285,7 @@ impl<S> Conn<S> {
         first: bool,
         service: &S,
         waits: &mut HeadWaits,
-    ) -> io::Result<Option<http::RequestHead>>
+    ) -> io::Result<Option<(http::RequestHead, http::H1Framing)>>
     where
         S: Service<T>,
     {
@@ -321,9 +320,9 @@ impl<S> Conn<S> {
             }
             if !self.buf.is_empty() {
                 match http::head::parse(&self.buf, &options.limits) {
-                    Ok(Some((head, used))) => {
+                    Ok(Some((head, framing, used))) => {
                         self.buf.drain(..used);
-                        return Ok(Some(head));
+                        return Ok(Some((head, framing)));
                     }
                     Ok(None) => {}
                     Err(err) => {
@@ -400,7 +399,7 @@ impl<S> Conn<S> {
     async fn read_body<T: Transport>(
         &mut self,
         io: &T,
-        head: &http::RequestHead,
+        framing: &http::H1Framing,
         service: &S,
     ) -> io::Result<Result<BodyState, HttpError>>
     where
@@ -408,13 +407,13 @@ impl<S> Conn<S> {
     {
         let options = service.options();
         let raw = std::mem::take(&mut self.buf);
-        let mut body = BodyState::new(BodyDecoder::new(head.framing), raw, options.body_timeout);
+        let mut body = BodyState::new(BodyDecoder::new(framing.body), raw, options.body_timeout);
         if body.is_complete() {
             return Ok(Ok(body));
         }
-        if head.expect_continue && body.raw.is_empty() {
+        if framing.expect_continue && body.raw.is_empty() {
             let mut out = OutQueue::new();
-            out.push_slice(CONTINUE);
+            out.push_slice(http::response::CONTINUE);
             self.write_out(io, service, &mut out, Then::Continue)
                 .await?;
         }
@@ -584,7 +583,7 @@ impl<S> Conn<S> {
         S: Service<T>,
     {
         let mut out = OutQueue::new();
-        out.push_slice(&err.to_response());
+        out.push_slice(&http::response::error_answer(err));
         if self
             .write_out(io, service, &mut out, Then::Fin)
             .await

@@ -125,6 +125,7 @@ impl Service<Memory> for Echo {
             head,
             body,
             transport,
+            keep_alive,
             closing,
             ..
         } = request;
@@ -133,7 +134,7 @@ impl Service<Memory> for Echo {
         self.calls
             .borrow_mut()
             .push((head.method.to_string(), target.clone(), handed));
-        let close = closing || !head.keep_alive;
+        let close = closing || !keep_alive;
         let mut response = if target == "/paused" {
             let mut response = Response::ended(respond(close, b"", true), Some(body), 200);
             response.paused = Some(Box::new(Rest(PAUSED_PARTS)));

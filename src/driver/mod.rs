@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use crate::http::forwarded::AllowList;
 use crate::http::proxy::{self, ProxyInfo};
-use crate::http::{HttpError, Limits, RequestHead};
+use crate::http::{response, HttpError, Limits, RequestHead};
 use crate::log;
 use crate::net::{Peer, Transport};
 use body::{BodyState, BodyTarget};
@@ -80,6 +80,8 @@ pub struct Request<T> {
     pub body: BodyState,
     pub conn: ConnInfo,
     pub transport: Arc<T>,
+    /// The client allows the connection to stay open after this response.
+    pub keep_alive: bool,
     /// The worker is stopping, or keeps no connection alive: the response announces
     /// `Connection: close`.
     pub closing: bool,
@@ -123,7 +125,7 @@ impl<P, R> Response<P, R> {
     /// An error answer that ends the connection.
     pub fn refuse(err: &HttpError, body: Option<BodyState>) -> Response<P, R> {
         let mut out = OutQueue::new();
-        out.push_slice(&err.to_response());
+        out.push_slice(&response::error_answer(err));
         Response::ended(out, body, err.status)
     }
 }

@@ -22,7 +22,7 @@ use pyo3::types::{PyBool, PyString};
 use super::body::BodyDecoder;
 use super::error::HttpError;
 use super::forwarded::{AllowList, ForwardedPolicy, HeaderMap};
-use super::head::{self, Limits, RequestHead};
+use super::head::{self, H1Framing, Limits, RequestHead};
 use super::proxy::{self, ProxyInfo};
 
 /// The harness connects from here; the default `forwarded_allow_ips` and `proxy_allow_ips`
@@ -569,7 +569,7 @@ struct Conn<'a> {
     buf: Vec<u8>,
     awaiting_proxy: bool,
     proxy: Option<ProxyInfo>,
-    current: Option<(RequestHead, BodyDecoder, Vec<u8>)>,
+    current: Option<(RequestHead, H1Framing, BodyDecoder, Vec<u8>)>,
     served: Vec<Served>,
 }
 
@@ -624,7 +624,7 @@ impl<'a> Conn<'a> {
             }
         }
         loop {
-            if let Some((_, decoder, body)) = self.current.as_mut() {
+            if let Some((_, _, decoder, body)) = self.current.as_mut() {
                 let d = decoder
                     .decode(&self.buf, body, usize::MAX)
                     .map_err(End::Error)?;
@@ -632,8 +632,8 @@ impl<'a> Conn<'a> {
                 if !d.done {
                     return Ok(());
                 }
-                if let Some((head, _, body)) = self.current.take() {
-                    let keep_alive = head.keep_alive;
+                if let Some((head, framing, _, body)) = self.current.take() {
+                    let keep_alive = framing.keep_alive;
                     self.served.push(Served { head, body });
                     if !keep_alive {
                         return Err(End::Closed);
@@ -643,14 +643,15 @@ impl<'a> Conn<'a> {
             if self.buf.is_empty() {
                 return Ok(());
             }
-            let Some((head, used)) = head::parse(&self.buf, &setup.limits).map_err(End::Error)?
+            let Some((head, framing, used)) =
+                head::parse(&self.buf, &setup.limits).map_err(End::Error)?
             else {
                 return Ok(());
             };
             self.buf.drain(..used);
             setup.environ_check(&head).map_err(End::Error)?;
-            let decoder = BodyDecoder::new(head.framing);
-            self.current = Some((head, decoder, Vec::new()));
+            let decoder = BodyDecoder::new(framing.body);
+            self.current = Some((head, framing, decoder, Vec::new()));
         }
     }
 }

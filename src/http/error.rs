@@ -1,4 +1,5 @@
-//! Error answers for requests that cannot be served, with Gunicorn's statuses and messages.
+//! Why a request cannot be served, with Gunicorn's statuses and messages; the answer's bytes
+//! come from [`super::response::error_answer`].
 
 /// A request the server refuses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,53 +183,11 @@ impl HttpError {
         }
         m
     }
-
-    /// The complete answer, ending with the connection closed, in Gunicorn's format.
-    pub fn to_response(&self) -> Vec<u8> {
-        let page = format!(
-            "<html>\n  <head>\n    <title>{reason}</title>\n  </head>\n  <body>\n    <h1><p>{reason}</p></h1>\n    {message}\n  </body>\n</html>\n",
-            reason = self.reason,
-            message = html_escape(&self.message),
-        );
-        format!(
-            "HTTP/1.1 {} {}\r\nConnection: close\r\nContent-Type: text/html\r\nContent-Length: {}\r\n\r\n{}",
-            self.status,
-            self.reason,
-            page.len(),
-            page
-        )
-        .into_bytes()
-    }
-}
-
-fn html_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#x27;"),
-            _ => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn answer_is_complete_and_escaped() {
-        let resp = HttpError::invalid_header_name(b"X<y>").to_response();
-        let text = String::from_utf8(resp).unwrap();
-        let (head, body) = text.split_once("\r\n\r\n").unwrap();
-        assert!(head.starts_with("HTTP/1.1 400 Bad Request\r\nConnection: close\r\n"));
-        assert!(head.contains(&format!("Content-Length: {}", body.len())));
-        assert!(body.contains("X&lt;y&gt;"));
-    }
 
     #[test]
     fn logged_without_the_page_wrapper() {

@@ -21,6 +21,17 @@ pub enum Framing {
     Chunked,
 }
 
+/// What an HTTP/1 head says about its connection and body, beside the protocol-neutral
+/// [`RequestHead`] (another protocol frames its requests its own way).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct H1Framing {
+    pub body: Framing,
+    /// Whether the connection may stay open after this request (version default + Connection).
+    pub keep_alive: bool,
+    /// `Expect: 100-continue` was sent on HTTP/1.1.
+    pub expect_continue: bool,
+}
+
 /// Parsing limits and strictness, from the `limit_request_*` and security settings.
 #[derive(Clone, Debug)]
 pub struct Limits {
@@ -83,7 +94,8 @@ impl Limits {
     }
 }
 
-/// A parsed request head. Bytes are as sent; the WSGI layer decodes them.
+/// A parsed request head, whatever the protocol. Bytes are as sent; the WSGI layer decodes
+/// them.
 ///
 /// The target and the header fields live in one buffer (`text`), so a head costs two
 /// allocations however many fields it has.
@@ -105,11 +117,6 @@ pub struct RequestHead {
     /// The HTTP version of the request line (other than 1.x only with
     /// `--permit-unconventional-http-version`).
     pub version: Version,
-    pub framing: Framing,
-    /// Whether the connection may stay open after this request (version default + Connection).
-    pub keep_alive: bool,
-    /// `Expect: 100-continue` was sent on HTTP/1.1.
-    pub expect_continue: bool,
 }
 
 impl RequestHead {
@@ -260,8 +267,11 @@ struct RawHead<'a> {
 /// Parses a request head from the start of `buf`.
 ///
 /// `Ok(None)`: the head is incomplete (and within the limits so far) — read more.
-/// `Ok(Some((head, n)))`: the head took the first `n` bytes of `buf`.
-pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<(RequestHead, usize)>, HttpError> {
+/// `Ok(Some((head, framing, n)))`: the head took the first `n` bytes of `buf`.
+pub fn parse(
+    buf: &[u8],
+    limits: &Limits,
+) -> Result<Option<(RequestHead, H1Framing, usize)>, HttpError> {
     // One empty line before a request is tolerated (RFC 9112 section 2.2).
     let skip = if buf.starts_with(b"\r\n") {
         2
@@ -302,7 +312,8 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<(RequestHead, usize)>
         Some(raw) => raw,
         None => slow_split(head, limits)?,
     };
-    Ok(Some((finish(raw, limits, HostRule::Required)?, skip + end)))
+    let (head, framing) = finish(raw, limits, HostRule::Required)?;
+    Ok(Some((head, framing, skip + end)))
 }
 
 /// The request of a complete head refused for one of its fields' values (Gunicorn's
@@ -326,7 +337,9 @@ pub fn refused_request(buf: &[u8], limits: &Limits) -> Option<RequestHead> {
     raw.headers
         .retain(|(name, _)| !LEFT_OUT.iter().any(|f| name.eq_ignore_ascii_case(f)));
     // Its Host is left out with the fields above, so it is not asked for either.
-    finish(raw, limits, HostRule::NotAsked).ok()
+    finish(raw, limits, HostRule::NotAsked)
+        .ok()
+        .map(|(head, _)| head)
 }
 
 /// Checks the limits on a head that has not ended yet, so a client cannot make the server
@@ -514,7 +527,11 @@ enum HostRule {
     NotAsked,
 }
 
-fn finish(raw: RawHead<'_>, limits: &Limits, host: HostRule) -> Result<RequestHead, HttpError> {
+fn finish(
+    raw: RawHead<'_>,
+    limits: &Limits,
+    host: HostRule,
+) -> Result<(RequestHead, H1Framing), HttpError> {
     let method = raw.method;
     if !limits.permit_unconventional_http_method
         && (method.iter().any(|&b| b.is_ascii_lowercase() || b == b'#')
@@ -669,7 +686,7 @@ fn finish(raw: RawHead<'_>, limits: &Limits, host: HostRule) -> Result<RequestHe
     }
     let keep_alive = !is_connect && connection.unwrap_or(version.is_1_1_or_later());
     let target = 0..target.len();
-    Ok(RequestHead {
+    let head = RequestHead {
         method,
         text,
         target,
@@ -679,10 +696,13 @@ fn finish(raw: RawHead<'_>, limits: &Limits, host: HostRule) -> Result<RequestHe
         target_host,
         fields,
         version,
-        framing,
+    };
+    let framing = H1Framing {
+        body: framing,
         keep_alive,
         expect_continue,
-    })
+    };
+    Ok((head, framing))
 }
 
 fn request_line_error(raw: &RawHead<'_>) -> HttpError {
@@ -879,7 +899,7 @@ fn trim(mut bytes: &[u8]) -> &[u8] {
 }
 
 /// RFC 9110 section 5.6.2 `tchar`.
-fn is_token(b: u8) -> bool {
+pub fn is_token(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
@@ -922,11 +942,20 @@ mod tests {
     use super::*;
 
     fn ok(bytes: &[u8]) -> RequestHead {
-        let (head, n) = parse(bytes, &Limits::default())
+        parsed(bytes).0
+    }
+
+    /// The HTTP/1 framing facts of a valid head.
+    fn framed(bytes: &[u8]) -> H1Framing {
+        parsed(bytes).1
+    }
+
+    fn parsed(bytes: &[u8]) -> (RequestHead, H1Framing) {
+        let (head, framing, n) = parse(bytes, &Limits::default())
             .expect("valid")
             .expect("complete");
         assert_eq!(n, bytes.len());
-        head
+        (head, framing)
     }
 
     #[test]
@@ -965,15 +994,22 @@ mod tests {
 
     #[test]
     fn simple_get() {
-        let head = ok(b"GET /a/b?x=1#frag HTTP/1.1\r\nHost: example.com\r\nX-A:  v \r\n\r\n");
+        let (head, framing) =
+            parsed(b"GET /a/b?x=1#frag HTTP/1.1\r\nHost: example.com\r\nX-A:  v \r\n\r\n");
         assert_eq!(&*head.method, "GET");
         assert_eq!(head.path(), b"/a/b");
         assert_eq!(head.query(), b"x=1");
         assert_eq!(head.fragment(), b"frag");
         assert_eq!(head.version, Version { major: 1, minor: 1 });
         assert_eq!(head.headers().iter().nth(1).expect("field").1, b"v");
-        assert!(head.keep_alive);
-        assert_eq!(head.framing, Framing::None);
+        assert_eq!(
+            framing,
+            H1Framing {
+                body: Framing::None,
+                keep_alive: true,
+                expect_continue: false
+            }
+        );
     }
 
     #[test]
@@ -989,24 +1025,31 @@ mod tests {
 
     #[test]
     fn keep_alive_rules() {
-        assert!(!ok(b"GET / HTTP/1.0\r\n\r\n").keep_alive);
-        assert!(ok(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").keep_alive);
-        assert!(!ok(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: Close\r\n\r\n").keep_alive);
+        assert!(!framed(b"GET / HTTP/1.0\r\n\r\n").keep_alive);
+        assert!(framed(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").keep_alive);
+        assert!(!framed(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: Close\r\n\r\n").keep_alive);
         assert!(
-            !ok(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, close\r\n\r\n").keep_alive
+            !framed(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, close\r\n\r\n")
+                .keep_alive
         );
     }
 
     #[test]
     fn framing() {
         assert_eq!(
-            ok(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 12\r\n\r\n").framing,
+            framed(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 12\r\n\r\n").body,
             Framing::Length(12)
         );
         assert_eq!(
-            ok(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n").framing,
+            framed(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n").body,
             Framing::Chunked
         );
+        let post =
+            "POST / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n";
+        assert!(framed(post.as_bytes()).expect_continue);
+        // Ignored on HTTP/1.0 (RFC 9110 section 10.1.1).
+        let post = post.replace("HTTP/1.1", "HTTP/1.0");
+        assert!(!framed(post.as_bytes()).expect_continue);
         let l = Limits::default();
         for bad in [
             &b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n"[..],
@@ -1104,7 +1147,7 @@ mod tests {
             casefold_http_method: true,
             ..Limits::default()
         };
-        let (head, _) = parse(b"get / HTTP/1.2\r\nHost: h\r\nName : a\r\n  b\r\n\r\n", &l)
+        let (head, _, _) = parse(b"get / HTTP/1.2\r\nHost: h\r\nName : a\r\n  b\r\n\r\n", &l)
             .unwrap()
             .unwrap();
         assert_eq!(&*head.method, "GET");
@@ -1226,8 +1269,9 @@ mod tests {
     #[test]
     fn authority_form_is_for_connect_only() {
         for good in ["example.com:443", "[::1]:443", "10.0.0.1:65535"] {
-            let head = ok(format!("CONNECT {good} HTTP/1.1\r\nHost: {good}\r\n\r\n").as_bytes());
-            assert!(!head.keep_alive);
+            let framing =
+                framed(format!("CONNECT {good} HTTP/1.1\r\nHost: {good}\r\n\r\n").as_bytes());
+            assert!(!framing.keep_alive);
         }
         for bad in [
             "example.com",

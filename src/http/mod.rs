@@ -2,7 +2,8 @@
 //!
 //! - [`head`]: request line and header fields, with Gunicorn's limits and strictness rules.
 //! - [`body`]: request body decoders (Content-Length, chunked).
-//! - [`error`]: the error answers sent for malformed requests.
+//! - [`error`]: why a request is refused, with Gunicorn's statuses and messages.
+//! - [`response`]: the response head, and the HTTP/1 encoding of every answer.
 //! - [`date`]: the cached `Date` header value.
 
 pub mod body;
@@ -13,10 +14,11 @@ pub mod error;
 pub mod forwarded;
 pub mod head;
 pub mod proxy;
+pub mod response;
 
 pub use body::BodyDecoder;
 pub use error::HttpError;
-pub use head::{Framing, Limits, RequestHead};
+pub use head::{Framing, H1Framing, Limits, RequestHead};
 
 /// Bytes from the wire as text, one code point per byte (latin-1, as PEP 3333 and Gunicorn
 /// decode request lines and header values).

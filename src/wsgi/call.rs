@@ -23,6 +23,7 @@ use crate::driver::body::BodyState;
 use crate::driver::output::OutQueue;
 use crate::driver::{self, log_invalid_request, ConnInfo, Outcome, Request};
 use crate::hooks::{self, Capture, RequestHooks, RequestView};
+use crate::http::response::{self as h1, BodyFraming};
 use crate::http::{HttpError, RequestHead};
 use crate::log;
 use crate::log::access::AccessFormat;
@@ -155,6 +156,7 @@ pub fn handle<T: Io + 'static>(
         body,
         conn,
         transport,
+        keep_alive,
         closing,
     } = req;
     let parts = Parts {
@@ -162,6 +164,7 @@ pub fn handle<T: Io + 'static>(
         body,
         conn,
         io: transport.clone(),
+        keep_alive,
         closing,
     };
     let response = match hooks::request_hooks(py) {
@@ -181,6 +184,7 @@ struct Parts {
     body: BodyState,
     conn: ConnInfo,
     io: Arc<dyn Io>,
+    keep_alive: bool,
     closing: bool,
 }
 
@@ -218,6 +222,7 @@ fn cycle(
         body,
         conn,
         io,
+        keep_alive,
         closing,
     } = req;
     let mut tail = Tail {
@@ -232,7 +237,7 @@ fn cycle(
     let facts = RequestFacts {
         version: tail.head.version,
         is_head: &*tail.head.method == "HEAD",
-        keep_alive: tail.head.keep_alive,
+        keep_alive,
         closing,
     };
     let input = match Bound::new(py, InputStream::new(body, io.clone())) {
@@ -563,13 +568,13 @@ fn send_file(state: &mut ResponseState, wrapper: &FileWrapper) -> PyResult<bool>
     };
     let dup = OwnedFd::from(file);
     state.send_headers();
-    if state.omits_body || count == 0 {
+    if state.framing == BodyFraming::None || count == 0 {
         return Ok(true);
     }
-    if state.chunked {
-        state.out.push_slice(format!("{count:X}\r\n").as_bytes());
+    if state.framing == BodyFraming::Chunked {
+        state.out.push_slice(h1::ChunkSize::new(count).as_bytes());
         state.out.push_file(dup, offset, count);
-        state.out.push_slice(b"\r\n");
+        state.out.push_slice(h1::CHUNK_END);
     } else {
         state.out.push_file(dup, offset, count);
     }

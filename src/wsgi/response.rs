@@ -13,6 +13,7 @@ use pyo3::types::{PyBytes, PyString, PyTuple};
 
 use crate::driver::output::OutQueue;
 use crate::http::date;
+use crate::http::response::{self as h1, BodyFraming, H1Response, ResponseHead};
 use crate::net::Io;
 
 /// Headers a WSGI application must not set (PEP 3333: hop-by-hop).
@@ -52,9 +53,8 @@ pub struct ResponseState {
     pub headers_sent: bool,
     /// Content-Length given by the application.
     pub length: Option<u64>,
-    pub chunked: bool,
-    /// HEAD, 1xx, 204 and 304 answers carry no body.
-    pub omits_body: bool,
+    /// How the body is delimited on the wire (none for HEAD, 1xx, 204 and 304 answers).
+    pub framing: BodyFraming,
     /// Body bytes accepted so far (without chunk framing).
     pub sent: u64,
     /// Body bytes dropped because they went past the application's Content-Length.
@@ -92,8 +92,7 @@ impl ResponseState {
             keep_headers: false,
             headers_sent: false,
             length: None,
-            chunked: false,
-            omits_body: false,
+            framing: BodyFraming::Close,
             sent: 0,
             excess: 0,
             must_close: false,
@@ -112,7 +111,7 @@ impl ResponseState {
             || !self.facts.keep_alive
             || self.facts.closing
             || crate::process::lifecycle::stopping()
-            || (self.length.is_none() && !self.chunked && !self.omits_body)
+            || self.framing == BodyFraming::Close
     }
 
     fn start(
@@ -144,11 +143,10 @@ impl ResponseState {
             })?
             .to_str()?
             .to_owned();
-        let code = parse_status(&status)
+        let code = h1::parse_status(&status)
             .ok_or_else(|| PyValueError::new_err(format!("invalid status {status:?}")))?;
 
-        // 204 and 1xx answers carry no body, so no Content-Length either.
-        let bodiless = code == 204 || (100..200).contains(&code);
+        let bodiless = h1::forbids_content_length(code);
         let mut parsed = Vec::new();
         let mut rendered = Vec::with_capacity(128);
         let mut length = None;
@@ -176,7 +174,7 @@ impl ResponseState {
                     ))
                 })?
                 .to_str()?;
-            let value = checked_header(name, value)?;
+            let value = h1::checked_header(name, value).map_err(invalid_header)?;
             let is = |known: &str| name.eq_ignore_ascii_case(known);
             if let Some(hop) = HOP_BY_HOP.iter().find(|h| is(h)) {
                 // PEP 3333 forbids them; the connection's framing is the server's. Like
@@ -199,7 +197,7 @@ impl ResponseState {
                     continue;
                 }
             }
-            push_header_line(&mut rendered, name, value);
+            h1::push_header_line(&mut rendered, name, value);
             if self.keep_headers {
                 parsed.push((name.to_owned(), value.to_owned()));
             }
@@ -207,14 +205,13 @@ impl ResponseState {
 
         self.status_code = code;
         self.status = Some(status);
-        self.omits_body = self.facts.is_head || code == 304 || bodiless;
         if bodiless {
             length = None;
         }
         self.headers = parsed;
         self.rendered = rendered;
         self.length = length;
-        self.chunked = length.is_none() && self.facts.version.is_1_1_or_later() && !self.omits_body;
+        self.framing = BodyFraming::choose(self.facts.version, self.facts.is_head, code, length);
         Ok(())
     }
 
@@ -225,32 +222,24 @@ impl ResponseState {
         }
         self.headers_sent = true;
         let close = self.will_close();
-        let status = self
-            .status
-            .as_deref()
-            .unwrap_or("500 Internal Server Error");
-        // An unconventional request version (permitted by a setting) is answered in the
-        // nearest one this server speaks, as RFC 9110 section 6.2 asks.
-        let http11 = self.facts.version.is_1_1_or_later();
-        let size = 96 + status.len() + self.rendered.len();
-        let buf = self.out.tail_buf();
-        let start = buf.len();
-        buf.reserve(size);
-        buf.extend_from_slice(if http11 { b"HTTP/1.1 " } else { b"HTTP/1.0 " });
-        buf.extend_from_slice(status.as_bytes());
-        buf.extend_from_slice(b"\r\nServer: ferrocorn\r\nDate: ");
-        buf.extend_from_slice(&date::now());
-        buf.extend_from_slice(if close {
-            b"\r\nConnection: close\r\n"
-        } else {
-            b"\r\nConnection: keep-alive\r\n"
-        });
-        if self.chunked {
-            buf.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
-        }
-        buf.extend_from_slice(&self.rendered);
-        buf.extend_from_slice(b"\r\n");
-        let n = buf.len() - start;
+        let head = match &self.status {
+            Some(status) => ResponseHead {
+                code: self.status_code,
+                status,
+                lines: &self.rendered,
+            },
+            None => ResponseHead {
+                code: 500,
+                status: "500 Internal Server Error",
+                lines: &self.rendered,
+            },
+        };
+        let wire = H1Response {
+            version: self.facts.version,
+            close,
+            body: self.framing,
+        };
+        let n = h1::push_head(self.out.tail_buf(), &head, &wire, &date::now());
         self.out.note_appended(n);
         if close {
             self.must_close = true;
@@ -274,8 +263,8 @@ impl ResponseState {
                     PyTypeError::new_err(format!("early hint {item} is not a (name, value) tuple"))
                 })?;
             let (name, value) = (header_text(&name)?, header_text(&value)?);
-            let value = checked_header(&name, &value)?;
-            push_header_line(&mut lines, &name, value);
+            let value = h1::checked_header(&name, &value).map_err(invalid_header)?;
+            h1::push_header_line(&mut lines, &name, value);
         }
         self.queue_early_hints(&lines);
         self.flush(py)
@@ -283,14 +272,7 @@ impl ResponseState {
 
     /// Queues a `103 Early Hints` informational response carrying the header `lines`.
     fn queue_early_hints(&mut self, lines: &[u8]) {
-        const STATUS_LINE: &[u8] = b"HTTP/1.1 103 Early Hints\r\n";
-        let buf = self.out.tail_buf();
-        let start = buf.len();
-        buf.reserve(STATUS_LINE.len() + lines.len() + 2);
-        buf.extend_from_slice(STATUS_LINE);
-        buf.extend_from_slice(lines);
-        buf.extend_from_slice(b"\r\n");
-        let n = buf.len() - start;
+        let n = h1::push_early_hints(self.out.tail_buf(), lines);
         self.out.note_appended(n);
     }
 
@@ -298,7 +280,7 @@ impl ResponseState {
     pub fn write_body(&mut self, py: Python<'_>, data: &Bound<'_, PyBytes>) -> PyResult<()> {
         self.send_headers();
         let len = data.as_bytes().len() as u64;
-        if self.omits_body || self.broken.is_some() {
+        if self.framing == BodyFraming::None || self.broken.is_some() {
             return Ok(());
         }
         let mut take = len;
@@ -315,12 +297,10 @@ impl ResponseState {
         if take == 0 {
             return Ok(());
         }
-        if self.chunked {
-            let mut hex = [0u8; 18];
-            let n = format_chunk_size(take, &mut hex);
-            self.out.push_slice(&hex[..n]);
+        if self.framing == BodyFraming::Chunked {
+            self.out.push_slice(h1::ChunkSize::new(take).as_bytes());
             self.out.push_bytes(data, take as usize);
-            self.out.push_slice(b"\r\n");
+            self.out.push_slice(h1::CHUNK_END);
         } else {
             self.out.push_bytes(data, take as usize);
         }
@@ -358,15 +338,15 @@ impl ResponseState {
     /// Returns a complaint to log when the body did not match its Content-Length.
     pub fn finish(&mut self) -> Option<String> {
         self.send_headers();
-        if self.chunked && self.broken.is_none() {
-            self.out.push_slice(b"0\r\n\r\n");
+        if self.framing == BodyFraming::Chunked && self.broken.is_none() {
+            self.out.push_slice(h1::LAST_CHUNK);
         }
         match self.length {
             Some(limit) if self.excess > 0 => Some(format!(
                 "response body longer than its Content-Length of {limit} bytes ({} bytes not sent); closing the connection",
                 self.excess
             )),
-            Some(limit) if !self.omits_body && self.sent < limit => {
+            Some(limit) if self.framing != BodyFraming::None && self.sent < limit => {
                 self.must_close = true;
                 Some(format!(
                     "response body shorter than its Content-Length ({} of {} bytes); closing the connection",
@@ -391,38 +371,9 @@ fn warn_hop_by_hop(name: &str) {
     ));
 }
 
-/// A header name and value the application gave, checked for the wire (RFC 9110 token names,
-/// values of blanks, visible ASCII and latin-1); the value without surrounding blanks.
-fn checked_header<'v>(name: &str, value: &'v str) -> PyResult<&'v str> {
-    if name.is_empty() || !name.bytes().all(is_token_byte) {
-        return Err(PyValueError::new_err(format!(
-            "invalid header name {name:?}"
-        )));
-    }
-    if !value.chars().all(|c| {
-        c == ' '
-            || c == '\t'
-            || ('\x21'..='\x7e').contains(&c)
-            || ('\u{80}'..='\u{ff}').contains(&c)
-    }) {
-        return Err(PyValueError::new_err(format!(
-            "invalid value for header {name:?}"
-        )));
-    }
-    Ok(value.trim_matches([' ', '\t']))
-}
-
-/// Appends `Name: value\r\n` for a header passed by [`checked_header`].
-fn push_header_line(out: &mut Vec<u8>, name: &str, value: &str) {
-    out.extend_from_slice(name.as_bytes());
-    out.extend_from_slice(b": ");
-    if value.is_ascii() {
-        out.extend_from_slice(value.as_bytes());
-    } else {
-        // Latin-1 code points (checked): one byte each.
-        out.extend(value.chars().map(|c| c as u32 as u8));
-    }
-    out.extend_from_slice(b"\r\n");
+/// `start_response` and `wsgi.early_hints` refuse a header that cannot go on the wire.
+fn invalid_header(err: h1::InvalidHeader) -> PyErr {
+    PyValueError::new_err(err.to_string())
 }
 
 /// An early hint's name or value: a `str`, or `bytes` read as latin-1 (as Gunicorn reads them).
@@ -436,38 +387,6 @@ fn header_text<'a>(obj: &'a Bound<'_, PyAny>) -> PyResult<Cow<'a, str>> {
             "early hint {obj} is not a string"
         ))),
     }
-}
-
-fn parse_status(status: &str) -> Option<u16> {
-    let bytes = status.as_bytes();
-    if bytes.len() < 3 || !bytes[..3].iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    if bytes.len() > 3 {
-        if bytes[3] != b' ' {
-            return None;
-        }
-        let reason_ok = status[4..].chars().all(|c| {
-            c == ' '
-                || c == '\t'
-                || ('\x21'..='\x7e').contains(&c)
-                || ('\u{80}'..='\u{ff}').contains(&c)
-        });
-        if !reason_ok {
-            return None;
-        }
-    }
-    status[..3].parse().ok()
-}
-
-fn is_token_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
-
-fn format_chunk_size(n: u64, out: &mut [u8; 18]) -> usize {
-    let hex = format!("{n:X}\r\n");
-    out[..hex.len()].copy_from_slice(hex.as_bytes());
-    hex.len()
 }
 
 /// The `start_response` callable handed to the application; also provides `write`.
@@ -561,40 +480,5 @@ impl EarlyHints {
                 .early_hints(py, headers),
             None => Ok(()),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn status_lines() {
-        assert_eq!(parse_status("200 OK"), Some(200));
-        assert_eq!(parse_status("404"), Some(404));
-        assert_eq!(parse_status("200"), Some(200));
-        assert_eq!(parse_status("20 OK"), None);
-        assert_eq!(parse_status("200OK"), None);
-        assert_eq!(parse_status("200 OK\r\nX: y"), None);
-    }
-
-    #[test]
-    fn header_lines_are_checked_and_latin1() {
-        let mut out = Vec::new();
-        let value = checked_header("Link", " </s.css>; rel=preload\t").expect("a valid header");
-        push_header_line(&mut out, "Link", value);
-        push_header_line(&mut out, "X-Hint", "caf\u{e9}");
-        assert_eq!(out, b"Link: </s.css>; rel=preload\r\nX-Hint: caf\xe9\r\n");
-        assert!(checked_header("Bad Name", "x").is_err());
-        assert!(checked_header("", "x").is_err());
-        assert!(checked_header("X", "a\r\nInjected: 1").is_err());
-        assert!(checked_header("X", "\u{100}").is_err());
-    }
-
-    #[test]
-    fn chunk_size_is_upper_hex() {
-        let mut buf = [0u8; 18];
-        let n = format_chunk_size(255, &mut buf);
-        assert_eq!(&buf[..n], b"FF\r\n");
     }
 }
