@@ -5,6 +5,7 @@
 //! - [`error`]: why a request is refused, with Gunicorn's statuses and messages.
 //! - [`response`]: the response head, and the HTTP/1 encoding of every answer.
 //! - [`date`]: the cached `Date` header value.
+//! - [`scrape`]: the one route of the master's metrics endpoint.
 
 pub mod body;
 #[cfg(test)]
@@ -15,6 +16,7 @@ pub mod forwarded;
 pub mod head;
 pub mod proxy;
 pub mod response;
+pub mod scrape;
 
 pub use body::BodyDecoder;
 pub use error::HttpError;

@@ -175,6 +175,22 @@ pub fn error_answer(err: &HttpError) -> Vec<u8> {
     .into_bytes()
 }
 
+/// A complete answer with a body of `content_type`, ending with the connection closed (no
+/// `Server` or `Date`). For a HEAD request (`head_only`) the body is left out and its length
+/// kept.
+pub fn close_answer(status: &str, content_type: &str, body: &[u8], head_only: bool) -> Vec<u8> {
+    let mut out = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    if !head_only {
+        out.extend_from_slice(body);
+    }
+    out
+}
+
 fn html_escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {

@@ -64,7 +64,8 @@ impl Acceptor {
     }
 }
 
-fn accept_now(listener: RawFd) -> io::Result<(Socket, Peer)> {
+/// Accepts one connection now, non-blocking and close-on-exec; `WouldBlock` when none waits.
+pub(super) fn accept_now(listener: RawFd) -> io::Result<(Socket, Peer)> {
     // SAFETY: an all-zero sockaddr_storage is a valid (empty) address buffer.
     let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;

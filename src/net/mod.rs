@@ -4,6 +4,7 @@
 //! - [`listeners`]: binding, inheriting and tuning the listening sockets (the master).
 //! - [`accept`]: accepting connections on the worker's event loop.
 //! - [`transport`]: what every kind of connection offers the layers above.
+//! - [`polled`]: a small non-blocking server driven by the master's `poll(2)`.
 //! - [`socket`]: the transport of a plain TCP or unix-socket connection.
 //! - [`memory`]: an in-memory transport for tests, driven by a script.
 
@@ -11,6 +12,7 @@ pub mod accept;
 pub mod listeners;
 #[cfg(test)]
 pub mod memory;
+pub mod polled;
 pub mod socket;
 pub mod transport;
 

@@ -54,6 +54,12 @@ impl Socket {
     }
 }
 
+impl AsRawFd for Socket {
+    fn as_raw_fd(&self) -> RawFd {
+        self.raw()
+    }
+}
+
 impl Io for Socket {
     fn try_read(
         &self,
