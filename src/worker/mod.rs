@@ -88,8 +88,8 @@ pub struct Worker {
     app: Arc<AppContext>,
     mode: Mode,
     heartbeat: HeartbeatSlot,
-    /// The worker has begun to stop; `closed` wakes whoever waits for that.
-    closing: Cell<bool>,
+    /// Wakes whoever waits for the worker to stop taking connections (the stop itself is
+    /// the process's [`signals::worker`] lifecycle).
     closed: Notify,
     /// Something observes finished requests: an access log (any destination), StatsD or the
     /// Prometheus counters. When false, a finished request costs nothing more.
@@ -106,7 +106,7 @@ pub struct Worker {
 
 impl Worker {
     pub fn is_closing(&self) -> bool {
-        self.closing.get()
+        signals::worker().is_stopping()
     }
 
     /// Whether buffered bodies are read straight into Python `bytes` objects, for which the
@@ -120,14 +120,14 @@ impl Worker {
     pub async fn closing_signal(&self) {
         // Created before the check: a `Notified` receives `notify_waiters` from its creation.
         let closed = self.closed.notified();
-        if !self.closing.get() {
+        if !self.is_closing() {
             closed.await;
         }
     }
 
+    /// Stops taking connections once a stop is recorded in the lifecycle: wakes whoever
+    /// waits in [`Worker::closing_signal`].
     fn begin_close(&self) {
-        signals::GRACEFUL.store(true, Ordering::SeqCst);
-        self.closing.set(true);
         self.closed.notify_waiters();
     }
 
@@ -141,8 +141,8 @@ impl Worker {
                 let outcome = Python::attach(|py| call::handle(py, &self.app, request));
                 signals::IN_APP_CALL.store(false, Ordering::SeqCst);
                 self.burst.call_done(timed);
-                if signals::FAST.load(Ordering::SeqCst)
-                    || signals::PY_PENDING.load(Ordering::SeqCst)
+                if signals::worker().is_fast_stop()
+                    || signals::PY_HANDLER_PENDING.load(Ordering::SeqCst)
                 {
                     hooks::run_pending_signal_handlers();
                     hooks::exit_now(0);
@@ -171,7 +171,7 @@ impl Worker {
         signals::IN_APP_CALL.store(true, Ordering::SeqCst);
         let outcome = Python::attach(|py| call::resume(py, paused));
         signals::IN_APP_CALL.store(false, Ordering::SeqCst);
-        if signals::FAST.load(Ordering::SeqCst) || signals::PY_PENDING.load(Ordering::SeqCst) {
+        if signals::worker().is_fast_stop() || signals::PY_HANDLER_PENDING.load(Ordering::SeqCst) {
             hooks::run_pending_signal_handlers();
             hooks::exit_now(0);
         }
@@ -200,6 +200,7 @@ impl Worker {
                 .counters()
                 .exit_reason
                 .store(log::metrics::EXIT_MAX_REQUESTS, Ordering::Relaxed);
+            signals::worker().begin_retiring(signals::Retire::MaxRequests);
             self.begin_close();
         }
     }
@@ -439,7 +440,6 @@ fn build_worker(
         }),
         mode,
         heartbeat,
-        closing: Cell::new(false),
         closed: Notify::new(),
         connections: Cell::new(0),
         connection_closed: Notify::new(),
@@ -496,15 +496,15 @@ async fn serve(worker: Rc<Worker>, listeners: Vec<RawFd>, wake_fd: RawFd) -> io:
                 signals::drain(wake_fd);
                 guard.clear_ready();
                 hooks::run_pending_signal_handlers();
-                if signals::FAST.load(Ordering::SeqCst) {
+                if signals::worker().is_fast_stop() {
                     hooks::exit_now(0);
                 }
-                if signals::REOPEN.swap(false, Ordering::SeqCst) {
+                if signals::take_reopen_logs() {
                     for e in log::reopen_all() {
                         log::error(format_args!("{e}"));
                     }
                 }
-                if signals::GRACEFUL.load(Ordering::SeqCst) {
+                if signals::worker().is_stopping() {
                     break;
                 }
             }
@@ -513,10 +513,16 @@ async fn serve(worker: Rc<Worker>, listeners: Vec<RawFd>, wake_fd: RawFd) -> io:
                 worker.heartbeat.beat();
                 if std::os::unix::process::parent_id() != ppid {
                     log::info(format_args!("Parent changed, shutting down: {}", std::process::id()));
+                    signals::worker().begin_retiring(signals::Retire::ParentGone);
                     break;
                 }
             }
         }
+    }
+    // A fast stop may end the loop through `closing_signal` before the wake-up is read.
+    if signals::worker().is_fast_stop() {
+        hooks::run_pending_signal_handlers();
+        hooks::exit_now(0);
     }
     worker.begin_close();
     if worker.connections.get() > 0 && std::os::unix::process::parent_id() == ppid {

@@ -117,7 +117,7 @@ impl ResponseState {
         self.must_close
             || !self.facts.keep_alive
             || self.facts.closing
-            || crate::process::lifecycle::stopping()
+            || crate::process::lifecycle::worker().is_stopping()
             || (self.length.is_none() && !self.chunked && !self.omits_body)
     }
 
