@@ -52,32 +52,24 @@ pub fn install() -> std::io::Result<()> {
     Ok(())
 }
 
-/// Waits up to `timeout` for signals and returns those that arrived, in order.
-pub fn wait(timeout: Duration) -> Vec<libc::c_int> {
-    wait_with(timeout, &mut [])
-}
-
-/// Like [`wait`], also waking when one of `extra` is ready; their `revents` are filled in.
-pub fn wait_with(timeout: Duration, extra: &mut [libc::pollfd]) -> Vec<libc::c_int> {
-    let fd = PIPE_READ.load(Ordering::SeqCst);
-    let mut fds = Vec::with_capacity(1 + extra.len());
-    fds.push(libc::pollfd {
-        fd,
+/// The self-pipe's read end, for the master's poll.
+pub fn pollfd() -> libc::pollfd {
+    libc::pollfd {
+        fd: PIPE_READ.load(Ordering::SeqCst),
         events: libc::POLLIN,
         revents: 0,
-    });
-    fds.extend_from_slice(extra);
-    // SAFETY: a valid array of pollfds and its length.
-    let n = unsafe {
-        libc::poll(
-            fds.as_mut_ptr(),
-            fds.len() as libc::nfds_t,
-            timeout.as_millis().min(i32::MAX as u128) as i32,
-        )
-    };
-    for (e, f) in extra.iter_mut().zip(&fds[1..]) {
-        e.revents = if n > 0 { f.revents } else { 0 };
     }
+}
+
+/// Waits up to `timeout` for signals and returns those that arrived, in order.
+pub fn wait(timeout: Duration) -> Vec<libc::c_int> {
+    super::poll::poll(&mut [pollfd()], timeout);
+    drain()
+}
+
+/// The signals that arrived since the last call, in order.
+pub fn drain() -> Vec<libc::c_int> {
+    let fd = PIPE_READ.load(Ordering::SeqCst);
     let mut buf = [0u8; 64];
     let mut out = Vec::new();
     loop {

@@ -332,7 +332,7 @@ pub fn install_stop_handlers(py: Python<'_>) -> PyResult<()> {
 /// Lets Python run the signal handlers a Rust handler passed on (INT, QUIT, ABRT with a hook
 /// set). Those handlers end the process; returns if none was pending. Main thread only.
 pub fn run_pending_signal_handlers() {
-    if !crate::process::lifecycle::PY_PENDING.swap(false, Ordering::SeqCst) {
+    if !crate::process::lifecycle::PY_HANDLER_PENDING.swap(false, Ordering::SeqCst) {
         return;
     }
     Python::attach(|py| {
@@ -377,7 +377,7 @@ fn py_worker_requests() -> u64 {
 #[pyfunction]
 #[pyo3(name = "_worker_stopping")]
 fn py_worker_stopping() -> bool {
-    crate::process::lifecycle::stopping() || crate::process::lifecycle::FAST.load(Ordering::Relaxed)
+    crate::process::lifecycle::worker().is_stopping()
 }
 
 fn level(n: i64) -> log::Level {

@@ -1,25 +1,128 @@
-//! Signals in a worker, as in Gunicorn: TERM = graceful stop, INT/QUIT = stop now, USR1 =
-//! reopen log files, ABRT = the master found the worker silent. The handlers only record the
-//! signal and wake the event loop through a pipe.
+//! A worker's lifecycle and its signals, as in Gunicorn: TERM = graceful stop, INT/QUIT =
+//! stop now, USR1 = reopen log files, ABRT = the master found the worker silent. The
+//! handlers only record the signal (atomic stores) and wake the event loop through a pipe.
+//!
+//! The stop state is one [`State`] in one atomic ([`worker`]); it only moves forward: running,
+//! then retiring (stopping on its own), graceful stop (TERM), fast stop (INT/QUIT). The other
+//! flags here are requests and markers, not stop states.
 
 use std::os::unix::io::RawFd;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, AtomicUsize, Ordering};
 
-/// A graceful stop began (TERM, max-requests, parent gone): responses from now on announce
-/// `Connection: close`.
-pub static GRACEFUL: AtomicBool = AtomicBool::new(false);
-pub static FAST: AtomicBool = AtomicBool::new(false);
-pub static REOPEN: AtomicBool = AtomicBool::new(false);
+/// Why a worker stops on its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retire {
+    /// It served `--max-requests`.
+    MaxRequests,
+    /// `--reload` saw a file change.
+    Reload,
+    /// Its master is gone.
+    ParentGone,
+}
+
+/// Where a worker is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    Running,
+    /// Stopping on its own: no new connections, open ones finish (`Connection: close`).
+    Retiring(Retire),
+    /// TERM: as retiring, because the master asked.
+    GracefulStop,
+    /// INT or QUIT: exit now, after the application call in progress.
+    FastStop,
+}
+
+// The atomic's values, ordered so that a stop only ever moves to a later state.
+const RUNNING: u8 = 0;
+const RETIRING_MAX_REQUESTS: u8 = 1;
+const RETIRING_RELOAD: u8 = 2;
+const RETIRING_PARENT_GONE: u8 = 3;
+const GRACEFUL_STOP: u8 = 4;
+const FAST_STOP: u8 = 5;
+
+/// A worker's stop state, readable from any thread and written by signal handlers (only
+/// lock-free atomic operations, which are async-signal-safe).
+pub struct Lifecycle(AtomicU8);
+
+impl Lifecycle {
+    pub const fn new() -> Lifecycle {
+        Lifecycle(AtomicU8::new(RUNNING))
+    }
+
+    pub fn state(&self) -> State {
+        match self.0.load(Ordering::SeqCst) {
+            RUNNING => State::Running,
+            RETIRING_MAX_REQUESTS => State::Retiring(Retire::MaxRequests),
+            RETIRING_RELOAD => State::Retiring(Retire::Reload),
+            RETIRING_PARENT_GONE => State::Retiring(Retire::ParentGone),
+            GRACEFUL_STOP => State::GracefulStop,
+            _ => State::FastStop,
+        }
+    }
+
+    /// Whether any stop began: responses from now on announce `Connection: close`. Read by
+    /// the request cycle on any thread, hence a relaxed load.
+    pub fn is_stopping(&self) -> bool {
+        self.0.load(Ordering::Relaxed) != RUNNING
+    }
+
+    pub fn is_fast_stop(&self) -> bool {
+        self.0.load(Ordering::SeqCst) == FAST_STOP
+    }
+
+    /// Begins to stop on its own, unless a stop is already under way (the first reason stays).
+    pub fn begin_retiring(&self, why: Retire) {
+        let value = match why {
+            Retire::MaxRequests => RETIRING_MAX_REQUESTS,
+            Retire::Reload => RETIRING_RELOAD,
+            Retire::ParentGone => RETIRING_PARENT_GONE,
+        };
+        let _ = self
+            .0
+            .compare_exchange(RUNNING, value, Ordering::SeqCst, Ordering::SeqCst);
+    }
+
+    /// TERM: a graceful stop, unless a fast one began. Async-signal-safe.
+    pub fn begin_graceful(&self) {
+        self.0.fetch_max(GRACEFUL_STOP, Ordering::SeqCst);
+    }
+
+    /// INT or QUIT: a fast stop. Async-signal-safe.
+    pub fn begin_fast(&self) {
+        self.0.store(FAST_STOP, Ordering::SeqCst);
+    }
+}
+
+impl Default for Lifecycle {
+    fn default() -> Self {
+        Lifecycle::new()
+    }
+}
+
+/// This process's lifecycle (a worker's; the master never changes it).
+static WORKER: Lifecycle = Lifecycle::new();
+
+pub fn worker() -> &'static Lifecycle {
+    &WORKER
+}
+
+/// USR1 asked for the log files to be reopened; the event loop takes the request.
+static REOPEN_LOGS: AtomicBool = AtomicBool::new(false);
 /// Set while a `sync` worker runs the application on its only thread; a fast stop then
 /// cannot wait for the event loop.
 pub static IN_APP_CALL: AtomicBool = AtomicBool::new(false);
 static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
 /// A signal was passed on to Python (see [`hand_to_python`]); its handler is waiting to run.
-pub static PY_PENDING: AtomicBool = AtomicBool::new(false);
+pub static PY_HANDLER_PENDING: AtomicBool = AtomicBool::new(false);
 /// Python's own C handlers for SIGINT, SIGQUIT and SIGABRT, when hooks need them (else 0).
 static PY_INT: AtomicUsize = AtomicUsize::new(0);
 static PY_QUIT: AtomicUsize = AtomicUsize::new(0);
 static PY_ABRT: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether USR1 asked for the log files to be reopened since the last call.
+pub fn take_reopen_logs() -> bool {
+    REOPEN_LOGS.swap(false, Ordering::SeqCst)
+}
 
 fn py_slot(sig: libc::c_int) -> Option<&'static AtomicUsize> {
     match sig {
@@ -40,7 +143,7 @@ fn chain_to_python(sig: libc::c_int) -> bool {
     // by hand_to_python); it is async-signal-safe: it only flags the signal for the main thread.
     let f: extern "C" fn(libc::c_int) = unsafe { std::mem::transmute(handler) };
     f(sig);
-    PY_PENDING.store(true, Ordering::SeqCst);
+    PY_HANDLER_PENDING.store(true, Ordering::SeqCst);
     true
 }
 
@@ -70,15 +173,15 @@ pub fn hand_to_python(sig: libc::c_int) {
 
 extern "C" fn on_signal(sig: libc::c_int) {
     match sig {
-        libc::SIGTERM => GRACEFUL.store(true, Ordering::SeqCst),
+        libc::SIGTERM => WORKER.begin_graceful(),
         libc::SIGINT | libc::SIGQUIT => {
-            FAST.store(true, Ordering::SeqCst);
+            WORKER.begin_fast();
             if !chain_to_python(sig) && IN_APP_CALL.load(Ordering::SeqCst) {
                 // SAFETY: _exit is async-signal-safe.
                 unsafe { libc::_exit(0) };
             }
         }
-        libc::SIGUSR1 => REOPEN.store(true, Ordering::SeqCst),
+        libc::SIGUSR1 => REOPEN_LOGS.store(true, Ordering::SeqCst),
         // With a worker_abort/worker_exit hook, Python runs it and exits with status 1.
         libc::SIGABRT if !chain_to_python(sig) => {
             // SAFETY: _exit is async-signal-safe; exit status 1 like Gunicorn's aborted worker.
@@ -86,6 +189,11 @@ extern "C" fn on_signal(sig: libc::c_int) {
         }
         _ => {}
     }
+    wake();
+}
+
+/// Wakes the event loop. Async-signal-safe.
+fn wake() {
     let fd = WAKE_FD.load(Ordering::SeqCst);
     if fd >= 0 {
         // SAFETY: write(2) is async-signal-safe; a full pipe already holds a wake-up.
@@ -93,9 +201,10 @@ extern "C" fn on_signal(sig: libc::c_int) {
     }
 }
 
-/// Whether the worker is stopping; read by the request cycle on any thread.
-pub fn stopping() -> bool {
-    GRACEFUL.load(Ordering::Relaxed)
+/// Begins to stop on its own from any thread, and wakes the event loop to act on it.
+pub fn retire_from_any_thread(why: Retire) {
+    WORKER.begin_retiring(why);
+    wake();
 }
 
 /// Creates the wake-up pipe and returns its read end. A signal that arrived since fork (only
@@ -108,7 +217,7 @@ pub fn install() -> std::io::Result<RawFd> {
     }
     WAKE_FD.store(fds[1], Ordering::SeqCst);
     install_handlers();
-    if GRACEFUL.load(Ordering::SeqCst) || FAST.load(Ordering::SeqCst) {
+    if WORKER.is_stopping() {
         // SAFETY: writing one byte to our own non-blocking pipe.
         unsafe { libc::write(fds[1], [1u8].as_ptr().cast(), 1) };
     }
@@ -153,8 +262,64 @@ fn set_handler(sig: libc::c_int, handler: libc::sighandler_t) {
 }
 
 /// Empties the wake-up pipe.
-pub fn drain(fd: RawFd) {
+/// The read end of the wake-up pipe, on the worker's event loop.
+pub struct Wakeup {
+    pipe: tokio::io::unix::AsyncFd<RawFd>,
+}
+
+impl Wakeup {
+    /// Watches the pipe [`install`] returned, which stays open for the worker's whole life.
+    pub fn new(fd: RawFd) -> std::io::Result<Wakeup> {
+        // SAFETY: the wake-up pipe is never closed.
+        let pipe = unsafe { tokio::io::unix::AsyncFd::register(fd) }?;
+        Ok(Wakeup { pipe })
+    }
+
+    /// Waits until a signal handler wrote to the pipe, and empties it.
+    pub async fn signalled(&self) -> std::io::Result<()> {
+        let mut guard = self.pipe.readable().await?;
+        drain(*self.pipe.get_ref());
+        guard.clear_ready();
+        Ok(())
+    }
+}
+
+fn drain(fd: RawFd) {
     let mut buf = [0u8; 64];
     // SAFETY: reading into a local buffer from our own non-blocking pipe.
     while unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stop_only_moves_forward() {
+        let life = Lifecycle::new();
+        assert_eq!(life.state(), State::Running);
+        assert!(!life.is_stopping());
+        life.begin_retiring(Retire::MaxRequests);
+        assert_eq!(life.state(), State::Retiring(Retire::MaxRequests));
+        assert!(life.is_stopping());
+        life.begin_retiring(Retire::ParentGone);
+        assert_eq!(life.state(), State::Retiring(Retire::MaxRequests));
+        life.begin_graceful();
+        assert_eq!(life.state(), State::GracefulStop);
+        life.begin_retiring(Retire::Reload);
+        assert_eq!(life.state(), State::GracefulStop);
+        assert!(!life.is_fast_stop());
+        life.begin_fast();
+        assert!(life.is_fast_stop());
+        life.begin_graceful();
+        assert_eq!(life.state(), State::FastStop);
+    }
+
+    #[test]
+    fn a_fast_stop_overrides_running() {
+        let life = Lifecycle::new();
+        life.begin_fast();
+        assert_eq!(life.state(), State::FastStop);
+        assert!(life.is_stopping());
+    }
 }

@@ -20,7 +20,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pyo3::prelude::*;
-use tokio::io::unix::AsyncFd;
 use tokio::sync::Notify;
 
 use crate::config::Settings;
@@ -79,8 +78,8 @@ pub struct Worker {
     app: Arc<AppContext>,
     mode: Mode,
     heartbeat: HeartbeatSlot,
-    /// The worker has begun to stop; `closed` wakes whoever waits for that.
-    closing: Cell<bool>,
+    /// Wakes whoever waits for the worker to stop taking connections (the stop itself is
+    /// the process's [`signals::worker`] lifecycle).
     closed: Notify,
     /// Something observes finished requests: an access log (any destination), StatsD or the
     /// Prometheus counters. When false, a finished request costs nothing more.
@@ -97,21 +96,21 @@ pub struct Worker {
 
 impl Worker {
     pub fn is_closing(&self) -> bool {
-        self.closing.get()
+        signals::worker().is_stopping()
     }
 
     /// Resolves once the worker begins to stop.
     pub async fn closing_signal(&self) {
         // Created before the check: a `Notified` receives `notify_waiters` from its creation.
         let closed = self.closed.notified();
-        if !self.closing.get() {
+        if !self.is_closing() {
             closed.await;
         }
     }
 
+    /// Stops taking connections once a stop is recorded in the lifecycle: wakes whoever
+    /// waits in [`Worker::closing_signal`].
     fn begin_close(&self) {
-        signals::GRACEFUL.store(true, Ordering::SeqCst);
-        self.closing.set(true);
         self.closed.notify_waiters();
     }
 
@@ -137,6 +136,7 @@ impl Worker {
                 .counters()
                 .exit_reason
                 .store(log::metrics::EXIT_MAX_REQUESTS, Ordering::Relaxed);
+            signals::worker().begin_retiring(signals::Retire::MaxRequests);
             self.begin_close();
         }
     }
@@ -147,7 +147,7 @@ impl Worker {
         signals::IN_APP_CALL.store(true, Ordering::SeqCst);
         let result = Python::attach(call);
         signals::IN_APP_CALL.store(false, Ordering::SeqCst);
-        if signals::FAST.load(Ordering::SeqCst) || signals::PY_PENDING.load(Ordering::SeqCst) {
+        if signals::worker().is_fast_stop() || signals::PY_HANDLER_PENDING.load(Ordering::SeqCst) {
             hooks::run_pending_signal_handlers();
             hooks::exit_now(0);
         }
@@ -489,7 +489,6 @@ fn build_worker(
         }),
         mode,
         heartbeat,
-        closing: Cell::new(false),
         closed: Notify::new(),
         connections: Cell::new(0),
         connection_closed: Notify::new(),
@@ -534,25 +533,22 @@ async fn serve(worker: Rc<Worker>, listeners: &[Listener], wake_fd: RawFd) -> io
         let listener = Acceptor::new(listener)?;
         tokio::task::spawn_local(accept_loop(Rc::clone(&worker), listener, index));
     }
-    // SAFETY: the wake-up pipe is never closed.
-    let wake = unsafe { AsyncFd::register(wake_fd) }?;
+    let wake = signals::Wakeup::new(wake_fd)?;
     let tick = heartbeat_interval(worker.options.graceful_timeout);
     loop {
         tokio::select! {
-            guard = wake.readable() => {
-                let mut guard = guard?;
-                signals::drain(wake_fd);
-                guard.clear_ready();
+            woken = wake.signalled() => {
+                woken?;
                 hooks::run_pending_signal_handlers();
-                if signals::FAST.load(Ordering::SeqCst) {
+                if signals::worker().is_fast_stop() {
                     hooks::exit_now(0);
                 }
-                if signals::REOPEN.swap(false, Ordering::SeqCst) {
+                if signals::take_reopen_logs() {
                     for e in log::reopen_all() {
                         log::error(format_args!("{e}"));
                     }
                 }
-                if signals::GRACEFUL.load(Ordering::SeqCst) {
+                if signals::worker().is_stopping() {
                     break;
                 }
             }
@@ -561,10 +557,16 @@ async fn serve(worker: Rc<Worker>, listeners: &[Listener], wake_fd: RawFd) -> io
                 worker.heartbeat.beat();
                 if std::os::unix::process::parent_id() != ppid {
                     log::info(format_args!("Parent changed, shutting down: {}", std::process::id()));
+                    signals::worker().begin_retiring(signals::Retire::ParentGone);
                     break;
                 }
             }
         }
+    }
+    // A fast stop may end the loop through `closing_signal` before the wake-up is read.
+    if signals::worker().is_fast_stop() {
+        hooks::run_pending_signal_handlers();
+        hooks::exit_now(0);
     }
     worker.begin_close();
     if worker.connections.get() > 0 && std::os::unix::process::parent_id() == ppid {

@@ -58,9 +58,9 @@ pub fn start(settings: &Settings, broken: Option<PathBuf>) {
                 "Worker reloading: {} modified",
                 changed.display()
             ));
-            // A graceful stop, exactly as if the master had sent TERM.
-            // SAFETY: signalling our own process.
-            unsafe { libc::kill(libc::getpid(), libc::SIGTERM) };
+            crate::process::lifecycle::retire_from_any_thread(
+                crate::process::lifecycle::Retire::Reload,
+            );
         });
     if let Err(e) = spawned {
         log::error(format_args!("cannot start the reloader: {e}"));

@@ -110,7 +110,7 @@ impl ResponseState {
         self.must_close
             || !self.facts.keep_alive
             || self.facts.closing
-            || crate::process::lifecycle::stopping()
+            || crate::process::lifecycle::worker().is_stopping()
             || self.framing == BodyFraming::Close
     }
 
