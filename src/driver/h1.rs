@@ -14,6 +14,7 @@ use pyo3::Python;
 use tokio::io::unix::AsyncFd;
 use tokio::time::{sleep_until, timeout_at, Instant, Sleep};
 
+use crate::driver::buffers::{self, READ_CHUNK};
 use crate::driver::output::{OutQueue, Progress, Then};
 use crate::http::{self, proxy, BodyDecoder, HttpError};
 use crate::log;
@@ -28,8 +29,6 @@ fn since(started: Option<Instant>) -> Duration {
     started.map_or(Duration::ZERO, |t| t.elapsed())
 }
 
-/// Bytes read from the socket per call.
-const READ_CHUNK: usize = 16 * 1024;
 /// Unread request body the server will discard to keep a connection alive.
 const DRAIN_LIMIT: u64 = 4 * 1024 * 1024;
 /// How long a closing connection reads what the client still sends, so that the client
@@ -141,7 +140,7 @@ impl Conn {
                 proxy: None,
             },
             worker,
-            buf: Vec::with_capacity(READ_CHUNK),
+            buf: Vec::new(),
             awaiting_proxy,
         }
     }
@@ -155,10 +154,12 @@ impl Conn {
         let mut waits = HeadWaits::new();
         // The request usually arrives with the connection: read it now rather than wait for
         // the event loop to report the new socket readable.
+        buffers::take(&mut self.buf);
         match read_now(self.fd(), &mut self.buf, READ_CHUNK, None) {
             Ok(Some((0, _))) | Err(_) => return,
             Ok(Some(_)) => {}
             Ok(None) => {
+                buffers::give_back(&mut self.buf);
                 if !self.first_bytes(&worker, &mut waits).await {
                     return;
                 }
@@ -185,7 +186,7 @@ impl Conn {
         let silent = worker.shedding.silent();
         tokio::select! {
             biased;
-            r = read_into(&self.sock, &mut self.buf, READ_CHUNK) => matches!(r, Ok(n) if n > 0),
+            r = read_pooled(&self.sock, &mut self.buf) => matches!(r, Ok(n) if n > 0),
             _ = silent.evicted() => false,
             _ = timer_until(&mut waits.timer, deadline) => false,
         }
@@ -200,6 +201,13 @@ impl Conn {
         let Some(head) = self.read_head(first, worker, waits).await? else {
             return Ok(Next::Close);
         };
+        // Apart: the task of a connection waiting for its next head then keeps only that wait,
+        // and a request's much larger state lives only as long as the request.
+        buffers::Lent::new(|| self.answer(head, worker)).await
+    }
+
+    /// Reads the body of `head`, has the application answer and writes the response.
+    async fn answer(&mut self, head: http::RequestHead, worker: &Worker) -> io::Result<Next> {
         // Only what reports finished requests needs the time a request took.
         let started = worker.reports.then(Instant::now);
         let body = match self.read_body(&head).await? {
@@ -345,6 +353,9 @@ impl Conn {
                 }
             }
             let idle = self.buf.is_empty();
+            if idle {
+                buffers::give_back(&mut self.buf);
+            }
             // A first head has one deadline whether bytes have arrived or not.
             let deadline = if idle || first {
                 *idle_deadline.get_or_insert_with(|| Instant::now() + idle_timeout)
@@ -355,7 +366,7 @@ impl Conn {
             let (sock, buf) = (&self.sock, &mut self.buf);
             let waited = tokio::select! {
                 biased;
-                r = read_into(sock, buf, READ_CHUNK) => HeadWait::Read(r),
+                r = read_pooled(sock, buf) => HeadWait::Read(r),
                 _ = timer_until(timer, deadline) => HeadWait::TimedOut,
             };
             match waited {
@@ -652,6 +663,16 @@ fn unread_bytes(fd: i32) -> libc::c_int {
 /// `Ok(0)`: the peer closed.
 async fn read_into(sock: &Sock, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
     read_split(sock, buf, max, None).await
+}
+
+/// [`read_into`] for the connection's buffer, which it has given back while idle: a buffer is
+/// taken once bytes have arrived.
+async fn read_pooled(sock: &Sock, buf: &mut Vec<u8>) -> io::Result<usize> {
+    read_when_ready(sock, |fd| {
+        buffers::take(buf);
+        read_now(fd, buf, READ_CHUNK, None)
+    })
+    .await
 }
 
 /// Like [`read_into`], with bytes past the first `max` going to `spill` (up to
