@@ -43,20 +43,25 @@ def drive(port: int, count: int, deadline: float) -> None:
     with socket.create_connection((HOST, port), timeout=60) as s:
         for _ in range(count):
             s.sendall(request)
-            data = b""
-            while True:
-                head_end = data.find(b"\r\n\r\n")
-                if head_end >= 0:
-                    head = data[:head_end].lower()
-                    length = int(head.split(b"content-length:")[1].split(b"\r\n")[0])
-                    if len(data) >= head_end + 4 + length:
-                        break
-                if time.monotonic() > deadline:
-                    raise SystemExit("the server stopped answering")
-                chunk = s.recv(65536)
-                if not chunk:
-                    raise SystemExit("the server closed the connection")
-                data += chunk
+            read_response(s, deadline)
+
+
+def read_response(s: socket.socket, deadline: float) -> None:
+    """Reads one whole response with a Content-Length body."""
+    data = b""
+    while True:
+        head_end = data.find(b"\r\n\r\n")
+        if head_end >= 0:
+            head = data[:head_end].lower()
+            length = int(head.split(b"content-length:")[1].split(b"\r\n")[0])
+            if len(data) >= head_end + 4 + length:
+                return
+        if time.monotonic() > deadline:
+            raise SystemExit("the server stopped answering")
+        chunk = s.recv(65536)
+        if not chunk:
+            raise SystemExit("the server closed the connection")
+        data += chunk
 
 
 def worker_instructions(args: argparse.Namespace, count: int) -> int:

@@ -15,6 +15,7 @@ use std::time::Duration;
 use tokio::time::{sleep_until, timeout_at, Instant, Sleep};
 
 use super::body::{BodyState, BodyTarget};
+use super::buffers::{self, READ_CHUNK};
 use super::output::{OutQueue, Progress, Then};
 use super::{log_invalid_request, ConnInfo, Outcome, Request, Service};
 use crate::http::{self, proxy, BodyDecoder, HttpError};
@@ -27,8 +28,6 @@ fn since(started: Option<Instant>) -> Duration {
     started.map_or(Duration::ZERO, |t| t.elapsed())
 }
 
-/// Bytes read from the connection per call.
-const READ_CHUNK: usize = 16 * 1024;
 /// Unread request body the server will discard to keep a connection alive.
 const DRAIN_LIMIT: u64 = 4 * 1024 * 1024;
 /// How long a closing connection reads what the client still sends, so that the client
@@ -98,7 +97,7 @@ impl<S> Conn<S> {
                 proxy: None,
             },
             service,
-            buf: Vec::with_capacity(READ_CHUNK),
+            buf: Vec::new(),
             awaiting_proxy: false,
         }
     }
@@ -114,11 +113,13 @@ impl<S> Conn<S> {
         let mut waits = HeadWaits::new();
         // The request usually arrives with the connection: read it now rather than wait for
         // the event loop to report the new socket readable.
+        buffers::take(&mut self.buf);
         match read_appending(&*io, &mut self.buf, READ_CHUNK, None) {
             Ok(Some(read)) if read.total == 0 => return,
             Err(_) => return,
             Ok(Some(_)) => {}
             Ok(None) => {
+                buffers::give_back(&mut self.buf);
                 if !self.first_bytes(&*io, &*service, &mut waits).await {
                     return;
                 }
@@ -159,7 +160,7 @@ impl<S> Conn<S> {
         let silent = service.shedding().silent();
         tokio::select! {
             biased;
-            r = read_into(io, &mut self.buf, READ_CHUNK, None) => matches!(r, Ok(n) if n > 0),
+            r = read_pooled(io, &mut self.buf) => matches!(r, Ok(n) if n > 0),
             _ = silent.evicted() => false,
             _ = timer_until(&mut waits.timer, deadline) => false,
         }
@@ -182,6 +183,22 @@ impl<S> Conn<S> {
             Ok(None) => return (Ok(Next::Close), Some(io)),
             Err(e) => return (Err(e), Some(io)),
         };
+        // Apart: the task of a connection waiting for its next head then keeps only that wait,
+        // and a request's much larger state lives only as long as the request.
+        buffers::Lent::new(|| self.answer(io, head, framing, service)).await
+    }
+
+    /// Reads the body of `head`, has the application answer and writes the response.
+    async fn answer<T: Transport>(
+        &mut self,
+        io: Arc<T>,
+        head: http::RequestHead,
+        framing: http::H1Framing,
+        service: &S,
+    ) -> (io::Result<Next>, Option<Arc<T>>)
+    where
+        S: Service<T>,
+    {
         // Only what reports finished requests needs the time a request took.
         let started = service.reports().then(Instant::now);
         let body = match self.read_body(&*io, &framing, service).await {
@@ -339,6 +356,9 @@ impl<S> Conn<S> {
                 }
             }
             let idle = self.buf.is_empty();
+            if idle {
+                buffers::give_back(&mut self.buf);
+            }
             // A first head has one deadline whether bytes have arrived or not.
             let deadline = if idle || first {
                 *idle_deadline.get_or_insert_with(|| Instant::now() + idle_timeout)
@@ -349,7 +369,7 @@ impl<S> Conn<S> {
             let buf = &mut self.buf;
             let waited = tokio::select! {
                 biased;
-                r = read_into(io, buf, READ_CHUNK, None) => HeadWait::Read(r),
+                r = read_pooled(io, buf) => HeadWait::Read(r),
                 _ = timer_until(timer, deadline) => HeadWait::TimedOut,
             };
             match waited {
@@ -621,6 +641,17 @@ impl<S> Conn<S> {
             }
         }
     }
+}
+
+/// Reads once into `buf`, which takes a kept buffer only once bytes have arrived (see
+/// [`buffers`]). `Ok(0)`: the peer closed.
+async fn read_pooled<T: Transport>(io: &T, buf: &mut Vec<u8>) -> io::Result<usize> {
+    io.when_readable(|io| {
+        buffers::take(buf);
+        let read = read_appending(io, buf, READ_CHUNK, None)?;
+        Ok(read.map(|count| (count.total, count)))
+    })
+    .await
 }
 
 /// Gunicorn's debug lines for a client that went away mid-request; other errors (a write

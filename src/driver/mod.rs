@@ -1,6 +1,8 @@
 //! Connection drivers: the HTTP/1 connection state machine, generic over the transport, and the
 //! seam ([`Service`]) through which it hands requests to an application interface.
 //!
+//! - [`buffers`]: memory a connection holds only while it works on a request: its read buffer
+//!   and the state of the request.
 //! - [`h1`]: one HTTP/1 connection, from its first byte to its close.
 //! - [`body`]: a request body as the driver reads it and the application consumes it.
 //! - [`output`]: owned buffers, Python `bytes` and file ranges waiting to be written.
@@ -10,6 +12,7 @@
 //! [`Request`] and gets it back in the [`Outcome`].
 
 pub mod body;
+pub mod buffers;
 pub mod h1;
 #[cfg(test)]
 mod h1_tests;

@@ -233,16 +233,17 @@ impl Io for Memory {
 }
 
 impl Transport for Memory {
-    async fn read(
+    async fn when_readable<R>(
         &self,
-        first: &mut [MaybeUninit<u8>],
-        mut spill: Option<&mut Vec<u8>>,
-    ) -> io::Result<ReadCount> {
+        mut attempt: impl FnMut(&Self) -> io::Result<Option<(R, ReadCount)>>,
+    ) -> io::Result<R> {
         loop {
             let mut readable = pin!(self.shared.readable.notified());
             readable.as_mut().enable();
-            if let Some(read) = self.try_read(first, spill.as_deref_mut())? {
-                return Ok(read);
+            if self.ready(Interest::Read) {
+                if let Some((done, _)) = attempt(self)? {
+                    return Ok(done);
+                }
             }
             readable.await;
         }

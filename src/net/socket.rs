@@ -228,23 +228,22 @@ impl Io for Socket {
 }
 
 impl Transport for Socket {
-    async fn read(
+    async fn when_readable<R>(
         &self,
-        first: &mut [MaybeUninit<u8>],
-        mut spill: Option<&mut Vec<u8>>,
-    ) -> io::Result<ReadCount> {
+        mut attempt: impl FnMut(&Self) -> io::Result<Option<(R, ReadCount)>>,
+    ) -> io::Result<R> {
         let sock = self.registered()?;
         loop {
             let mut guard = sock.readable().await?;
-            match self.try_read(first, spill.as_deref_mut())? {
-                Some(read) => {
+            match attempt(self)? {
+                Some((done, read)) => {
                     // With edge-triggered readiness, a drained socket sends the next wait
                     // straight to the event loop instead of costing a read that fails with
                     // EAGAIN.
                     if read.drained {
                         guard.clear_ready();
                     }
-                    return Ok(read);
+                    return Ok(done);
                 }
                 None => guard.clear_ready(),
             }

@@ -111,13 +111,27 @@ pub fn read_appending<I: Io + ?Sized>(
 /// A connection as the event loop drives it.
 #[allow(async_fn_in_trait)] // Used through generics on one thread; no `Send` bound wanted.
 pub trait Transport: Io + Sized + 'static {
+    /// Waits until the connection has bytes (or its end), then runs `attempt` (which reads
+    /// without blocking and returns `None` when there was nothing to read), again until it
+    /// reads. Whatever the read needs (a buffer) is taken only once bytes are there.
+    async fn when_readable<R>(
+        &self,
+        attempt: impl FnMut(&Self) -> io::Result<Option<(R, ReadCount)>>,
+    ) -> io::Result<R>;
+
     /// Waits until the connection has bytes (or its end), then reads once as
     /// [`Io::try_read`] does.
     async fn read(
         &self,
         first: &mut [MaybeUninit<u8>],
-        spill: Option<&mut Vec<u8>>,
-    ) -> io::Result<ReadCount>;
+        mut spill: Option<&mut Vec<u8>>,
+    ) -> io::Result<ReadCount> {
+        self.when_readable(|io| {
+            let read = io.try_read(first, spill.as_deref_mut())?;
+            Ok(read.map(|count| (count, count)))
+        })
+        .await
+    }
 
     /// Waits until the connection may take bytes, then runs `attempt` (which writes without
     /// blocking and returns `None` when it found no room), again until it returns a value.
