@@ -392,6 +392,10 @@ def test_replacement_serves_while_the_retiring_worker_waits_on_idle_connections(
     srv = run_server(*worker_args, *args, APP, env={"RETIRE_LOG": str(ids)})
     idle, busy = Client(srv), Client(srv)
     pid = idle.post()[0]
+    # Both connections are the old worker's before it stops: a connection's first bytes
+    # decide which worker accepts it (TCP_DEFER_ACCEPT), and after the stop that would be
+    # the replacement.
+    assert busy.post()[0] == pid
     if stop == "reload":
         watched.write_text("x = 2\n")
     busy.until_close(pid)
