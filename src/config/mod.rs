@@ -4,6 +4,7 @@
 //! Sources, lowest precedence first: defaults < config file < `GUNICORN_CMD_ARGS` /
 //! `FERROCORN_CMD_ARGS` < command line.
 
+pub mod address;
 pub mod cli;
 pub mod table;
 pub mod validate;

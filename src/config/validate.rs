@@ -12,7 +12,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyInt, PyList, PyString, PyTuple};
 
 use super::table::{py_repr_dict, py_repr_list, py_repr_str, Setting, Validator};
-use super::Value;
+use super::{address, Value};
 
 /// A value before validation.
 #[derive(Debug)]
@@ -168,7 +168,7 @@ pub fn validate(setting: &Setting, raw: Raw) -> Result<Value, String> {
         Validator::StatsdAddress => {
             let value = string(raw)?;
             if let Some(v) = &value {
-                crate::log::statsd::parse_address(v)?;
+                address::parse_statsd(v)?;
             }
             Ok(opt_str(value))
         }
