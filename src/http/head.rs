@@ -905,18 +905,6 @@ pub fn percent_decode(raw: &[u8]) -> Cow<'_, [u8]> {
     Cow::Owned(out)
 }
 
-/// Parsing limits from the settings.
-pub fn limits_from_settings(settings: &crate::config::Settings) -> Limits {
-    let clamped = settings.request_limits();
-    let mut limits = Limits::new(clamped.line, clamped.fields, clamped.field_size);
-    limits.permit_unconventional_http_method = settings.bool("permit_unconventional_http_method");
-    limits.permit_unconventional_http_version = settings.bool("permit_unconventional_http_version");
-    limits.casefold_http_method = settings.bool("casefold_http_method");
-    limits.permit_obsolete_folding = settings.bool("permit_obsolete_folding");
-    limits.strip_header_spaces = settings.bool("strip_header_spaces");
-    limits
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

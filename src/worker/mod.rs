@@ -356,6 +356,18 @@ fn load(
     }
 }
 
+/// The request-head parser's limits and strictness rules from the settings.
+pub(crate) fn request_limits(settings: &Settings) -> Limits {
+    let clamped = settings.request_limits();
+    let mut limits = Limits::new(clamped.line, clamped.fields, clamped.field_size);
+    limits.permit_unconventional_http_method = settings.bool("permit_unconventional_http_method");
+    limits.permit_unconventional_http_version = settings.bool("permit_unconventional_http_version");
+    limits.casefold_http_method = settings.bool("casefold_http_method");
+    limits.permit_obsolete_folding = settings.bool("permit_obsolete_folding");
+    limits.strip_header_spaces = settings.bool("strip_header_spaces");
+    limits
+}
+
 fn secs(settings: &Settings, name: &str) -> Duration {
     Duration::from_secs(settings.uint(name))
 }
@@ -423,7 +435,7 @@ fn build_worker(
     let metrics = settings.str("metrics_bind").is_some();
     Ok(Worker {
         options,
-        limits: crate::http::head::limits_from_settings(settings),
+        limits: request_limits(settings),
         proxy_mode,
         proxy_allow,
         reports: access.is_some() || log::statsd::enabled() || metrics,
