@@ -27,10 +27,10 @@ use crate::exit_code;
 use crate::hooks;
 use crate::log;
 use crate::log::metrics::{Restart, Snapshot, Totals};
+use crate::log::python::log_exception;
 use crate::net::listeners::{self, BindAddr, BindOptions, Listener};
 use crate::process::heartbeat::{monotonic_millis, Heartbeat};
 use crate::wsgi::app::{load_app, LoadError};
-use crate::wsgi::call::log_exception;
 
 /// Heartbeat slots: enough for any worker count a machine runs, plus replacements in flight.
 const HEARTBEAT_SLOTS: usize = 4096;

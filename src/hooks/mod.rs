@@ -29,7 +29,7 @@ use pyo3::types::{PyDict, PyList, PyTuple};
 use crate::config::Settings;
 use crate::http::latin1;
 use crate::log;
-use crate::wsgi::call::log_exception;
+use crate::log::python::log_exception;
 
 /// Every server hook ferrocorn calls (`ssl_context` is accepted but unused until TLS).
 pub const HOOKS: [&str; 15] = [

@@ -9,8 +9,9 @@
 //!   Gunicorn's calls (`info`, `error`, `exception`, ..., and `access(resp, req, environ,
 //!   request_time)` for every request).
 //!
-//! Otherwise nothing here runs and the error and access logs are written by Rust without the
-//! GIL. The logger object is made in the master and inherited by every worker through fork.
+//! Otherwise the error and access logs are written by Rust without the GIL, and only
+//! [`log_exception`] runs here (a Python exception's traceback is Python's to format). The
+//! logger object is made in the master and inherited by every worker through fork.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::RwLock;
@@ -89,10 +90,9 @@ fn current(py: Python<'_>) -> Option<Py<PyAny>> {
         .map(|l| l.clone_ref(py))
 }
 
-/// Text of a Python exception with its traceback, for error messages.
-fn describe(py: Python<'_>, err: &PyErr) -> String {
-    let text = py
-        .import("traceback")
+/// A Python exception with its traceback as `traceback.format_exception` writes it.
+fn formatted(py: Python<'_>, err: &PyErr) -> PyResult<String> {
+    py.import("traceback")
         .and_then(|tb| {
             tb.call_method1(
                 "format_exception",
@@ -101,8 +101,28 @@ fn describe(py: Python<'_>, err: &PyErr) -> String {
         })
         .and_then(|lines| lines.extract::<Vec<String>>())
         .map(|lines| lines.concat())
-        .unwrap_or_else(|_| err.to_string());
+}
+
+/// Text of a Python exception with its traceback, for error messages.
+fn describe(py: Python<'_>, err: &PyErr) -> String {
+    let text = formatted(py, err).unwrap_or_else(|_| err.to_string());
     text.trim_end().to_string()
+}
+
+/// Logs `message` and the Python traceback of `err` to the error log (Gunicorn's
+/// `log.exception(message)`), through the Python logger when one is in use.
+pub fn log_exception(py: Python<'_>, message: &str, err: &PyErr) {
+    if active() {
+        super::statsd::increment("gunicorn.log.exception", 1);
+        if super::enabled(Level::Error) {
+            exception(py, message, err);
+        }
+        return;
+    }
+    match formatted(py, err) {
+        Ok(text) => super::exception(message, &text),
+        Err(_) => super::exception(message, &format!("{err}\n")),
+    }
 }
 
 /// The exception's message alone (`str(exc)`), as Gunicorn reports a bad logging setup.

@@ -34,11 +34,12 @@ use crate::http::proxy;
 use crate::http::Limits;
 use crate::log;
 use crate::log::access::AccessFormat;
+use crate::log::python::log_exception;
 use crate::net::listeners::Listener;
 use crate::process::heartbeat::HeartbeatSlot;
 use crate::process::lifecycle as signals;
 use crate::wsgi::app::{load_app, syntax_error_stand_in, LoadError};
-use crate::wsgi::call::{self, log_exception, AccessData, AppContext, Outcome, Request};
+use crate::wsgi::call::{self, AccessData, AppContext, Outcome, Request};
 use crate::wsgi::environ::{EnvironBuilder, ListenerInfo, Peer};
 
 /// What the master hands a freshly forked worker.

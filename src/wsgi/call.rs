@@ -22,6 +22,7 @@ use crate::hooks::{self, Capture, RequestHooks, RequestView};
 use crate::http::{HttpError, RequestHead};
 use crate::log;
 use crate::log::access::AccessFormat;
+use crate::log::python::log_exception;
 
 /// What every request of a worker shares.
 pub struct AppContext {
@@ -614,29 +615,4 @@ pub fn log_invalid_request(peer: Option<std::net::SocketAddr>, err: &HttpError) 
         "Invalid request from ip={ip}: {}",
         err.logged()
     ));
-}
-
-/// Logs `message` and the Python traceback of `err` to the error log (Gunicorn's
-/// `log.exception(message)`).
-pub fn log_exception(py: Python<'_>, message: &str, err: &PyErr) {
-    if log::python::active() {
-        log::statsd::increment("gunicorn.log.exception", 1);
-        if log::enabled(log::Level::Error) {
-            log::python::exception(py, message, err);
-        }
-        return;
-    }
-    let formatted = py
-        .import("traceback")
-        .and_then(|tb| {
-            tb.call_method1(
-                "format_exception",
-                (err.get_type(py), err.value(py), err.traceback(py)),
-            )
-        })
-        .and_then(|lines| lines.extract::<Vec<String>>());
-    match formatted {
-        Ok(lines) => log::exception(message, &lines.concat()),
-        Err(_) => log::exception(message, &format!("{err}\n")),
-    }
 }
