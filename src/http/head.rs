@@ -153,6 +153,34 @@ impl RequestHead {
     }
 }
 
+/// What the logs and the hooks' `req` read of a request.
+impl crate::log::LoggedRequest for RequestHead {
+    fn method(&self) -> &str {
+        &self.method
+    }
+    fn target(&self) -> &[u8] {
+        self.target()
+    }
+    fn path(&self) -> &[u8] {
+        self.path()
+    }
+    fn decoded_path(&self) -> Cow<'_, [u8]> {
+        percent_decode(self.path())
+    }
+    fn query(&self) -> &[u8] {
+        self.query()
+    }
+    fn fragment(&self) -> &[u8] {
+        self.fragment()
+    }
+    fn version(&self) -> (u8, u8) {
+        (self.version.major, self.version.minor)
+    }
+    fn fields(&self) -> impl DoubleEndedIterator<Item = (&str, &[u8])> {
+        self.headers().iter()
+    }
+}
+
 /// The header fields of a [`RequestHead`].
 #[derive(Clone, Copy, Debug)]
 pub struct Fields<'a> {

@@ -9,8 +9,11 @@
 pub mod access;
 pub mod metrics;
 pub mod python;
+mod request;
 pub mod statsd;
 pub mod syslog;
+
+pub use request::{latin1, LoggedRequest};
 
 use std::fmt;
 use std::fs::{File, OpenOptions};

@@ -18,7 +18,7 @@ use super::file_wrapper::FileWrapper;
 use super::input::{BodyState, InputStream};
 use super::response::{HintsTarget, RequestFacts, ResponseState, StartResponse};
 use crate::driver::output::OutQueue;
-use crate::hooks::{self, Capture, RequestHooks, RequestView};
+use crate::hooks::{self, RequestHooks, ResponseView};
 use crate::http::{HttpError, RequestHead};
 use crate::log;
 use crate::log::access::AccessFormat;
@@ -72,21 +72,13 @@ pub struct Outcome {
 }
 
 /// A served request, kept for its access log line.
-pub struct AccessData {
-    pub head: RequestHead,
-    pub remote_addr: String,
-    pub status: u16,
-    /// Body bytes sent.
-    pub sent: u64,
-    pub response_headers: Vec<(String, String)>,
-    /// `{key}e` values the format asks for, read from the environ while the GIL was held.
-    pub environ: Vec<(String, String)>,
-    /// The client's address (for a custom logger class's `req.peer_addr`).
-    pub peer: Option<std::net::SocketAddr>,
-    /// The status line the application gave, e.g. `200 OK` (Python logger only).
-    pub status_line: Option<String>,
-    /// The environ dict (Python logger only).
-    pub environ_obj: Option<Py<PyAny>>,
+pub type AccessData = log::access::AccessData<RequestHead>;
+
+/// What `post_request` will see: the environ and `start_response`, once they exist.
+#[derive(Default)]
+struct Capture {
+    environ: Option<Py<PyAny>>,
+    responder: Option<Py<StartResponse>>,
 }
 
 /// A response whose body iterator stopped at the output bound, to go on once the client has
@@ -165,7 +157,15 @@ impl Tail {
         response_headers: Vec<(String, String)>,
     ) -> Outcome {
         if let (Some((req, capture)), Some(hooks)) = (&self.hook, hooks::request_hooks(py)) {
-            hooks.post_request(py, req, capture, outcome.status);
+            let responder = capture.responder.as_ref().map(|r| r.borrow(py));
+            let response = responder.as_ref().map(|r| ResponseView {
+                status: r.state.status.as_deref(),
+                status_code: r.state.status_code,
+                headers: &r.state.headers,
+                sent: r.state.sent,
+                headers_sent: r.state.headers_sent,
+            });
+            hooks.post_request(py, req, capture.environ.as_ref(), response, outcome.status);
         }
         if let Some(remote_addr) = self.remote_addr {
             outcome.access = Some(Box::new(AccessData {
@@ -194,21 +194,11 @@ pub fn handle(py: Python<'_>, ctx: &AppContext, req: Request) -> Outcome {
 /// The request cycle between `pre_request(worker, req)` and
 /// `post_request(worker, req, environ, resp)`, as Gunicorn's workers run it.
 fn with_hooks(py: Python<'_>, ctx: &AppContext, req: Request, hooks: &RequestHooks) -> Outcome {
-    let view = RequestView {
-        method: &req.head.method,
-        target: req.head.target(),
-        path: req.head.path(),
-        query: req.head.query(),
-        fragment: req.head.fragment(),
-        version: req.head.version,
-        headers: req.head.headers(),
-        peer: req.conn.peer.socket_addr(),
-    };
-    match hooks.pre_request(py, &view) {
+    match hooks.pre_request(py, &req.head, req.conn.peer.socket_addr()) {
         Ok(hook_req) => cycle(py, ctx, req, Some((hook_req, Capture::default()))),
         Err(hook_req) => {
             let err = HttpError::internal(String::new());
-            hooks.post_request(py, &hook_req, &Capture::default(), err.status);
+            hooks.post_request(py, &hook_req, None, None, err.status);
             Outcome::refuse(&err, Some(req.body))
         }
     }
@@ -287,10 +277,10 @@ fn cycle(
         for key in format.environ_keys() {
             if let Ok(Some(value)) = environ
                 .get_item(key.to_ascii_uppercase())
-                .or_else(|_| environ.get_item(&key))
+                .or_else(|_| environ.get_item(key))
             {
                 let value = value.str().map(|s| s.to_string()).unwrap_or_default();
-                tail.environ.push((key, value));
+                tail.environ.push((key.clone(), value));
             }
         }
     }
