@@ -30,7 +30,7 @@ use crate::log::metrics::{Restart, Snapshot, Totals};
 use crate::log::python::log_exception;
 use crate::net::listeners::{self, BindAddr, BindOptions, Listener};
 use crate::process::heartbeat::{monotonic_millis, Heartbeat};
-use crate::wsgi::app::{load_app, LoadError};
+use crate::wsgi::app::{load_app, load_embedded, LoadError};
 
 /// Heartbeat slots: enough for any worker count a machine runs, plus replacements in flight.
 const HEARTBEAT_SLOTS: usize = 4096;
@@ -143,7 +143,7 @@ pub fn serve(
         return exit_code::USAGE_ERROR;
     }
     let load = || match &application {
-        Some(obj) => embed::wsgi(py, obj),
+        Some(obj) => load_embedded(py, obj),
         None => load_app(py, &settings),
     };
     if settings.bool("check_config") {

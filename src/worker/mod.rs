@@ -38,7 +38,7 @@ use crate::log::python::log_exception;
 use crate::net::listeners::Listener;
 use crate::process::heartbeat::HeartbeatSlot;
 use crate::process::lifecycle as signals;
-use crate::wsgi::app::{load_app, syntax_error_stand_in, LoadError};
+use crate::wsgi::app::{load_app, load_embedded, syntax_error_stand_in, LoadError};
 use crate::wsgi::call::{self, AccessData, AppContext, Outcome, Request};
 use crate::wsgi::environ::{EnvironBuilder, ListenerInfo, Peer};
 
@@ -318,7 +318,7 @@ fn load(
     application: Option<&Py<PyAny>>,
 ) -> Result<(Py<PyAny>, Option<PathBuf>), i32> {
     let loaded = match application {
-        Some(obj) => crate::arbiter::embed::wsgi(py, obj),
+        Some(obj) => load_embedded(py, obj),
         None => load_app(py, settings),
     };
     match loaded {
