@@ -287,21 +287,15 @@ pub fn run(py: Python<'_>, ctx: WorkerContext<'_>) -> i32 {
         }
     };
     let listeners: Vec<RawFd> = ctx.listeners.iter().map(|l| l.as_raw_fd()).collect();
-    let graceful = worker.options.graceful_timeout;
     let result = py.detach(move || -> io::Result<()> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
         let local = tokio::task::LocalSet::new();
-        let worker = Rc::new(worker);
-        let outcome = local.block_on(&runtime, serve(Rc::clone(&worker), listeners, wake_fd));
+        let outcome = local.block_on(&runtime, serve(Rc::new(worker), listeners, wake_fd));
         // Connections still open past the graceful timeout are abandoned with the runtime.
         drop(local);
         drop(runtime);
-        if let Ok(worker) = Rc::try_unwrap(worker) {
-            drop(worker);
-        }
-        let _ = graceful;
         outcome
     });
     if let Err(e) = result {
@@ -501,7 +495,7 @@ async fn serve(worker: Rc<Worker>, listeners: Vec<RawFd>, wake_fd: RawFd) -> io:
     }
     // SAFETY: the wake-up pipe is never closed.
     let wake = unsafe { AsyncFd::register(wake_fd) }?;
-    let tick = heartbeat_interval(worker.options.graceful_timeout);
+    let tick = HEARTBEAT_INTERVAL;
     loop {
         tokio::select! {
             guard = wake.readable() => {
@@ -556,9 +550,8 @@ async fn serve(worker: Rc<Worker>, listeners: Vec<RawFd>, wake_fd: RawFd) -> io:
     Ok(())
 }
 
-fn heartbeat_interval(_graceful: Duration) -> Duration {
-    Duration::from_millis(500)
-}
+/// How often an idle or stopping worker beats and checks its parent.
+const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Fixes glibc malloc's thresholds for this worker, unless the operator set them
 /// (`GLIBC_TUNABLES`, `MALLOC_*_`). By default glibc returns free memory at the top of the heap
