@@ -14,10 +14,6 @@ use pyo3::types::{PyBytes, PyString, PyTuple};
 use crate::driver::output::OutQueue;
 use crate::http::date;
 
-/// Unsent output allowed per connection when no setting says otherwise
-/// (`--response-buffer-size`).
-pub const DEFAULT_OUTPUT_BOUND: u64 = 1024 * 1024;
-
 /// Headers a WSGI application must not set (PEP 3333: hop-by-hop).
 const HOP_BY_HOP: [&str; 8] = [
     "connection",
@@ -78,10 +74,6 @@ pub struct ResponseState {
 }
 
 impl ResponseState {
-    pub fn new(facts: RequestFacts, fd: RawFd, write_timeout: Duration) -> ResponseState {
-        ResponseState::bounded(facts, fd, write_timeout, DEFAULT_OUTPUT_BOUND, false)
-    }
-
     pub fn bounded(
         facts: RequestFacts,
         fd: RawFd,
