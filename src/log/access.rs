@@ -322,21 +322,7 @@ fn render_atom<R: LoggedRequest>(out: &mut String, atom: &Atom, rec: &AccessReco
 
 /// `[23/Nov/2026:03:20:00 +0000]` in local time, Apache's common log format.
 fn clf_time() -> String {
-    let mut now: libc::time_t = 0;
-    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    let mut buf = [0u8; 64];
-    // SAFETY: time/localtime_r/strftime only write into the buffers we pass.
-    let len = unsafe {
-        libc::time(&mut now);
-        libc::localtime_r(&now, &mut tm);
-        libc::strftime(
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            c"[%d/%b/%Y:%H:%M:%S %z]".as_ptr(),
-            &tm,
-        )
-    };
-    String::from_utf8_lossy(&buf[..len]).into_owned()
+    super::local_time(c"[%d/%b/%Y:%H:%M:%S %z]")
 }
 
 /// The user name of `Authorization: Basic ...`.
