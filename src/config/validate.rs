@@ -457,9 +457,12 @@ fn id_of(raw: Raw, user: bool) -> Result<i64, String> {
     }
 }
 
-const HELPERS: &str = include_str!("helpers.py");
+// Compiled from source rather than imported, so that it also works where the package is not
+// installed (the unit tests).
+const HELPERS: &str = include_str!("../../python/ferrocorn/_config.py");
 
-/// The Python side of config loading (src/config/helpers.py), compiled once per interpreter.
+/// The Python side of config loading (python/ferrocorn/_config.py), compiled once per
+/// interpreter.
 pub fn helpers(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
     use pyo3::sync::PyOnceLock;
     static MODULE: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
