@@ -51,6 +51,8 @@ pub fn read_some(fd: RawFd, buf: &mut Vec<u8>, max: usize, timeout: Duration) ->
         let n = unsafe { libc::recv(fd, spare.as_mut_ptr().cast(), want, 0) };
         if n >= 0 {
             let n = n as usize;
+            // SAFETY: recv wrote `n` <= `want` <= spare capacity bytes at the start of the
+            // spare capacity, so the first `len + n` bytes are initialised and allocated.
             unsafe { buf.set_len(buf.len() + n) };
             return Ok(n);
         }

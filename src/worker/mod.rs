@@ -638,6 +638,8 @@ async fn accept(listener: &AsyncFd<RawFd>) -> io::Result<(OwnedFd, Peer)> {
     loop {
         let mut guard = listener.readable().await?;
         let result = guard.try_io(|l| {
+            // SAFETY: sockaddr_storage is integers and byte arrays, for which all-zero bytes
+            // are a valid value (family AF_UNSPEC); accept4 fills in what it returns.
             let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
             let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             // SAFETY: accept4 writes at most `len` bytes of address into `storage`.

@@ -544,11 +544,15 @@ fn send_file(state: &mut ResponseState, wrapper: &FileWrapper) -> PyResult<bool>
             .ok()
     });
     let Some(fd) = py_fd else { return Ok(false) };
-    // SAFETY: fstat/lseek on a descriptor the file object owns; we only read its metadata.
+    // SAFETY: `stat` is a C struct of integers, for which all-zero bytes are a valid value;
+    // fstat overwrites it.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat writes one `stat` into our local. It only reads `fd`, which the file object
+    // owns: a descriptor closed meanwhile gives EBADF, never access to memory.
     if unsafe { libc::fstat(fd, &mut st) } != 0 || (st.st_mode & libc::S_IFMT) != libc::S_IFREG {
         return Ok(false);
     }
+    // SAFETY: lseek by 0 from SEEK_CUR reads the file position and touches no memory.
     let offset = unsafe { libc::lseek(fd, 0, libc::SEEK_CUR) };
     if offset < 0 {
         return Ok(false);
@@ -560,11 +564,13 @@ fn send_file(state: &mut ResponseState, wrapper: &FileWrapper) -> PyResult<bool>
         None => available,
     };
     // The application closes its file after we return; the queue keeps its own descriptor.
-    // SAFETY: dup of a valid descriptor; the result is owned by the OwnedFd.
+    // SAFETY: F_DUPFD_CLOEXEC makes a new descriptor and touches no memory.
     let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
     if dup < 0 {
         return Ok(false);
     }
+    // SAFETY: `dup` is the new, open descriptor fcntl just returned; nothing else owns it, so
+    // the OwnedFd closes it exactly once.
     let dup = unsafe { OwnedFd::from_raw_fd(dup) };
     state.send_headers();
     if state.omits_body || count == 0 {

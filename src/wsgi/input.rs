@@ -106,6 +106,8 @@ impl BodyState {
         // SAFETY: a NULL source asks for uninitialised storage of `size` bytes; the GIL is
         // held. The result is an owned reference or NULL with an exception set.
         let raw_obj = unsafe { pyo3::ffi::PyBytes_FromStringAndSize(std::ptr::null(), size) };
+        // SAFETY: `raw_obj` is the new reference just returned (or NULL with an exception
+        // set), which from_owned_ptr_or_err takes over; the GIL is held.
         let Ok(obj) = (unsafe { Bound::from_owned_ptr_or_err(py, raw_obj) }) else {
             return None;
         };
