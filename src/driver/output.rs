@@ -6,15 +6,14 @@
 //! application returned, so a slow reader holds memory, not a Python thread.
 
 use std::collections::VecDeque;
-use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::io::RawFd;
+use std::io::{self, IoSlice};
+use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use crate::net::socket;
+use crate::net::{Interest, Io};
 
 /// Python `bytes` shorter than this are copied into the current buffer; longer ones are
 /// referenced.
@@ -28,7 +27,7 @@ const MAX_IOV: usize = 64;
 /// client's acknowledgements; on the same host (a proxy, or the benchmark's client) that work
 /// lands on the client's CPU. Measured in docs/performance.md: 10 MiB file_wrapper responses
 /// went from about 200 to 500 req/s. Bodies written from memory keep the default.
-const FILE_UNSENT_LIMIT: libc::c_int = 32 * 1024;
+const FILE_UNSENT_LIMIT: u32 = 32 * 1024;
 
 pub enum Segment {
     Owned {
@@ -176,7 +175,7 @@ impl OutQueue {
 
     /// Writes without blocking until the queue is empty or the socket is full; with
     /// [`Then::Fin`], sends the FIN once it is empty.
-    pub fn write_to(&mut self, sock: RawFd, then: Then) -> io::Result<Progress> {
+    pub fn write_to<I: Io + ?Sized>(&mut self, io: &I, then: Then) -> io::Result<Progress> {
         while let Some(front) = self.segments.front_mut() {
             if let Segment::File {
                 fd,
@@ -186,11 +185,10 @@ impl OutQueue {
             } = front
             {
                 if !*limited {
-                    socket::set_tcp_option(sock, libc::TCP_NOTSENT_LOWAT, FILE_UNSENT_LIMIT);
+                    io.limit_unsent(Some(FILE_UNSENT_LIMIT));
                     *limited = true;
                 }
-                let Some(n) = socket::try_sendfile(sock, fd.as_raw_fd(), offset, *remaining)?
-                else {
+                let Some(n) = io.try_send_file(fd.as_fd(), offset, *remaining)? else {
                     return Ok(Progress::Blocked);
                 };
                 if n == 0 {
@@ -202,38 +200,33 @@ impl OutQueue {
                 *remaining -= n as u64;
                 self.pending -= n as u64;
                 if *remaining == 0 {
-                    // 0: back to the system default
-                    socket::set_tcp_option(sock, libc::TCP_NOTSENT_LOWAT, 0);
+                    io.limit_unsent(None);
                     self.segments.pop_front();
                 }
                 continue;
             }
-            let mut iov = [libc::iovec {
-                iov_base: std::ptr::null_mut(),
-                iov_len: 0,
-            }; MAX_IOV];
+            let mut iov = [IoSlice::new(&[]); MAX_IOV];
             let mut count = 0;
             for seg in self.segments.iter().take(MAX_IOV) {
-                let (ptr, len) = match seg {
-                    Segment::Owned { data, pos } => (data[*pos..].as_ptr(), data.len() - pos),
-                    // SAFETY: pos <= len, within the bytes object's buffer.
-                    Segment::Bytes { ptr, len, pos, .. } => (unsafe { ptr.add(*pos) }, len - pos),
+                iov[count] = match seg {
+                    Segment::Owned { data, pos } => IoSlice::new(&data[*pos..]),
+                    // SAFETY: `ptr..ptr + len` is the bytes object's immutable buffer, which
+                    // `obj` keeps alive for as long as the segment; pos <= len.
+                    Segment::Bytes { ptr, len, pos, .. } => IoSlice::new(unsafe {
+                        std::slice::from_raw_parts(ptr.add(*pos), len - pos)
+                    }),
                     Segment::File { .. } => break,
-                };
-                iov[count] = libc::iovec {
-                    iov_base: ptr as *mut libc::c_void,
-                    iov_len: len,
                 };
                 count += 1;
             }
-            let n = socket::try_writev(sock, &iov[..count], then == Then::Fin)?;
+            let n = io.try_write(&iov[..count], then == Then::Fin)?.unwrap_or(0);
             if n == 0 {
                 return Ok(Progress::Blocked);
             }
             self.consume(n);
         }
         if then == Then::Fin {
-            socket::send_fin(sock);
+            io.shutdown_write();
         }
         Ok(Progress::Done)
     }
@@ -262,11 +255,13 @@ impl OutQueue {
     }
 
     /// Writes everything, blocking (with a deadline per stall). Call without the GIL.
-    pub fn flush_blocking(&mut self, sock: RawFd, stall_timeout: Duration) -> io::Result<()> {
+    pub fn flush_blocking(&mut self, io: &dyn Io, stall_timeout: Duration) -> io::Result<()> {
         loop {
-            match self.write_to(sock, Then::Continue)? {
+            match self.write_to(io, Then::Continue)? {
                 Progress::Done => return Ok(()),
-                Progress::Blocked => socket::wait_writable(sock, Instant::now() + stall_timeout)?,
+                Progress::Blocked => {
+                    io.wait_blocking(Interest::Write, Instant::now() + stall_timeout)?
+                }
             }
         }
     }

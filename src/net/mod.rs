@@ -1,8 +1,19 @@
-//! The network layer: listeners, accepting connections, and the socket calls made on them.
-//! Nothing above this layer makes a socket system call.
+//! The network layer: listeners, accepting connections, and one transport per kind of
+//! connection. Nothing above this layer makes a socket system call.
 //!
-//! - [`listeners`]: binding, inheriting and tuning the listening sockets.
-//! - [`socket`]: reads, writes and options on a connection's socket.
+//! - [`listeners`]: binding, inheriting and tuning the listening sockets (the master).
+//! - [`accept`]: accepting connections on the worker's event loop.
+//! - [`transport`]: what every kind of connection offers the layers above.
+//! - [`socket`]: the transport of a plain TCP or unix-socket connection.
+//! - [`memory`]: an in-memory transport for tests, driven by a script.
 
+pub mod accept;
 pub mod listeners;
+#[cfg(test)]
+pub mod memory;
 pub mod socket;
+pub mod transport;
+
+pub use accept::{Acceptor, Peer};
+pub use socket::Socket;
+pub use transport::{Interest, Io, ReadCount, Transport};

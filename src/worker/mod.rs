@@ -9,11 +9,9 @@
 mod burst;
 mod pool;
 mod reload;
-pub mod shed;
 
 use std::cell::Cell;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::io::RawFd;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -27,20 +25,25 @@ use tokio::sync::Notify;
 
 use crate::config::Settings;
 use crate::config::Value;
+use crate::driver::body::BodyTarget;
+use crate::driver::h1::Conn;
+use crate::driver::shed::Shedding;
+use crate::driver::{self, ConnInfo, Outcome, Request, Service};
 use crate::exit_code;
 use crate::hooks;
 use crate::http::forwarded::{AllowList, ForwardedPolicy, HeaderMap};
-use crate::http::proxy;
-use crate::http::Limits;
+use crate::http::{proxy, HttpError, Limits, RequestHead};
 use crate::log;
 use crate::log::access::AccessFormat;
 use crate::log::python::log_exception;
 use crate::net::listeners::Listener;
+use crate::net::{Acceptor, Transport};
 use crate::process::heartbeat::HeartbeatSlot;
 use crate::process::lifecycle as signals;
 use crate::wsgi::app::{load_app, load_embedded, syntax_error_stand_in, LoadError};
-use crate::wsgi::call::{self, AccessData, AppContext, Outcome, Request};
-use crate::wsgi::environ::{EnvironBuilder, ListenerInfo, Peer};
+use crate::wsgi::call::{self, AccessData, AppContext, Paused};
+use crate::wsgi::environ::{EnvironBuilder, ListenerInfo};
+use crate::wsgi::input::WholeBody;
 
 /// What the master hands a freshly forked worker.
 pub struct WorkerContext<'a> {
@@ -56,18 +59,8 @@ pub struct WorkerContext<'a> {
     pub application: Option<Py<PyAny>>,
 }
 
-/// Timing and capacity settings of the event loop.
+/// Timing and capacity settings of the worker (the connections' are [`driver::Options`]).
 pub struct Options {
-    /// Idle time allowed between requests on a kept-alive connection (`--keep-alive`).
-    pub keepalive: Duration,
-    /// Time allowed for a request head to arrive completely (`--header-timeout`).
-    pub head_timeout: Duration,
-    /// Longest wait for more of a request body (`--body-timeout`).
-    pub body_timeout: Duration,
-    /// Body bytes read before the application is called (`--body-buffer-size`).
-    pub body_buffer: usize,
-    /// Longest stall while writing a response.
-    pub write_timeout: Duration,
     pub graceful_timeout: Duration,
     /// Recycle the worker after this many requests; 0 = never.
     pub max_requests: u64,
@@ -83,9 +76,7 @@ enum Mode {
 /// The worker's shared state, owned by its event loop thread.
 pub struct Worker {
     pub options: Options,
-    pub limits: Limits,
-    pub proxy_mode: proxy::Mode,
-    pub proxy_allow: AllowList,
+    connection_options: driver::Options,
     app: Arc<AppContext>,
     mode: Mode,
     heartbeat: HeartbeatSlot,
@@ -94,7 +85,7 @@ pub struct Worker {
     closed: Notify,
     /// Something observes finished requests: an access log (any destination), StatsD or the
     /// Prometheus counters. When false, a finished request costs nothing more.
-    pub reports: bool,
+    reports: bool,
     /// `--metrics-bind` is set: keep the status and latency counters.
     metrics: bool,
     connections: Cell<usize>,
@@ -102,19 +93,12 @@ pub struct Worker {
     /// `sync`: responses written in bursts.
     burst: burst::Burst,
     /// Connections that have sent nothing, closed first at `--worker-connections`.
-    pub shedding: shed::Shedding,
+    shedding: Shedding,
 }
 
 impl Worker {
     pub fn is_closing(&self) -> bool {
         self.closing.get()
-    }
-
-    /// Whether buffered bodies are read straight into Python `bytes` objects, for which the
-    /// event loop takes the GIL. A `sync` worker calls the application from its event loop
-    /// anyway; a `gthread` event loop must never wait for its application threads.
-    pub fn reads_bodies_into_python(&self) -> bool {
-        matches!(self.mode, Mode::Sync)
     }
 
     /// Resolves once the worker begins to stop.
@@ -132,55 +116,8 @@ impl Worker {
         self.closed.notify_waiters();
     }
 
-    pub async fn dispatch(&self, request: Request) -> Option<Outcome> {
-        self.heartbeat.beat();
-        self.count_request();
-        match &self.mode {
-            Mode::Sync => {
-                let timed = self.burst.before_call().await;
-                signals::IN_APP_CALL.store(true, Ordering::SeqCst);
-                let outcome = Python::attach(|py| call::handle(py, &self.app, request));
-                signals::IN_APP_CALL.store(false, Ordering::SeqCst);
-                self.burst.call_done(timed);
-                if signals::FAST.load(Ordering::SeqCst)
-                    || signals::PY_PENDING.load(Ordering::SeqCst)
-                {
-                    hooks::run_pending_signal_handlers();
-                    hooks::exit_now(0);
-                }
-                Some(outcome)
-            }
-            Mode::Threads(pool) => pool.run(Arc::clone(&self.app), request).await,
-        }
-    }
-
-    /// Holds a finished response to write it in a burst with others (`sync`; see
-    /// [`burst`]).
-    pub async fn hold_response(&self) {
-        if matches!(self.mode, Mode::Sync) {
-            self.burst.hold(self.connections.get()).await;
-        }
-    }
-
     fn access_format(&self) -> Option<&AccessFormat> {
         self.app.access.as_ref()
-    }
-
-    /// Goes on with a response paused at the output bound (`sync` only).
-    pub fn resume(&self, paused: call::Paused) -> Outcome {
-        self.heartbeat.beat();
-        signals::IN_APP_CALL.store(true, Ordering::SeqCst);
-        let outcome = Python::attach(|py| call::resume(py, paused));
-        signals::IN_APP_CALL.store(false, Ordering::SeqCst);
-        if signals::FAST.load(Ordering::SeqCst) || signals::PY_PENDING.load(Ordering::SeqCst) {
-            hooks::run_pending_signal_handlers();
-            hooks::exit_now(0);
-        }
-        outcome
-    }
-
-    pub fn request_done(&self) {
-        self.heartbeat.beat();
     }
 
     /// Counts a request as it starts, as Gunicorn does: the request that reaches
@@ -205,9 +142,22 @@ impl Worker {
         }
     }
 
+    /// Runs `call` as an application call on the event loop's thread (`sync`): a fast stop
+    /// requested meanwhile cannot wait for the event loop and happens right after it.
+    fn in_app_call<R>(&self, call: impl FnOnce(Python<'_>) -> R) -> R {
+        signals::IN_APP_CALL.store(true, Ordering::SeqCst);
+        let result = Python::attach(call);
+        signals::IN_APP_CALL.store(false, Ordering::SeqCst);
+        if signals::FAST.load(Ordering::SeqCst) || signals::PY_PENDING.load(Ordering::SeqCst) {
+            hooks::run_pending_signal_handlers();
+            hooks::exit_now(0);
+        }
+        result
+    }
+
     /// A request finished: its access line, StatsD metrics and Prometheus counters. Called
-    /// only when [`Worker::reports`] is set. `status` 0: the request got no response.
-    pub fn report(&self, status: u16, access: Option<Box<AccessData>>, elapsed: Duration) {
+    /// only when reports are on. `status` 0: the request got no response.
+    fn report_request(&self, status: u16, access: Option<Box<AccessData>>, elapsed: Duration) {
         if status == 0 {
             if self.metrics {
                 self.heartbeat.counters().request_abandoned();
@@ -286,7 +236,7 @@ pub fn run(py: Python<'_>, ctx: WorkerContext<'_>) -> i32 {
             return exit_code::WORKER_BOOT_ERROR;
         }
     };
-    let listeners: Vec<RawFd> = ctx.listeners.iter().map(|l| l.as_raw_fd()).collect();
+    let listeners = ctx.listeners;
     let result = py.detach(move || -> io::Result<()> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -367,6 +317,103 @@ fn secs(settings: &Settings, name: &str) -> Duration {
     Duration::from_secs(settings.uint(name))
 }
 
+/// The worker as the connection driver sees it: WSGI, called on the event loop's thread
+/// (`sync`) or on the thread pool (`gthread`).
+impl<T: Transport> Service<T> for Worker {
+    type Paused = Paused;
+    type Record = AccessData;
+
+    fn options(&self) -> &driver::Options {
+        &self.connection_options
+    }
+
+    fn shedding(&self) -> &Shedding {
+        &self.shedding
+    }
+
+    fn is_stopping(&self) -> bool {
+        self.is_closing()
+    }
+
+    fn reports(&self) -> bool {
+        self.reports
+    }
+
+    fn report(&self, status: u16, record: Option<Box<AccessData>>, elapsed: Duration) {
+        self.report_request(status, record, elapsed);
+    }
+
+    fn refused_record(
+        &self,
+        head: RequestHead,
+        conn: &ConnInfo,
+        err: &HttpError,
+    ) -> Box<AccessData> {
+        Box::new(AccessData {
+            head,
+            remote_addr: conn.remote_addr(),
+            status: err.status,
+            sent: 0,
+            response_headers: Vec::new(),
+            environ: Vec::new(),
+            peer: conn.peer.socket_addr(),
+            status_line: Some(format!("{} {}", err.status, err.reason)),
+            environ_obj: None,
+        })
+    }
+
+    /// A `sync` worker reads a Content-Length body straight into the `bytes` object a read
+    /// returns: its event loop takes the GIL to make it, which a `gthread` event loop must
+    /// never wait for.
+    fn body_target(&self, len: usize) -> Option<Box<dyn BodyTarget>> {
+        if !matches!(self.mode, Mode::Sync) {
+            return None;
+        }
+        let whole = Python::attach(|py| WholeBody::new(py, len))?;
+        Some(Box::new(whole))
+    }
+
+    async fn call(&self, request: Request<T>) -> Option<Outcome<T, Paused, AccessData>> {
+        self.heartbeat.beat();
+        self.count_request();
+        match &self.mode {
+            Mode::Sync => {
+                let timed = self.burst.before_call().await;
+                let outcome = self.in_app_call(|py| call::handle(py, &self.app, request));
+                self.burst.call_done(timed);
+                Some(outcome)
+            }
+            Mode::Threads(pool) => pool.run(Arc::clone(&self.app), request).await,
+        }
+    }
+
+    /// Only a `sync` worker pauses responses.
+    fn resume(&self, paused: Paused, transport: Arc<T>) -> Outcome<T, Paused, AccessData> {
+        self.heartbeat.beat();
+        let response = self.in_app_call(|py| call::resume(py, paused));
+        Outcome {
+            transport,
+            response,
+        }
+    }
+
+    fn abandon(&self, paused: Paused) {
+        Python::attach(|py| paused.abandon(py));
+    }
+
+    fn request_done(&self) {
+        self.heartbeat.beat();
+    }
+
+    /// Holds a finished response to write it in a burst with others (`sync`; see
+    /// [`burst`]).
+    async fn hold_response(&self) {
+        if matches!(self.mode, Mode::Sync) {
+            self.burst.hold(self.connections.get()).await;
+        }
+    }
+}
+
 fn build_worker(
     py: Python<'_>,
     settings: &Settings,
@@ -401,11 +448,6 @@ fn build_worker(
     // A client gets at least as long as the application would to make progress.
     let io_timeout = Duration::from_secs(if timeout == 0 { 60 } else { timeout.max(10) });
     let options = Options {
-        keepalive: secs(settings, "keepalive"),
-        head_timeout: secs(settings, "header_timeout").max(Duration::from_secs(1)),
-        body_timeout: secs(settings, "body_timeout").max(Duration::from_secs(1)),
-        body_buffer: settings.uint("body_buffer_size") as usize,
-        write_timeout: io_timeout,
         graceful_timeout: secs(settings, "graceful_timeout"),
         max_requests: max_requests(settings),
         max_connections: (settings.uint("worker_connections") as usize).max(1),
@@ -428,11 +470,19 @@ fn build_worker(
         .map_err(|e| format!("proxy_allow_ips: {e}"))?;
     let access = access_format(settings)?;
     let metrics = settings.str("metrics_bind").is_some();
-    Ok(Worker {
-        options,
+    let connection_options = driver::Options {
+        keepalive: secs(settings, "keepalive"),
+        head_timeout: secs(settings, "header_timeout").max(Duration::from_secs(1)),
+        body_timeout: secs(settings, "body_timeout").max(Duration::from_secs(1)),
+        body_buffer: settings.uint("body_buffer_size") as usize,
+        write_timeout: io_timeout,
         limits: request_limits(settings),
         proxy_mode,
         proxy_allow,
+    };
+    Ok(Worker {
+        options,
+        connection_options,
         reports: access.is_some() || log::statsd::enabled() || metrics,
         metrics,
         app: Arc::new(AppContext {
@@ -451,7 +501,7 @@ fn build_worker(
         connections: Cell::new(0),
         connection_closed: Notify::new(),
         burst: burst::Burst::new(),
-        shedding: shed::Shedding::new(),
+        shedding: Shedding::new(),
     })
 }
 
@@ -485,12 +535,10 @@ fn max_requests(settings: &Settings) -> u64 {
 }
 
 /// The event loop: accept on every listener, watch signals and the parent, stop gracefully.
-async fn serve(worker: Rc<Worker>, listeners: Vec<RawFd>, wake_fd: RawFd) -> io::Result<()> {
+async fn serve(worker: Rc<Worker>, listeners: &[Listener], wake_fd: RawFd) -> io::Result<()> {
     let ppid = std::os::unix::process::parent_id();
-    for (index, fd) in listeners.into_iter().enumerate() {
-        set_nonblocking(fd)?;
-        // SAFETY: listener descriptors stay open for the worker's whole life.
-        let listener = unsafe { AsyncFd::register(fd) }?;
+    for (index, listener) in listeners.iter().enumerate() {
+        let listener = Acceptor::new(listener)?;
         tokio::task::spawn_local(accept_loop(Rc::clone(&worker), listener, index));
     }
     // SAFETY: the wake-up pipe is never closed.
@@ -578,21 +626,10 @@ fn steady_malloc() {
     }
 }
 
-fn set_nonblocking(fd: RawFd) -> io::Result<()> {
-    // SAFETY: fcntl on a descriptor we hold.
-    unsafe {
-        let flags = libc::fcntl(fd, libc::F_GETFL);
-        if flags < 0 || libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
-
-async fn accept_loop(worker: Rc<Worker>, listener: AsyncFd<RawFd>, index: usize) {
+async fn accept_loop(worker: Rc<Worker>, listener: Acceptor, index: usize) {
     loop {
         let accepted = tokio::select! {
-            r = accept(&listener) => r,
+            r = listener.accept() => r,
             _ = worker.closing_signal() => return,
         };
         match accepted {
@@ -611,17 +648,13 @@ async fn accept_loop(worker: Rc<Worker>, listener: AsyncFd<RawFd>, index: usize)
                     // Every open connection has sent something: refuse at once rather than
                     // leave the client in the queue.
                     tokio::task::spawn_local(async move {
-                        crate::driver::h1::Conn::new(sock, peer, index, Rc::clone(&w))
-                            .shed()
-                            .await;
+                        Conn::new(peer, index, Rc::clone(&w)).shed(sock).await;
                         w.closed_connection();
                     });
                     continue;
                 }
                 tokio::task::spawn_local(async move {
-                    crate::driver::h1::Conn::new(sock, peer, index, Rc::clone(&w))
-                        .serve()
-                        .await;
+                    Conn::new(peer, index, Rc::clone(&w)).serve(sock).await;
                     w.closed_connection();
                 });
             }
@@ -632,80 +665,4 @@ async fn accept_loop(worker: Rc<Worker>, listener: AsyncFd<RawFd>, index: usize)
             }
         }
     }
-}
-
-async fn accept(listener: &AsyncFd<RawFd>) -> io::Result<(OwnedFd, Peer)> {
-    loop {
-        let mut guard = listener.readable().await?;
-        let result = guard.try_io(|l| {
-            // SAFETY: sockaddr_storage is integers and byte arrays, for which all-zero bytes
-            // are a valid value (family AF_UNSPEC); accept4 fills in what it returns.
-            let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-            let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            // SAFETY: accept4 writes at most `len` bytes of address into `storage`.
-            let fd = unsafe {
-                libc::accept4(
-                    *l.get_ref(),
-                    (&mut storage as *mut libc::sockaddr_storage).cast(),
-                    &mut len,
-                    libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                )
-            };
-            if fd < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // SAFETY: accept4 returned a new descriptor that we now own.
-            let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-            // TCP_NODELAY comes from the listener (see `net::listeners::tune_tcp`).
-            let peer = match socket_addr(&storage) {
-                Some(sa) => Peer::Tcp(sa),
-                None => Peer::Unix,
-            };
-            Ok((owned, peer))
-        });
-        match result {
-            Ok(Ok(accepted)) => return Ok(accepted),
-            Ok(Err(e)) if is_transient_accept_error(&e) => continue,
-            Ok(Err(e)) => return Err(e),
-            Err(_would_block) => continue,
-        }
-    }
-}
-
-/// The IP address of a peer, or `None` for a unix-socket peer.
-fn socket_addr(storage: &libc::sockaddr_storage) -> Option<std::net::SocketAddr> {
-    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-    match storage.ss_family as libc::c_int {
-        libc::AF_INET => {
-            // SAFETY: the family says the storage holds a sockaddr_in.
-            let sin =
-                unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
-            let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
-            Some(SocketAddr::V4(SocketAddrV4::new(
-                ip,
-                u16::from_be(sin.sin_port),
-            )))
-        }
-        libc::AF_INET6 => {
-            // SAFETY: the family says the storage holds a sockaddr_in6.
-            let sin6 = unsafe {
-                &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
-            };
-            let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
-            Some(SocketAddr::V6(SocketAddrV6::new(
-                ip,
-                u16::from_be(sin6.sin6_port),
-                sin6.sin6_flowinfo,
-                sin6.sin6_scope_id,
-            )))
-        }
-        _ => None,
-    }
-}
-
-fn is_transient_accept_error(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::ECONNABORTED) | Some(libc::EINTR) | Some(libc::EPROTO) | Some(libc::EPERM)
-    )
 }

@@ -1,5 +1,5 @@
 //! The `gthread` worker's Python threads: the event loop hands them complete requests and
-//! awaits the response bytes; they never touch the connection otherwise.
+//! awaits the response; they touch the connection only to write what it takes at once.
 
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -8,7 +8,9 @@ use std::thread::JoinHandle;
 use pyo3::prelude::*;
 
 use crate::driver::output::Then;
-use crate::wsgi::call::{self, AppContext, Outcome, Request};
+use crate::driver::{Outcome, Request};
+use crate::net::Io;
+use crate::wsgi::call::{self, AccessData, AppContext, Paused};
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -36,19 +38,23 @@ impl Pool {
     }
 
     /// Runs the request cycle on a pool thread.
-    pub async fn run(&self, ctx: Arc<AppContext>, request: Request) -> Option<Outcome> {
+    pub async fn run<T: Io + 'static>(
+        &self,
+        ctx: Arc<AppContext>,
+        request: Request<T>,
+    ) -> Option<Outcome<T, Paused, AccessData>> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let fd = request.fd;
         let job: Job = Box::new(move || {
             let mut outcome = Python::attach(|py| call::handle(py, &ctx, request));
-            // Write what the socket takes right away, from this thread: the client gets its
-            // answer without waiting for the event loop to wake up. The connection is idle on
-            // the event loop side until `rx` resolves, so nothing else writes to it; whatever
-            // is left (a full socket, an error) the event loop handles as usual.
-            if outcome.paused.is_none() {
-                let _ = outcome
-                    .out
-                    .write_to(fd, Then::after_response(outcome.keep_alive));
+            // Write what the connection takes right away, from this thread: the client gets
+            // its answer without waiting for the event loop to wake up. The event loop has
+            // handed the connection over with the request until `rx` resolves, so nothing
+            // else writes to it; whatever is left (a full socket, an error) the event loop
+            // handles as usual.
+            let response = &mut outcome.response;
+            if response.paused.is_none() {
+                let then = Then::after_response(response.keep_alive);
+                let _ = response.out.write_to(&*outcome.transport, then);
             }
             let _ = tx.send(outcome);
         });

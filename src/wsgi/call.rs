@@ -6,23 +6,31 @@
 //! writes what is queued, then [`resume`]s the body iterator. The end of the cycle (the access
 //! log data, `post_request`) happens once, when the response is complete ([`Tail::finish`]).
 
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::io::Seek;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::os::unix::io::RawFd;
+use std::sync::Arc;
 use std::time::Duration;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyIterator, PyList};
 
-use super::environ::{ConnInfo, EnvironBuilder};
+use super::environ::EnvironBuilder;
 use super::file_wrapper::FileWrapper;
-use super::input::{BodyState, InputStream};
+use super::input::InputStream;
 use super::response::{HintsTarget, RequestFacts, ResponseState, StartResponse};
+use crate::driver::body::BodyState;
 use crate::driver::output::OutQueue;
+use crate::driver::{self, log_invalid_request, ConnInfo, Outcome, Request};
 use crate::hooks::{self, RequestHooks, ResponseView};
 use crate::http::{HttpError, RequestHead};
 use crate::log;
 use crate::log::access::AccessFormat;
 use crate::log::python::log_exception;
+use crate::net::Io;
+
+/// A WSGI response as the connection driver gets it.
+pub type Response = driver::Response<Paused, AccessData>;
 
 /// What every request of a worker shares.
 pub struct AppContext {
@@ -42,33 +50,6 @@ pub struct AppContext {
     /// At that bound, pause the response and return to the event loop (the `sync` worker,
     /// whose event loop is the application's thread) instead of waiting on the socket.
     pub pause_output: bool,
-}
-
-/// One request, ready for the application: its head and what is buffered of its body.
-pub struct Request {
-    pub head: RequestHead,
-    pub body: BodyState,
-    pub conn: ConnInfo,
-    pub fd: RawFd,
-    /// The worker is stopping, or keeps no connection alive: the response announces
-    /// `Connection: close`.
-    pub closing: bool,
-}
-
-/// The response waiting to be written, and what follows on the connection.
-pub struct Outcome {
-    pub out: OutQueue,
-    /// Whether the connection may carry another request after this response.
-    pub keep_alive: bool,
-    /// The rest of the body and the connection bytes after it; `None` if the application
-    /// kept hold of `wsgi.input`.
-    pub body: Option<BodyState>,
-    pub status: u16,
-    /// What the access log needs, when it is on.
-    pub access: Option<Box<AccessData>>,
-    /// The response is paused at the output bound: write `out`, then [`resume`] it.
-    /// Boxed: rare, and large enough to make every `Outcome` move costly.
-    pub paused: Option<Box<Paused>>,
 }
 
 /// A served request, kept for its access log line.
@@ -105,30 +86,10 @@ impl Paused {
         let status = self.responder.bind(py).borrow().state.status_code;
         self.tail.finish(
             py,
-            Outcome::ended(OutQueue::new(), None, status),
+            Response::ended(OutQueue::new(), None, status),
             0,
             Vec::new(),
         );
-    }
-}
-
-impl Outcome {
-    /// An error answer that ends the connection.
-    pub fn refuse(err: &HttpError, body: Option<BodyState>) -> Outcome {
-        let mut out = OutQueue::new();
-        out.push_slice(&err.to_response());
-        Outcome::ended(out, body, err.status)
-    }
-
-    fn ended(out: OutQueue, body: Option<BodyState>, status: u16) -> Outcome {
-        Outcome {
-            out,
-            keep_alive: false,
-            body,
-            status,
-            access: None,
-            paused: None,
-        }
     }
 }
 
@@ -152,10 +113,10 @@ impl Tail {
     fn finish(
         self,
         py: Python<'_>,
-        mut outcome: Outcome,
+        mut outcome: Response,
         sent: u64,
         response_headers: Vec<(String, String)>,
-    ) -> Outcome {
+    ) -> Response {
         if let (Some((req, capture)), Some(hooks)) = (&self.hook, hooks::request_hooks(py)) {
             let responder = capture.responder.as_ref().map(|r| r.borrow(py));
             let response = responder.as_ref().map(|r| ResponseView {
@@ -168,7 +129,7 @@ impl Tail {
             hooks.post_request(py, req, capture.environ.as_ref(), response, outcome.status);
         }
         if let Some(remote_addr) = self.remote_addr {
-            outcome.access = Some(Box::new(AccessData {
+            outcome.record = Some(Box::new(AccessData {
                 head: self.head,
                 remote_addr,
                 status: outcome.status,
@@ -184,52 +145,74 @@ impl Tail {
     }
 }
 
-pub fn handle(py: Python<'_>, ctx: &AppContext, req: Request) -> Outcome {
-    match hooks::request_hooks(py) {
-        None => cycle(py, ctx, req, None),
-        Some(hooks) => with_hooks(py, ctx, req, hooks),
+/// Runs the request cycle for `req`, giving its connection back with the response.
+pub fn handle<T: Io + 'static>(
+    py: Python<'_>,
+    ctx: &AppContext,
+    req: Request<T>,
+) -> Outcome<T, Paused, AccessData> {
+    let Request {
+        head,
+        body,
+        conn,
+        transport,
+        closing,
+    } = req;
+    let parts = Parts {
+        head,
+        body,
+        conn,
+        io: transport.clone(),
+        closing,
+    };
+    let response = match hooks::request_hooks(py) {
+        None => cycle(py, ctx, parts, None),
+        Some(hooks) => with_hooks(py, ctx, parts, hooks),
+    };
+    Outcome {
+        transport,
+        response,
     }
+}
+
+/// A request as the cycle uses it: the connection behind a handle the input stream and the
+/// response share while the application runs.
+struct Parts {
+    head: RequestHead,
+    body: BodyState,
+    conn: ConnInfo,
+    io: Arc<dyn Io>,
+    closing: bool,
 }
 
 /// The request cycle between `pre_request(worker, req)` and
 /// `post_request(worker, req, environ, resp)`, as Gunicorn's workers run it.
-fn with_hooks(py: Python<'_>, ctx: &AppContext, req: Request, hooks: &RequestHooks) -> Outcome {
+fn with_hooks(py: Python<'_>, ctx: &AppContext, req: Parts, hooks: &RequestHooks) -> Response {
     match hooks.pre_request(py, &req.head, req.conn.peer.socket_addr()) {
         Ok(hook_req) => cycle(py, ctx, req, Some((hook_req, Capture::default()))),
         Err(hook_req) => {
             let err = HttpError::internal(String::new());
             hooks.post_request(py, &hook_req, None, None, err.status);
-            Outcome::refuse(&err, Some(req.body))
+            Response::refuse(&err, Some(req.body))
         }
-    }
-}
-
-pub fn remote_addr(conn: &ConnInfo) -> String {
-    match (&conn.proxy, conn.peer.ip()) {
-        (Some(proxy), _) if proxy.client.is_some() => proxy
-            .client
-            .map(|(ip, _)| ip.to_string())
-            .unwrap_or_default(),
-        (_, Some(ip)) => ip.to_string(),
-        (_, None) => String::new(),
     }
 }
 
 fn cycle(
     py: Python<'_>,
     ctx: &AppContext,
-    req: Request,
+    req: Parts,
     hook: Option<(Py<PyAny>, Capture)>,
-) -> Outcome {
-    let Request {
+) -> Response {
+    let Parts {
         head,
         body,
         conn,
-        fd,
+        io,
         closing,
     } = req;
     let mut tail = Tail {
-        remote_addr: ctx.access.is_some().then(|| remote_addr(&conn)),
+        remote_addr: ctx.access.is_some().then(|| conn.remote_addr()),
         environ: Vec::new(),
         hook,
         head,
@@ -243,11 +226,11 @@ fn cycle(
         keep_alive: tail.head.keep_alive,
         closing,
     };
-    let input = match Bound::new(py, InputStream::new(body)) {
+    let input = match Bound::new(py, InputStream::new(body, io.clone())) {
         Ok(input) => input,
         Err(e) => {
             log_exception(py, "Cannot create wsgi.input", &e);
-            let refused = Outcome::refuse(&HttpError::internal(String::new()), None);
+            let refused = Response::refuse(&HttpError::internal(String::new()), None);
             return tail.finish(py, refused, 0, Vec::new());
         }
     };
@@ -266,7 +249,7 @@ fn cycle(
             } else {
                 log_invalid_request(tail.peer, &err);
             }
-            let refused = Outcome::refuse(&err, take_body(&input));
+            let refused = Response::refuse(&err, take_body(&input));
             return tail.finish(py, refused, 0, Vec::new());
         }
     };
@@ -286,7 +269,7 @@ fn cycle(
     }
     let mut state = ResponseState::bounded(
         facts,
-        fd,
+        io,
         ctx.write_timeout,
         ctx.output_bound,
         ctx.pause_output,
@@ -297,7 +280,7 @@ fn cycle(
         Ok(r) => r,
         Err(e) => {
             log_exception(py, "Cannot create start_response", &e);
-            let refused = Outcome::refuse(&HttpError::internal(String::new()), take_body(&input));
+            let refused = Response::refuse(&HttpError::internal(String::new()), take_body(&input));
             return tail.finish(py, refused, 0, Vec::new());
         }
     };
@@ -324,7 +307,7 @@ fn cycle(
 }
 
 /// Goes on with a paused response after its queued output was written.
-pub fn resume(py: Python<'_>, paused: Paused) -> Outcome {
+pub fn resume(py: Python<'_>, paused: Paused) -> Response {
     let Paused {
         iter,
         iterable,
@@ -352,10 +335,10 @@ fn pause(
     iterable: Bound<'_, PyAny>,
     input: Bound<'_, InputStream>,
     tail: Tail,
-) -> Outcome {
+) -> Response {
     let mut guard = responder.borrow_mut();
     let out = std::mem::take(&mut guard.state.out);
-    let mut outcome = Outcome::ended(out, None, guard.state.status_code);
+    let mut outcome = Response::ended(out, None, guard.state.status_code);
     outcome.paused = Some(Box::new(Paused {
         iter: iter.unbind(),
         iterable: iterable.unbind(),
@@ -373,7 +356,7 @@ fn conclude(
     input: &Bound<'_, InputStream>,
     responder: &Bound<'_, StartResponse>,
     failure: Option<PyErr>,
-) -> Outcome {
+) -> Response {
     let outcome = settle(py, &tail, input, responder, failure);
     let state = &responder.borrow().state;
     let headers = if tail.remote_addr.is_some() {
@@ -394,14 +377,14 @@ fn settle(
     input: &Bound<'_, InputStream>,
     responder: &Bound<'_, StartResponse>,
     failure: Option<PyErr>,
-) -> Outcome {
+) -> Response {
     let body = take_body(input);
     let mut guard = responder.borrow_mut();
     let state = &mut guard.state;
     if let Some(err) = failure {
         if state.broken.is_some() {
             // The client went away; nothing left to answer.
-            return Outcome::ended(OutQueue::new(), body, state.status_code);
+            return Response::ended(OutQueue::new(), body, state.status_code);
         }
         let body_error = body.as_ref().and_then(|b| b.error.clone());
         if !state.headers_sent {
@@ -409,7 +392,7 @@ fn settle(
                 Some(http_err) => {
                     // The body was malformed (the application's read raised because of it).
                     log_invalid_request(tail.peer, &http_err);
-                    Outcome::refuse(&http_err, body)
+                    Response::refuse(&http_err, body)
                 }
                 None => {
                     log_exception(
@@ -417,21 +400,21 @@ fn settle(
                         &format!("Error handling request {}", uri(&tail.head)),
                         &err,
                     );
-                    Outcome::refuse(&HttpError::internal(String::new()), body)
+                    Response::refuse(&HttpError::internal(String::new()), body)
                 }
             };
         }
         // Gunicorn names no request once the head is out.
         log_exception(py, "Error handling request", &err);
         // The head is out: all that is left is to end the connection where it stands.
-        return Outcome::ended(std::mem::take(&mut state.out), body, state.status_code);
+        return Response::ended(std::mem::take(&mut state.out), body, state.status_code);
     }
     if state.status.is_none() {
         log::error(format_args!(
             "Error handling request {}: the application returned without calling start_response",
             uri(&tail.head)
         ));
-        return Outcome::refuse(&HttpError::internal(String::new()), body);
+        return Response::refuse(&HttpError::internal(String::new()), body);
     }
     if let Some(complaint) = state.finish() {
         log::warning(format_args!("{complaint} (request {})", uri(&tail.head)));
@@ -439,7 +422,7 @@ fn settle(
     let body_ok = body
         .as_ref()
         .is_some_and(|b| b.error.is_none() && !b.truncated);
-    let mut outcome = Outcome::ended(std::mem::take(&mut state.out), body, state.status_code);
+    let mut outcome = Response::ended(std::mem::take(&mut state.out), body, state.status_code);
     // What the head announced (`finish` sent it), not the stop flag read again: a stop that
     // began after a head said keep-alive must not close under the client's next request.
     outcome.keep_alive = !state.must_close && state.broken.is_none() && body_ok;
@@ -543,35 +526,33 @@ fn send_file(state: &mut ResponseState, wrapper: &FileWrapper) -> PyResult<bool>
             .extract::<RawFd>()
             .ok()
     });
-    let Some(fd) = py_fd else { return Ok(false) };
-    // SAFETY: `stat` is a C struct of integers, for which all-zero bytes are a valid value;
-    // fstat overwrites it.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: fstat writes one `stat` into our local. It only reads `fd`, which the file object
-    // owns: a descriptor closed meanwhile gives EBADF, never access to memory.
-    if unsafe { libc::fstat(fd, &mut st) } != 0 || (st.st_mode & libc::S_IFMT) != libc::S_IFREG {
+    let Some(fd) = py_fd.filter(|&fd| fd >= 0) else {
+        return Ok(false);
+    };
+    // SAFETY: the file object owns `fd` and keeps it open while this runs: the application
+    // holds the wrapper, which holds the file, until the response ends.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    // The application closes its file after we return; the queue keeps its own descriptor
+    // (which shares the file's offset, read below).
+    let Ok(dup) = borrowed.try_clone_to_owned() else {
+        return Ok(false);
+    };
+    let mut file = std::fs::File::from(dup);
+    let Ok(meta) = file.metadata() else {
+        return Ok(false);
+    };
+    if !meta.is_file() {
         return Ok(false);
     }
-    // SAFETY: lseek by 0 from SEEK_CUR reads the file position and touches no memory.
-    let offset = unsafe { libc::lseek(fd, 0, libc::SEEK_CUR) };
-    if offset < 0 {
+    let Ok(offset) = file.stream_position() else {
         return Ok(false);
-    }
-    let offset = offset as u64;
-    let available = (st.st_size as u64).saturating_sub(offset);
+    };
+    let available = meta.len().saturating_sub(offset);
     let count = match state.length {
         Some(len) => len.min(available),
         None => available,
     };
-    // The application closes its file after we return; the queue keeps its own descriptor.
-    // SAFETY: F_DUPFD_CLOEXEC makes a new descriptor and touches no memory.
-    let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
-    if dup < 0 {
-        return Ok(false);
-    }
-    // SAFETY: `dup` is the new, open descriptor fcntl just returned; nothing else owns it, so
-    // the OwnedFd closes it exactly once.
-    let dup = unsafe { OwnedFd::from_raw_fd(dup) };
+    let dup = OwnedFd::from(file);
     state.send_headers();
     if state.omits_body || count == 0 {
         return Ok(true);
@@ -601,14 +582,4 @@ fn close_iterable(iterable: &Bound<'_, PyAny>) -> PyResult<()> {
 /// `GET /path?query`, as Gunicorn names a request in `Error handling request ...`.
 fn uri(head: &RequestHead) -> String {
     format!("{} {}", head.method, String::from_utf8_lossy(head.target()))
-}
-
-/// Gunicorn's line for a request refused as malformed, naming the peer's address (empty on a
-/// unix socket).
-pub fn log_invalid_request(peer: Option<std::net::SocketAddr>, err: &HttpError) {
-    let ip = peer.map(|p| p.ip().to_string()).unwrap_or_default();
-    log::warning(format_args!(
-        "Invalid request from ip={ip}: {}",
-        err.logged()
-    ));
 }

@@ -2,7 +2,7 @@
 //! change, then filled with the request's own keys. Key strings are interned once per worker.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Mutex;
 
 use pyo3::prelude::*;
@@ -11,36 +11,16 @@ use pyo3::types::{PyDict, PyString, PyTuple};
 use super::errors::ErrorStream;
 use super::file_wrapper::FileWrapper;
 use super::response::EarlyHints;
+use crate::driver::ConnInfo;
 use crate::http::forwarded::{ForwardedPolicy, HeaderMap};
-use crate::http::proxy::ProxyInfo;
 use crate::http::{HttpError, RequestHead};
+use crate::net::Peer;
 
 /// Header-name keys cached per worker (`HTTP_USER_AGENT`, ...), bounded so a client sending
 /// random names cannot grow it.
 const HEADER_KEY_CACHE: usize = 512;
 /// Entries the environ template's table is sized for (see [`EnvironBuilder::new`]).
 const TEMPLATE_ROOM: pyo3::ffi::Py_ssize_t = 32;
-
-/// Who is on the other end of a connection.
-#[derive(Clone, Copy, Debug)]
-pub enum Peer {
-    Tcp(SocketAddr),
-    Unix,
-}
-
-impl Peer {
-    pub fn ip(&self) -> Option<IpAddr> {
-        self.socket_addr().map(|addr| addr.ip())
-    }
-
-    /// The TCP peer's address; `None` on a unix socket.
-    pub fn socket_addr(&self) -> Option<SocketAddr> {
-        match self {
-            Peer::Tcp(addr) => Some(*addr),
-            Peer::Unix => None,
-        }
-    }
-}
 
 /// Static facts about one listener, for SERVER_NAME / SERVER_PORT.
 #[derive(Clone, Debug)]
@@ -428,16 +408,6 @@ impl EnvironBuilder {
         }
         Ok(env)
     }
-}
-
-/// What the environ needs to know about the connection a request came on.
-#[derive(Clone, Debug)]
-pub struct ConnInfo {
-    pub peer: Peer,
-    /// Index of the listener that accepted the connection.
-    pub listener: usize,
-    /// What a PROXY protocol header said about the client.
-    pub proxy: Option<ProxyInfo>,
 }
 
 enum Fill {

@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::io;
-use std::os::unix::io::RawFd;
+use std::sync::Arc;
 use std::time::Duration;
 
 use pyo3::exceptions::{PyAssertionError, PyOSError, PyTypeError, PyValueError};
@@ -13,6 +13,7 @@ use pyo3::types::{PyBytes, PyString, PyTuple};
 
 use crate::driver::output::OutQueue;
 use crate::http::date;
+use crate::net::Io;
 
 /// Headers a WSGI application must not set (PEP 3333: hop-by-hop).
 const HOP_BY_HOP: [&str; 8] = [
@@ -61,7 +62,8 @@ pub struct ResponseState {
     /// The connection ends after this response.
     pub must_close: bool,
     pub out: OutQueue,
-    pub fd: RawFd,
+    /// The connection, for a response that waits for the client while the application runs.
+    pub io: Arc<dyn Io>,
     pub write_timeout: Duration,
     /// Writing to the client failed: it went away.
     pub broken: Option<io::Error>,
@@ -76,7 +78,7 @@ pub struct ResponseState {
 impl ResponseState {
     pub fn bounded(
         facts: RequestFacts,
-        fd: RawFd,
+        io: Arc<dyn Io>,
         write_timeout: Duration,
         bound: u64,
         pausable: bool,
@@ -96,7 +98,7 @@ impl ResponseState {
             excess: 0,
             must_close: false,
             out: OutQueue::new(),
-            fd,
+            io,
             write_timeout,
             broken: None,
             bound,
@@ -339,10 +341,9 @@ impl ResponseState {
         if self.broken.is_some() {
             return Err(PyOSError::new_err("client disconnected"));
         }
-        let fd = self.fd;
         let timeout = self.write_timeout;
-        let out = &mut self.out;
-        match py.detach(|| out.flush_blocking(fd, timeout)) {
+        let (out, io) = (&mut self.out, &*self.io);
+        match py.detach(|| out.flush_blocking(io, timeout)) {
             Ok(()) => Ok(()),
             Err(e) => {
                 let msg = format!("client disconnected: {e}");
