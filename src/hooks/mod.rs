@@ -429,12 +429,13 @@ pub struct RequestHooks {
     response_class: Py<PyAny>,
 }
 
-/// What `resp` in `post_request` shows of the response, once it is complete.
-pub struct ResponseView<'a> {
+/// What `resp` in `post_request` shows of the response, once it is complete: a copy, so that
+/// the hook may call into the response's objects freely.
+pub struct ResponseView {
     /// The status line the application gave, if it called `start_response`.
-    pub status: Option<&'a str>,
+    pub status: Option<String>,
     pub status_code: u16,
-    pub headers: &'a [(String, String)],
+    pub headers: Vec<(String, String)>,
     /// Body bytes sent.
     pub sent: u64,
     pub headers_sent: bool,
@@ -491,15 +492,15 @@ impl RequestHooks {
         Ok(req)
     }
 
-    /// `post_request(worker, req, environ, resp)` once the response is complete; `status`
-    /// stands for the application's when it gave none. A hook that raises is logged and the
-    /// connection carries on.
+    /// `post_request(worker, req, environ, resp)` once the response is complete; `response`
+    /// is asked for only when the hook is set, and `status` stands for the application's when
+    /// it gave none. A hook that raises is logged and the connection carries on.
     pub fn post_request(
         &self,
         py: Python<'_>,
         req: &Py<PyAny>,
         environ: Option<&Py<PyAny>>,
-        response: Option<ResponseView<'_>>,
+        response: impl FnOnce() -> Option<ResponseView>,
         status: u16,
     ) {
         let (Some(post), Some(h)) = (&self.post, WORKER.get(py)) else {
@@ -509,16 +510,16 @@ impl RequestHooks {
             Some(environ) => environ.bind(py).clone(),
             None => PyDict::new(py).into_any(),
         };
-        let resp = match response {
+        let resp = match response() {
             Some(r) => {
                 let (status_line, code) = match r.status {
-                    Some(line) => (line.to_string(), r.status_code),
+                    Some(line) => (line, r.status_code),
                     None => (status.to_string(), status),
                 };
                 self.response_class.bind(py).call1((
                     status_line,
                     code,
-                    r.headers.to_vec(),
+                    r.headers,
                     r.sent,
                     r.headers_sent,
                 ))

@@ -118,14 +118,18 @@ impl Tail {
         response_headers: Vec<(String, String)>,
     ) -> Response {
         if let (Some((req, capture)), Some(hooks)) = (&self.hook, hooks::request_hooks(py)) {
-            let responder = capture.responder.as_ref().map(|r| r.borrow(py));
-            let response = responder.as_ref().map(|r| ResponseView {
-                status: r.state.status.as_deref(),
-                status_code: r.state.status_code,
-                headers: &r.state.headers,
-                sent: r.state.sent,
-                headers_sent: r.state.headers_sent,
-            });
+            let response = || {
+                capture.responder.as_ref().map(|r| {
+                    let state = &r.borrow(py).state;
+                    ResponseView {
+                        status: state.status.clone(),
+                        status_code: state.status_code,
+                        headers: state.headers.clone(),
+                        sent: state.sent,
+                        headers_sent: state.headers_sent,
+                    }
+                })
+            };
             hooks.post_request(py, req, capture.environ.as_ref(), response, outcome.status);
         }
         if let Some(remote_addr) = self.remote_addr {
@@ -192,7 +196,7 @@ fn with_hooks(py: Python<'_>, ctx: &AppContext, req: Parts, hooks: &RequestHooks
         Ok(hook_req) => cycle(py, ctx, req, Some((hook_req, Capture::default()))),
         Err(hook_req) => {
             let err = HttpError::internal(String::new());
-            hooks.post_request(py, &hook_req, None, None, err.status);
+            hooks.post_request(py, &hook_req, None, || None, err.status);
             Response::refuse(&err, Some(req.body))
         }
     }
