@@ -969,6 +969,31 @@ mod tests {
     }
 
     #[test]
+    fn logs_see_the_head_as_parsed() {
+        use crate::log::access::{AccessFormat, AccessRecord};
+        use crate::log::LoggedRequest;
+        let head = ok(b"POST /p%20q?x=1#f HTTP/1.0\r\nX-Req: a\r\nX-Req: b\r\n\r\n");
+        assert_eq!(LoggedRequest::method(&head), "POST");
+        assert_eq!(LoggedRequest::target(&head), b"/p%20q?x=1#f");
+        assert_eq!(&*head.decoded_path(), b"/p q");
+        assert_eq!(LoggedRequest::fragment(&head), b"f");
+        assert_eq!(LoggedRequest::version(&head), (1, 0));
+        let fields: Vec<_> = head.fields().collect();
+        assert_eq!(fields, [("X-Req", &b"a"[..]), ("X-Req", &b"b"[..])]);
+        let rec = AccessRecord {
+            head: &head,
+            remote_addr: "10.0.0.1",
+            status: 200,
+            sent: 0,
+            response_headers: &[],
+            environ: &[],
+            duration: std::time::Duration::ZERO,
+        };
+        let line = AccessFormat::parse("%(r)s|%(U)s|%(q)s|%(H)s|%({x-req}i)s").render(&rec);
+        assert_eq!(line, "POST /p%20q?x=1#f HTTP/1.0|/p q|x=1|HTTP/1.0|b\n");
+    }
+
+    #[test]
     fn fragment_is_after_the_hash() {
         let fragment = |target: &str| {
             let head = ok(format!("GET {target} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes());
