@@ -17,17 +17,8 @@ pub mod wsgi;
 
 use pyo3::prelude::*;
 
-/// Gunicorn's exit statuses, which operators and supervisors know.
-pub mod exit_code {
-    pub const OK: i32 = 0;
-    pub const CONFIG_ERROR: i32 = 1;
-    pub const USAGE_ERROR: i32 = 2;
-    pub const WORKER_BOOT_ERROR: i32 = 3;
-    pub const APP_LOAD_ERROR: i32 = 4;
-}
-
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
-pub const SERVER_NAME: &str = "ferrocorn";
+// At the bottom layer (config), where every layer can reach them.
+pub use config::{exit_code, SERVER_NAME, VERSION};
 
 /// Runs the server with `argv` (as `sys.argv`) and returns the process exit status.
 ///

@@ -189,6 +189,16 @@ def test_request_hooks_see_the_request_and_response(run_server, hook_log, worker
     no_hook_failures(srv)
 
 
+def test_request_hook_req_has_the_uri_and_fragment_as_sent(run_server, hook_log):
+    srv = start(run_server, hook_log)
+    worker = hook_log.wait("post_worker_init", srv=srv)[0][1]
+    status, _, _ = get(srv, "/hello?x=1#top")
+    assert status == 200
+    hook_log.wait("post_request", srv=srv)
+    assert hook_log.of("pre_request") == [("pre_request", worker, "GET /hello x=1 nr=0")]
+    no_hook_failures(srv)
+
+
 def test_raising_post_request_is_logged_and_serving_goes_on(run_server, hook_log, worker_args):
     srv = start(run_server, hook_log, *worker_args, raise_in="post_request")
     hook_log.wait("post_worker_init", srv=srv)

@@ -31,7 +31,10 @@ import socket
 import sys
 import time
 import traceback
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ferrocorn._hooks import Request
 
 # The logger the server calls: a `Logger`, a custom class's instance, or None (Rust logs).
 current: Any = None
@@ -423,28 +426,28 @@ def make_logger(spec: Any, cfg: Any) -> Any:
     return cls(cfg)
 
 
-def custom_access(logger: Any, request: tuple[Any, ...], response: tuple[Any, ...],
-                  environ: Any, micros: int) -> None:
+def custom_access(logger: Any, req: Request, response: tuple[Any, ...], environ: Any,
+                  micros: int) -> None:
     """`logger.access(resp, req, environ, request_time)` for a custom logger class.
 
-    `request` is (method, uri, path, query, (major, minor) version, headers, peer address) and
-    `response` is (status line, status code, headers, body bytes sent).
+    `req` is the request hooks' `Request`; `response` is (status line, status code, headers,
+    body bytes sent).
     """
-    from ferrocorn._hooks import Request, Response
+    from ferrocorn._hooks import Response
 
-    method, uri, path, query, version, headers, peer = request
     status, status_code, resp_headers, sent = response
+    peer = req.peer_addr
     if not environ:
         # A request answered before it had an environ (refused for a field's value): the keys
         # Gunicorn's error path gives it.
         environ = {
-            "REQUEST_METHOD": method, "QUERY_STRING": query, "RAW_URI": uri,
-            "SERVER_PROTOCOL": "HTTP/%d.%d" % tuple(version),
+            "REQUEST_METHOD": req.method, "QUERY_STRING": req.query, "RAW_URI": req.uri,
+            "SERVER_PROTOCOL": "HTTP/%d.%d" % tuple(req.version),
             "REMOTE_ADDR": peer[0] if isinstance(peer, tuple) else "",
             "REMOTE_PORT": str(peer[1]) if isinstance(peer, tuple) else "-1",
         }
-    scheme = environ.get("wsgi.url_scheme", "http") if isinstance(environ, dict) else "http"
-    req = Request(method, uri, path, query, "", version, headers, scheme, peer)
+    if isinstance(environ, dict):
+        req.scheme = environ.get("wsgi.url_scheme", "http")
     resp = Response(status, status_code, resp_headers, sent, True)
     logger.access(resp, req, environ, datetime.timedelta(microseconds=micros))
 

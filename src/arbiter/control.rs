@@ -13,9 +13,9 @@ use super::{
 };
 use crate::config::{self, Loaded, Settings};
 use crate::log;
+use crate::log::python::log_exception;
 use crate::net::listeners::Listener;
 use crate::process::heartbeat::monotonic_millis;
-use crate::wsgi::call::log_exception;
 
 impl Arbiter {
     /// A master started by USR2 becomes the master when the old one is gone.

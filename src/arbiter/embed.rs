@@ -1,27 +1,9 @@
 //! The embedding API's entry into the master: `ferrocorn.app.base.BaseApplication.run()`
-//! calls [`run_application`] with the application object and the settings it set.
+//! calls [`run_application`] with the application object and the settings it set. Workers get
+//! the WSGI callable from the object through [`crate::wsgi::app::load_embedded`].
 
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
-
-use crate::wsgi::app::LoadError;
-
-/// The WSGI callable of an embedding application object: `application.wsgi()`, Gunicorn's
-/// `BaseApplication.wsgi` (calls `load()` once). An `AppImportError` from ferrocorn's loader
-/// is "App failed to load." (exit 4); anything else the application raised is a boot error.
-pub fn wsgi(py: Python<'_>, application: &Py<PyAny>) -> Result<Py<PyAny>, LoadError> {
-    match application.bind(py).call_method0("wsgi") {
-        Ok(app) if app.is_callable() => Ok(app.unbind()),
-        Ok(app) => Err(LoadError::NotFound(format!(
-            "Application object must be callable, not {}",
-            app.get_type()
-                .name()
-                .map(|n| n.to_string())
-                .unwrap_or_default()
-        ))),
-        Err(err) => Err(LoadError::from_loading(py, err)),
-    }
-}
 
 /// Runs the server for an embedding application: the settings are the defaults plus
 /// `settings` (name -> value, validated like a config file's), with no command line; the

@@ -35,10 +35,10 @@ use crate::exit_code;
 use crate::hooks;
 use crate::log;
 use crate::log::metrics::Totals;
+use crate::log::python::log_exception;
 use crate::net::listeners::{self, BindAddr, BindOptions, Listener};
 use crate::process::heartbeat::Heartbeat;
-use crate::wsgi::app::{load_app, LoadError};
-use crate::wsgi::call::log_exception;
+use crate::wsgi::app::{load_app, load_embedded, LoadError};
 use pool::Pool;
 
 /// Heartbeat slots: enough for any worker count a machine runs, plus replacements in flight.
@@ -144,7 +144,7 @@ pub fn serve(
         return exit_code::USAGE_ERROR;
     }
     let load = || match &application {
-        Some(obj) => embed::wsgi(py, obj),
+        Some(obj) => load_embedded(py, obj),
         None => load_app(py, &settings),
     };
     if settings.bool("check_config") {

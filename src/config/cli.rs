@@ -272,7 +272,7 @@ pub fn command() -> Command {
 fn usage_error(message: String) -> ConfigError {
     ConfigError {
         message: format!("usage: {USAGE}\n{PROG}: error: {message}"),
-        exit_code: crate::exit_code::USAGE_ERROR,
+        exit_code: super::exit_code::USAGE_ERROR,
     }
 }
 

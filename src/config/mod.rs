@@ -4,6 +4,7 @@
 //! Sources, lowest precedence first: defaults < config file < `GUNICORN_CMD_ARGS` /
 //! `FERROCORN_CMD_ARGS` < command line.
 
+pub mod address;
 pub mod cli;
 pub mod table;
 pub mod validate;
@@ -18,6 +19,18 @@ use pyo3::prelude::*;
 use cli::{Parsed, Source};
 use table::{DefaultValue, Setting, Support, SETTINGS};
 use validate::{validate, Raw};
+
+/// Gunicorn's exit statuses, which operators and supervisors know.
+pub mod exit_code {
+    pub const OK: i32 = 0;
+    pub const CONFIG_ERROR: i32 = 1;
+    pub const USAGE_ERROR: i32 = 2;
+    pub const WORKER_BOOT_ERROR: i32 = 3;
+    pub const APP_LOAD_ERROR: i32 = 4;
+}
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub const SERVER_NAME: &str = "ferrocorn";
 
 /// Why the server cannot start with the given settings. `message` names the setting and the
 /// value and is complete (`Error: ...`, or argparse's usage + error lines): the caller prints
@@ -81,7 +94,7 @@ pub struct Unapplied {
 pub fn load(py: Python<'_>, argv: &[String]) -> Result<Loaded, ConfigError> {
     let env = |name: &str| std::env::var(name).ok();
     let Some(cli) = parse_or_answer(argv.get(1..).unwrap_or(&[]))? else {
-        return Ok(Loaded::Exit(crate::exit_code::OK));
+        return Ok(Loaded::Exit(exit_code::OK));
     };
     let mut env_sources = Vec::new();
     for var in ["GUNICORN_CMD_ARGS", "FERROCORN_CMD_ARGS"] {
@@ -90,7 +103,7 @@ pub fn load(py: Python<'_>, argv: &[String]) -> Result<Loaded, ConfigError> {
                 .map_err(|e| ConfigError::new(format!("cannot split {var}: {e}")))?;
             match parse_or_answer(&words)? {
                 Some(src) => env_sources.push(src),
-                None => return Ok(Loaded::Exit(crate::exit_code::OK)),
+                None => return Ok(Loaded::Exit(exit_code::OK)),
             }
         }
     }
@@ -120,7 +133,7 @@ pub fn load(py: Python<'_>, argv: &[String]) -> Result<Loaded, ConfigError> {
 
     if settings.bool("print_config") {
         println!("{}", print_config(py, &settings));
-        return Ok(Loaded::Exit(crate::exit_code::OK));
+        return Ok(Loaded::Exit(exit_code::OK));
     }
     // Gunicorn's last step of loading: into `chdir`, which goes first on sys.path.
     if let Some(dir) = settings.str("chdir") {
@@ -165,7 +178,7 @@ fn parse_or_answer(args: &[String]) -> Result<Option<Source>, ConfigError> {
             Ok(None)
         }
         Parsed::Version => {
-            println!("{} (version {})", crate::SERVER_NAME, crate::VERSION);
+            println!("{} (version {})", SERVER_NAME, VERSION);
             Ok(None)
         }
     }
@@ -604,7 +617,7 @@ impl Settings {
     pub fn proc_name(&self) -> &str {
         self.str("proc_name")
             .or_else(|| self.str("default_proc_name"))
-            .unwrap_or(crate::SERVER_NAME)
+            .unwrap_or(SERVER_NAME)
     }
     /// Every setting as a Python dict, name -> value (`cfg` in hooks).
     pub fn to_py_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyDict>> {

@@ -12,7 +12,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyInt, PyList, PyString, PyTuple};
 
 use super::table::{py_repr_dict, py_repr_list, py_repr_str, Setting, Validator};
-use super::Value;
+use super::{address, Value};
 
 /// A value before validation.
 #[derive(Debug)]
@@ -168,7 +168,7 @@ pub fn validate(setting: &Setting, raw: Raw) -> Result<Value, String> {
         Validator::StatsdAddress => {
             let value = string(raw)?;
             if let Some(v) = &value {
-                crate::log::statsd::parse_address(v)?;
+                address::parse_statsd(v)?;
             }
             Ok(opt_str(value))
         }
@@ -457,9 +457,12 @@ fn id_of(raw: Raw, user: bool) -> Result<i64, String> {
     }
 }
 
-const HELPERS: &str = include_str!("helpers.py");
+// Compiled from source rather than imported, so that it also works where the package is not
+// installed (the unit tests).
+const HELPERS: &str = include_str!("../../python/ferrocorn/_config.py");
 
-/// The Python side of config loading (src/config/helpers.py), compiled once per interpreter.
+/// The Python side of config loading (python/ferrocorn/_config.py), compiled once per
+/// interpreter.
 pub fn helpers(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
     use pyo3::sync::PyOnceLock;
     static MODULE: PyOnceLock<Py<PyModule>> = PyOnceLock::new();

@@ -24,12 +24,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyList, PyTuple};
+use pyo3::types::PyDict;
 
 use crate::config::Settings;
-use crate::http::latin1;
 use crate::log;
-use crate::wsgi::call::log_exception;
+use crate::log::python::{log_exception, request_object};
+use crate::log::LoggedRequest;
 
 /// Every server hook ferrocorn calls (`ssl_context` is accepted but unused until TLS).
 pub const HOOKS: [&str; 15] = [
@@ -422,19 +422,23 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     Ok(())
 }
 
-/// `pre_request` and `post_request` in a worker, with the classes of their arguments.
+/// `pre_request` and `post_request` in a worker, with the class of `resp`.
 pub struct RequestHooks {
     pre: Option<Py<PyAny>>,
     post: Option<Py<PyAny>>,
-    request_class: Py<PyAny>,
     response_class: Py<PyAny>,
 }
 
-/// What the request cycle hands back for `post_request`: the environ and `start_response`.
-#[derive(Default)]
-pub struct Capture {
-    pub environ: Option<Py<PyAny>>,
-    pub responder: Option<Py<crate::wsgi::response::StartResponse>>,
+/// What `resp` in `post_request` shows of the response, once it is complete: a copy, so that
+/// the hook may call into the response's objects freely.
+pub struct ResponseView {
+    /// The status line the application gave, if it called `start_response`.
+    pub status: Option<String>,
+    pub status_code: u16,
+    pub headers: Vec<(String, String)>,
+    /// Body bytes sent.
+    pub sent: u64,
+    pub headers_sent: bool,
 }
 
 impl RequestHooks {
@@ -442,18 +446,11 @@ impl RequestHooks {
         if pre.is_none() && post.is_none() {
             return None;
         }
-        let classes = module(py).and_then(|m| {
-            Ok((
-                m.getattr("Request")?.unbind(),
-                m.getattr("Response")?.unbind(),
-            ))
-        });
-        match classes {
-            Ok((request_class, response_class)) => Some(RequestHooks {
+        match module(py).and_then(|m| m.getattr("Response")) {
+            Ok(response_class) => Some(RequestHooks {
                 pre,
                 post,
-                request_class,
-                response_class,
+                response_class: response_class.unbind(),
             }),
             Err(err) => {
                 log_exception(py, "Cannot set up pre_request/post_request", &err);
@@ -468,29 +465,17 @@ pub fn request_hooks(py: Python<'_>) -> Option<&'static RequestHooks> {
     WORKER.get(py).and_then(|h| h.requests.as_ref())
 }
 
-/// The parts of a request `req` shows, borrowed from the request head.
-pub struct RequestView<'a> {
-    pub method: &'a str,
-    pub target: &'a [u8],
-    pub path: &'a [u8],
-    pub query: &'a [u8],
-    pub fragment: &'a [u8],
-    pub version: crate::http::head::Version,
-    pub headers: crate::http::head::Fields<'a>,
-    pub peer: Option<std::net::SocketAddr>,
-}
-
 impl RequestHooks {
     /// Builds `req` and runs `pre_request(worker, req)`. `Err` when the hook raised (logged):
     /// the request is answered 500, as in Gunicorn.
-    pub fn pre_request(
+    pub fn pre_request<R: LoggedRequest>(
         &self,
         py: Python<'_>,
-        view: &RequestView<'_>,
+        request: &R,
+        peer: Option<std::net::SocketAddr>,
     ) -> Result<Py<PyAny>, Py<PyAny>> {
-        let req = self.make_request(py, view);
-        let req = match req {
-            Ok(req) => req,
+        let req = match request_object(py, request, peer) {
+            Ok(req) => req.unbind(),
             Err(err) => {
                 log_exception(py, "Cannot create the request object", &err);
                 return Err(py.None());
@@ -507,63 +492,36 @@ impl RequestHooks {
         Ok(req)
     }
 
-    fn make_request(&self, py: Python<'_>, v: &RequestView<'_>) -> PyResult<Py<PyAny>> {
-        let headers = PyList::empty(py);
-        for (name, value) in v.headers {
-            headers.append((name.to_ascii_uppercase(), latin1(value)))?;
-        }
-        let peer: Bound<'_, PyAny> = match v.peer {
-            Some(addr) => (addr.ip().to_string(), addr.port())
-                .into_pyobject(py)?
-                .into_any(),
-            None => "".into_pyobject(py)?.into_any(),
-        };
-        let target = v.target.split(|&b| b == b'#').next().unwrap_or(v.target);
-        let args = PyTuple::new(
-            py,
-            [
-                v.method.into_pyobject(py)?.into_any(),
-                latin1(target).into_pyobject(py)?.into_any(),
-                latin1(v.path).into_pyobject(py)?.into_any(),
-                latin1(v.query).into_pyobject(py)?.into_any(),
-                latin1(v.fragment).into_pyobject(py)?.into_any(),
-                (v.version.major, v.version.minor)
-                    .into_pyobject(py)?
-                    .into_any(),
-                headers.into_any(),
-                "http".into_pyobject(py)?.into_any(),
-                peer,
-            ],
-        )?;
-        Ok(self.request_class.bind(py).call1(args)?.unbind())
-    }
-
-    /// `post_request(worker, req, environ, resp)` once the response is complete; a hook that
-    /// raises is logged and the connection carries on.
-    pub fn post_request(&self, py: Python<'_>, req: &Py<PyAny>, capture: &Capture, status: u16) {
+    /// `post_request(worker, req, environ, resp)` once the response is complete; `response`
+    /// is asked for only when the hook is set, and `status` stands for the application's when
+    /// it gave none. A hook that raises is logged and the connection carries on.
+    pub fn post_request(
+        &self,
+        py: Python<'_>,
+        req: &Py<PyAny>,
+        environ: Option<&Py<PyAny>>,
+        response: impl FnOnce() -> Option<ResponseView>,
+        status: u16,
+    ) {
         let (Some(post), Some(h)) = (&self.post, WORKER.get(py)) else {
             return;
         };
-        let environ = match &capture.environ {
+        let environ = match environ {
             Some(environ) => environ.bind(py).clone(),
             None => PyDict::new(py).into_any(),
         };
-        let resp = match &capture.responder {
-            Some(responder) => {
-                let r = responder.borrow(py);
-                let state = &r.state;
-                let status_line = state.status.clone().unwrap_or_else(|| status.to_string());
-                let code = if state.status.is_some() {
-                    state.status_code
-                } else {
-                    status
+        let resp = match response() {
+            Some(r) => {
+                let (status_line, code) = match r.status {
+                    Some(line) => (line, r.status_code),
+                    None => (status.to_string(), status),
                 };
                 self.response_class.bind(py).call1((
                     status_line,
                     code,
-                    state.headers.clone(),
-                    state.sent,
-                    state.headers_sent,
+                    r.headers,
+                    r.sent,
+                    r.headers_sent,
                 ))
             }
             None => Ok(py.None().into_bound(py)),

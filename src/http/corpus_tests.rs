@@ -500,7 +500,7 @@ fn setup_for(settings: &[(String, PyVal)]) -> Result<Setup, String> {
     forwarded.header_map = HeaderMap::parse(header_map).ok_or("header_map")?;
     let proxy_mode = settings.str("proxy_protocol").unwrap_or("off");
     Ok(Setup {
-        limits: head::limits_from_settings(&settings),
+        limits: crate::worker::request_limits(&settings),
         proxy_mode: proxy::Mode::parse(proxy_mode).ok_or("proxy_protocol")?,
         proxy_allow: AllowList::new(settings.list("proxy_allow_ips"))?,
         forwarded,

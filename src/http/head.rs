@@ -160,6 +160,34 @@ impl RequestHead {
     }
 }
 
+/// What the logs and the hooks' `req` read of a request.
+impl crate::log::LoggedRequest for RequestHead {
+    fn method(&self) -> &str {
+        &self.method
+    }
+    fn target(&self) -> &[u8] {
+        self.target()
+    }
+    fn path(&self) -> &[u8] {
+        self.path()
+    }
+    fn decoded_path(&self) -> Cow<'_, [u8]> {
+        percent_decode(self.path())
+    }
+    fn query(&self) -> &[u8] {
+        self.query()
+    }
+    fn fragment(&self) -> &[u8] {
+        self.fragment()
+    }
+    fn version(&self) -> (u8, u8) {
+        (self.version.major, self.version.minor)
+    }
+    fn fields(&self) -> impl DoubleEndedIterator<Item = (&str, &[u8])> {
+        self.headers().iter()
+    }
+}
+
 /// The header fields of a [`RequestHead`].
 #[derive(Clone, Copy, Debug)]
 pub struct Fields<'a> {
@@ -925,18 +953,6 @@ pub fn percent_decode(raw: &[u8]) -> Cow<'_, [u8]> {
     Cow::Owned(out)
 }
 
-/// Parsing limits from the settings.
-pub fn limits_from_settings(settings: &crate::config::Settings) -> Limits {
-    let clamped = settings.request_limits();
-    let mut limits = Limits::new(clamped.line, clamped.fields, clamped.field_size);
-    limits.permit_unconventional_http_method = settings.bool("permit_unconventional_http_method");
-    limits.permit_unconventional_http_version = settings.bool("permit_unconventional_http_version");
-    limits.casefold_http_method = settings.bool("casefold_http_method");
-    limits.permit_obsolete_folding = settings.bool("permit_obsolete_folding");
-    limits.strip_header_spaces = settings.bool("strip_header_spaces");
-    limits
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -979,6 +995,31 @@ mod tests {
                 other.map(|h| h.0)
             ),
         }
+    }
+
+    #[test]
+    fn logs_see_the_head_as_parsed() {
+        use crate::log::access::{AccessFormat, AccessRecord};
+        use crate::log::LoggedRequest;
+        let head = ok(b"POST /p%20q?x=1#f HTTP/1.0\r\nX-Req: a\r\nX-Req: b\r\n\r\n");
+        assert_eq!(LoggedRequest::method(&head), "POST");
+        assert_eq!(LoggedRequest::target(&head), b"/p%20q?x=1#f");
+        assert_eq!(&*head.decoded_path(), b"/p q");
+        assert_eq!(LoggedRequest::fragment(&head), b"f");
+        assert_eq!(LoggedRequest::version(&head), (1, 0));
+        let fields: Vec<_> = head.fields().collect();
+        assert_eq!(fields, [("X-Req", &b"a"[..]), ("X-Req", &b"b"[..])]);
+        let rec = AccessRecord {
+            head: &head,
+            remote_addr: "10.0.0.1",
+            status: 200,
+            sent: 0,
+            response_headers: &[],
+            environ: &[],
+            duration: std::time::Duration::ZERO,
+        };
+        let line = AccessFormat::parse("%(r)s|%(U)s|%(q)s|%(H)s|%({x-req}i)s").render(&rec);
+        assert_eq!(line, "POST /p%20q?x=1#f HTTP/1.0|/p q|x=1|HTTP/1.0|b\n");
     }
 
     #[test]

@@ -22,17 +22,5 @@ pub use body::BodyDecoder;
 pub use error::HttpError;
 pub use head::{Framing, H1Framing, Limits, RequestHead};
 
-/// Bytes from the wire as text, one code point per byte (latin-1, as PEP 3333 and Gunicorn
-/// decode request lines and header values).
-pub fn latin1(bytes: &[u8]) -> String {
-    bytes.iter().map(|&b| char::from(b)).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn latin1_maps_every_byte() {
-        assert_eq!(super::latin1(b"caf\xe9"), "caf\u{e9}");
-        assert_eq!(super::latin1(b""), "");
-    }
-}
+// Defined at the bottom layer, where the logs use it too.
+pub use crate::log::latin1;

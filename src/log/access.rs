@@ -9,8 +9,9 @@ use std::os::unix::io::AsRawFd;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::http::RequestHead;
-use crate::wsgi::call::AccessData;
+use pyo3::prelude::*;
+
+use super::LoggedRequest;
 
 /// One piece of a compiled format.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,11 +51,32 @@ enum Atom {
 #[derive(Debug, Clone)]
 pub struct AccessFormat {
     parts: Vec<Part>,
+    /// The environ keys (as WSGI spells them) the format reads.
+    environ_keys: Vec<String>,
+}
+
+/// A served request, kept after its response for its access line: built by the request
+/// cycle only when requests are logged.
+pub struct AccessData<R> {
+    pub head: R,
+    pub remote_addr: String,
+    pub status: u16,
+    /// Body bytes sent.
+    pub sent: u64,
+    pub response_headers: Vec<(String, String)>,
+    /// `{key}e` values the format asks for, read from the environ while the GIL was held.
+    pub environ: Vec<(String, String)>,
+    /// The client's address (for a custom logger class's `req.peer_addr`).
+    pub peer: Option<std::net::SocketAddr>,
+    /// The status line the application gave, e.g. `200 OK` (Python logger only).
+    pub status_line: Option<String>,
+    /// The environ dict (Python logger only).
+    pub environ_obj: Option<Py<PyAny>>,
 }
 
 /// What the access log needs to know about one request and its response.
-pub struct AccessRecord<'a> {
-    pub head: &'a RequestHead,
+pub struct AccessRecord<'a, R> {
+    pub head: &'a R,
     pub remote_addr: &'a str,
     pub status: u16,
     pub sent: u64,
@@ -104,7 +126,17 @@ impl AccessFormat {
         if !text.is_empty() {
             parts.push(Part::Text(text));
         }
-        AccessFormat { parts }
+        let environ_keys = parts
+            .iter()
+            .filter_map(|p| match p {
+                Part::Atom(Atom::Environ(key)) => Some(key.clone()),
+                _ => None,
+            })
+            .collect();
+        AccessFormat {
+            parts,
+            environ_keys,
+        }
     }
 
     /// Whether rendering needs the response headers.
@@ -115,18 +147,12 @@ impl AccessFormat {
     }
 
     /// The environ keys (as WSGI spells them) the format reads, to capture with the GIL.
-    pub fn environ_keys(&self) -> Vec<String> {
-        self.parts
-            .iter()
-            .filter_map(|p| match p {
-                Part::Atom(Atom::Environ(key)) => Some(key.clone()),
-                _ => None,
-            })
-            .collect()
+    pub fn environ_keys(&self) -> &[String] {
+        &self.environ_keys
     }
 
     /// Renders one line, newline included.
-    pub fn render(&self, rec: &AccessRecord<'_>) -> String {
+    pub fn render<R: LoggedRequest>(&self, rec: &AccessRecord<'_, R>) -> String {
         let mut out = String::with_capacity(256);
         for part in &self.parts {
             match part {
@@ -186,25 +212,31 @@ fn push_escaped(out: &mut String, value: &str) {
     }
 }
 
+/// Appends bytes from the wire as latin-1 text, `"` escaped.
 fn push_bytes(out: &mut String, value: &[u8]) {
-    let text = crate::http::latin1(value);
-    push_escaped(out, &text);
+    for &b in value {
+        if b == b'"' {
+            out.push_str("\\\"");
+        } else {
+            out.push(char::from(b));
+        }
+    }
 }
 
-fn request_header<'a>(head: &'a RequestHead, name: &str) -> Option<&'a [u8]> {
+fn request_header<'a, R: LoggedRequest>(head: &'a R, name: &str) -> Option<&'a [u8]> {
     // Like a dict built from the headers: the last occurrence wins.
-    head.headers()
-        .iter()
+    head.fields()
         .rev()
         .find(|(n, _)| n.eq_ignore_ascii_case(name))
         .map(|(_, v)| v)
 }
 
-fn protocol(head: &RequestHead) -> String {
-    head.version.to_string()
+fn push_protocol<R: LoggedRequest>(out: &mut String, head: &R) {
+    let (major, minor) = head.version();
+    let _ = write!(out, "HTTP/{major}.{minor}");
 }
 
-fn render_atom(out: &mut String, atom: &Atom, rec: &AccessRecord<'_>) {
+fn render_atom<R: LoggedRequest>(out: &mut String, atom: &Atom, rec: &AccessRecord<'_, R>) {
     let head = rec.head;
     let d = rec.duration;
     match atom {
@@ -223,19 +255,19 @@ fn render_atom(out: &mut String, atom: &Atom, rec: &AccessRecord<'_>) {
         },
         Atom::Time => out.push_str(&clf_time()),
         Atom::RequestLine => {
-            push_escaped(out, &head.method);
+            push_escaped(out, head.method());
             out.push(' ');
             push_bytes(out, head.target());
             out.push(' ');
-            out.push_str(&protocol(head));
+            push_protocol(out, head);
         }
         Atom::Status => {
             let _ = write!(out, "{}", rec.status);
         }
-        Atom::Method => push_escaped(out, &head.method),
-        Atom::Path => push_bytes(out, &crate::http::head::percent_decode(head.path())),
+        Atom::Method => push_escaped(out, head.method()),
+        Atom::Path => push_bytes(out, &head.decoded_path()),
         Atom::Query => push_bytes(out, head.query()),
-        Atom::Protocol => out.push_str(&protocol(head)),
+        Atom::Protocol => push_protocol(out, head),
         Atom::BytesNumber | Atom::BytesOrDash => {
             let _ = write!(out, "{}", rec.sent);
         }
@@ -290,25 +322,11 @@ fn render_atom(out: &mut String, atom: &Atom, rec: &AccessRecord<'_>) {
 
 /// `[23/Nov/2026:03:20:00 +0000]` in local time, Apache's common log format.
 fn clf_time() -> String {
-    let mut now: libc::time_t = 0;
-    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    let mut buf = [0u8; 64];
-    // SAFETY: time/localtime_r/strftime only write into the buffers we pass.
-    let len = unsafe {
-        libc::time(&mut now);
-        libc::localtime_r(&now, &mut tm);
-        libc::strftime(
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            c"[%d/%b/%Y:%H:%M:%S %z]".as_ptr(),
-            &tm,
-        )
-    };
-    String::from_utf8_lossy(&buf[..len]).into_owned()
+    super::local_time(c"[%d/%b/%Y:%H:%M:%S %z]")
 }
 
 /// The user name of `Authorization: Basic ...`.
-fn basic_auth_user(head: &RequestHead) -> Option<String> {
+fn basic_auth_user<R: LoggedRequest>(head: &R) -> Option<String> {
     let value = request_header(head, "authorization")?;
     let text = std::str::from_utf8(value).ok()?;
     let (scheme, credentials) = text.split_once(' ')?;
@@ -480,23 +498,9 @@ pub fn write(line: &str) {
 /// Logs one served request: rendered by Rust and written to the file and syslog, or handed
 /// to the Python logger (a logging config, or a custom logger class), whose `access()` builds
 /// Gunicorn's atoms dict and passes it to `logging` as the record's `args`.
-pub fn emit(format: &AccessFormat, data: AccessData, duration: Duration) {
+pub fn emit<R: LoggedRequest>(format: &AccessFormat, data: AccessData<R>, duration: Duration) {
     if super::python::active() {
-        super::python::access_call(super::python::AccessCall {
-            method: &data.head.method,
-            target: data.head.target(),
-            path: data.head.path(),
-            query: data.head.query(),
-            version: data.head.version,
-            headers: data.head.headers(),
-            peer: data.peer,
-            status: data.status_line.as_deref(),
-            status_code: data.status,
-            response_headers: &data.response_headers,
-            sent: data.sent,
-            environ: data.environ_obj,
-            duration,
-        });
+        super::python::access_call(data, duration);
         return;
     }
     let record = AccessRecord {
@@ -515,18 +519,62 @@ pub fn emit(format: &AccessFormat, data: AccessData, duration: Duration) {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::http::head::{parse, Limits};
+    use std::borrow::Cow;
 
-    fn head(raw: &[u8]) -> RequestHead {
-        parse(raw, &Limits::default()).unwrap().unwrap().0
+    use super::*;
+
+    /// A request as a parser would show it.
+    struct Head {
+        method: &'static str,
+        target: &'static str,
+        version: (u8, u8),
+        fields: Vec<(&'static str, &'static [u8])>,
+    }
+
+    impl LoggedRequest for Head {
+        fn method(&self) -> &str {
+            self.method
+        }
+        fn target(&self) -> &[u8] {
+            self.target.as_bytes()
+        }
+        fn path(&self) -> &[u8] {
+            self.target.split('?').next().unwrap_or_default().as_bytes()
+        }
+        fn decoded_path(&self) -> Cow<'_, [u8]> {
+            Cow::Owned(self.path().to_vec()) // no escapes in these tests
+        }
+        fn query(&self) -> &[u8] {
+            self.target
+                .split_once('?')
+                .map_or("", |(_, q)| q)
+                .as_bytes()
+        }
+        fn fragment(&self) -> &[u8] {
+            b""
+        }
+        fn version(&self) -> (u8, u8) {
+            self.version
+        }
+        fn fields(&self) -> impl DoubleEndedIterator<Item = (&str, &[u8])> {
+            self.fields.iter().copied()
+        }
     }
 
     const DEFAULT: &str = r#"%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s""#;
 
     #[test]
     fn default_format_like_gunicorn() {
-        let h = head(b"GET /a?b=1 HTTP/1.1\r\nHost: h\r\nUser-Agent: curl/8 \"x\"\r\nAuthorization: Basic dXNlcjpwYXNz\r\n\r\n");
+        let h = Head {
+            method: "GET",
+            target: "/a?b=1",
+            version: (1, 1),
+            fields: vec![
+                ("Host", b"h"),
+                ("User-Agent", b"curl/8 \"x\""),
+                ("Authorization", b"Basic dXNlcjpwYXNz"),
+            ],
+        };
         let rec = AccessRecord {
             head: &h,
             remote_addr: "127.0.0.1",
@@ -569,7 +617,12 @@ mod tests {
 
     #[test]
     fn every_atom() {
-        let h = head(b"POST /p%20q?x=1 HTTP/1.0\r\nX-Req: in\r\nReferer: r\r\n\r\n");
+        let h = Head {
+            method: "POST",
+            target: "/p q?x=1",
+            version: (1, 0),
+            fields: vec![("X-Req", b"in"), ("Referer", b"r")],
+        };
         let rec = AccessRecord {
             head: &h,
             remote_addr: "10.0.0.1",

@@ -9,8 +9,11 @@
 pub mod access;
 pub mod metrics;
 pub mod python;
+mod request;
 pub mod statsd;
 pub mod syslog;
+
+pub use request::{latin1, LoggedRequest};
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
@@ -180,19 +183,23 @@ fn open_append(path: &str) -> Result<File, String> {
 
 /// `[2026-11-23 02:31:00 +0000]`, in local time like Python's `time.strftime`.
 pub fn timestamp() -> String {
+    local_time(c"[%Y-%m-%d %H:%M:%S %z]")
+}
+
+/// The current local time formatted by `strftime(3)`; `format` must produce under 64 bytes.
+fn local_time(format: &std::ffi::CStr) -> String {
     let mut now: libc::time_t = 0;
+    // SAFETY: `tm` is a C struct of integers and (on glibc) a `const char *` zone name, for
+    // which all-zero bytes are a valid value; localtime_r overwrites it before it is read.
     let mut tm: libc::tm = unsafe { std::mem::zeroed() };
     let mut out = [0u8; 64];
-    // SAFETY: time/localtime_r/strftime only write into the buffers we pass.
+    // SAFETY: each call gets valid pointers to our own locals: time writes `now`, localtime_r
+    // reads `now` and writes `tm`, strftime reads the NUL-terminated `format` and `tm` and
+    // writes at most `out.len()` bytes into `out`, returning how many (0 if it did not fit).
     let len = unsafe {
         libc::time(&mut now);
         libc::localtime_r(&now, &mut tm);
-        libc::strftime(
-            out.as_mut_ptr().cast(),
-            out.len(),
-            c"[%Y-%m-%d %H:%M:%S %z]".as_ptr(),
-            &tm,
-        )
+        libc::strftime(out.as_mut_ptr().cast(), out.len(), format.as_ptr(), &tm)
     };
     String::from_utf8_lossy(&out[..len]).into_owned()
 }

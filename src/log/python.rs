@@ -9,19 +9,21 @@
 //!   Gunicorn's calls (`info`, `error`, `exception`, ..., and `access(resp, req, environ,
 //!   request_time)` for every request).
 //!
-//! Otherwise nothing here runs and the error and access logs are written by Rust without the
-//! GIL. The logger object is made in the master and inherited by every worker through fork.
+//! Otherwise the error and access logs are written by Rust without the GIL, and only
+//! [`log_exception`] runs here (a Python exception's traceback is Python's to format). The
+//! logger object is made in the master and inherited by every worker through fork.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::RwLock;
 use std::time::Duration;
 
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList, PyTuple};
 
-use super::Level;
+use super::access::AccessData;
+use super::{latin1, Level, LoggedRequest};
 use crate::config::{Settings, Value};
-use crate::http::latin1;
 
 const RUST: u8 = 0;
 /// `ferrocorn._logging.Logger` over Python's `logging`, for a logging config.
@@ -89,10 +91,9 @@ fn current(py: Python<'_>) -> Option<Py<PyAny>> {
         .map(|l| l.clone_ref(py))
 }
 
-/// Text of a Python exception with its traceback, for error messages.
-fn describe(py: Python<'_>, err: &PyErr) -> String {
-    let text = py
-        .import("traceback")
+/// A Python exception with its traceback as `traceback.format_exception` writes it.
+fn formatted(py: Python<'_>, err: &PyErr) -> PyResult<String> {
+    py.import("traceback")
         .and_then(|tb| {
             tb.call_method1(
                 "format_exception",
@@ -101,8 +102,28 @@ fn describe(py: Python<'_>, err: &PyErr) -> String {
         })
         .and_then(|lines| lines.extract::<Vec<String>>())
         .map(|lines| lines.concat())
-        .unwrap_or_else(|_| err.to_string());
+}
+
+/// Text of a Python exception with its traceback, for error messages.
+fn describe(py: Python<'_>, err: &PyErr) -> String {
+    let text = formatted(py, err).unwrap_or_else(|_| err.to_string());
     text.trim_end().to_string()
+}
+
+/// Logs `message` and the Python traceback of `err` to the error log (Gunicorn's
+/// `log.exception(message)`), through the Python logger when one is in use.
+pub fn log_exception(py: Python<'_>, message: &str, err: &PyErr) {
+    if active() {
+        super::statsd::increment("gunicorn.log.exception", 1);
+        if super::enabled(Level::Error) {
+            exception(py, message, err);
+        }
+        return;
+    }
+    match formatted(py, err) {
+        Ok(text) => super::exception(message, &text),
+        Err(_) => super::exception(message, &format!("{err}\n")),
+    }
 }
 
 /// The exception's message alone (`str(exc)`), as Gunicorn reports a bad logging setup.
@@ -263,68 +284,61 @@ pub fn write_raw(text: &str) {
     });
 }
 
-/// What a custom logger class's `access(resp, req, environ, request_time)` is built from.
-pub struct AccessCall<'a> {
-    pub method: &'a str,
-    pub target: &'a [u8],
-    pub path: &'a [u8],
-    pub query: &'a [u8],
-    pub version: crate::http::head::Version,
-    pub headers: crate::http::head::Fields<'a>,
-    pub peer: Option<std::net::SocketAddr>,
-    pub status: Option<&'a str>,
-    pub status_code: u16,
-    pub response_headers: &'a [(String, String)],
-    pub sent: u64,
-    pub environ: Option<Py<PyAny>>,
-    pub duration: Duration,
+/// Gunicorn's `req` for a request (`ferrocorn._hooks.Request`), as the request hooks and a
+/// Python logger's `access()` receive it.
+pub fn request_object<'py, R: LoggedRequest>(
+    py: Python<'py>,
+    request: &R,
+    peer: Option<std::net::SocketAddr>,
+) -> PyResult<Bound<'py, PyAny>> {
+    static CLASS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    let class = CLASS.import(py, "ferrocorn._hooks", "Request")?;
+    let headers = PyList::empty(py);
+    for (name, value) in request.fields() {
+        headers.append((name.to_ascii_uppercase(), latin1(value)))?;
+    }
+    let peer: Bound<'_, PyAny> = match peer {
+        Some(addr) => (addr.ip().to_string(), addr.port())
+            .into_pyobject(py)?
+            .into_any(),
+        None => "".into_pyobject(py)?.into_any(),
+    };
+    let args = PyTuple::new(
+        py,
+        [
+            request.method().into_pyobject(py)?.into_any(),
+            latin1(request.target()).into_pyobject(py)?.into_any(),
+            latin1(request.path()).into_pyobject(py)?.into_any(),
+            latin1(request.query()).into_pyobject(py)?.into_any(),
+            latin1(request.fragment()).into_pyobject(py)?.into_any(),
+            request.version().into_pyobject(py)?.into_any(),
+            headers.into_any(),
+            "http".into_pyobject(py)?.into_any(),
+            peer,
+        ],
+    )?;
+    class.call1(args)
 }
 
 /// Calls the Python logger's `access(resp, req, environ, request_time)`: a custom class's, or
 /// the logging-config `Logger`'s, which logs Gunicorn's atoms through `gunicorn.access`.
-pub fn access_call(call: AccessCall<'_>) {
+pub fn access_call<R: LoggedRequest>(data: AccessData<R>, duration: Duration) {
     Python::attach(|py| {
         let Some(logger) = current(py) else { return };
         let result = (|| -> PyResult<()> {
-            let headers = PyList::empty(py);
-            for (name, value) in call.headers {
-                headers.append((name.to_ascii_uppercase(), latin1(value)))?;
-            }
-            let peer: Bound<'_, PyAny> = match call.peer {
-                Some(addr) => (addr.ip().to_string(), addr.port())
-                    .into_pyobject(py)?
-                    .into_any(),
-                None => "".into_pyobject(py)?.into_any(),
-            };
-            let environ = match call.environ {
+            let request = request_object(py, &data.head, data.peer)?;
+            let environ = match data.environ_obj {
                 Some(e) => e.into_bound(py),
                 None => PyDict::new(py).into_any(),
             };
-            let status = call
-                .status
-                .map(str::to_string)
-                .unwrap_or_else(|| call.status_code.to_string());
-            let request = (
-                call.method,
-                latin1(call.target),
-                latin1(call.path),
-                latin1(call.query),
-                (call.version.major, call.version.minor),
-                headers,
-                peer,
-            );
-            let response = (
-                status,
-                call.status_code,
-                call.response_headers.to_vec(),
-                call.sent,
-            );
+            let status = data.status_line.unwrap_or_else(|| data.status.to_string());
+            let response = (status, data.status, data.response_headers, data.sent);
             let args = (
                 logger,
                 request,
                 response,
                 environ,
-                call.duration.as_micros() as u64,
+                duration.as_micros() as u64,
             );
             module(py)?.getattr("custom_access")?.call1(args)?;
             Ok(())

@@ -13,7 +13,6 @@
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::RwLock;
 use std::time::Duration;
@@ -21,60 +20,8 @@ use std::time::Duration;
 use socket2::{Domain, SockAddr, Socket, Type};
 
 use super::Level;
+use crate::config::address::{parse_statsd, StatsdAddr};
 use crate::config::Settings;
-
-/// Port used when `--statsd-host` names only a host.
-const DEFAULT_PORT: u16 = 8125;
-
-/// Where `--statsd-host` points.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StatsdAddr {
-    Unix(PathBuf),
-    Inet { host: String, port: u16 },
-}
-
-/// The message Gunicorn gives for an address it cannot parse.
-pub const ADDRESS_ERROR: &str = "Value must be one of ('host:port', 'unix://PATH')";
-
-/// Parses `--statsd-host` as Gunicorn does: `HOST[:PORT]` (port 8125 by default), `[V6]:PORT`,
-/// `unix:PATH` or `unix://PATH`; `unix:NUMBER` is the host `unix` at port NUMBER.
-pub fn parse_address(value: &str) -> Result<StatsdAddr, String> {
-    if let Some(digits) = value.strip_prefix("unix:") {
-        if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
-            let port = digits.parse().map_err(|_| ADDRESS_ERROR.to_string())?;
-            return Ok(StatsdAddr::Inet {
-                host: "unix".into(),
-                port,
-            });
-        }
-        let path = digits.strip_prefix("//").unwrap_or(digits);
-        return Ok(StatsdAddr::Unix(PathBuf::from(path)));
-    }
-    if value.starts_with("fd://") {
-        return Err(ADDRESS_ERROR.into());
-    }
-    let netloc = value.strip_prefix("tcp://").unwrap_or(value);
-    let (host, port) = if netloc.contains('[') && netloc.contains(']') {
-        let host = netloc.split(']').next().unwrap_or_default();
-        let host = host.get(1..).unwrap_or_default();
-        let port = netloc.split_once("]:").map(|(_, p)| p);
-        (host, port)
-    } else if let Some((host, rest)) = netloc.split_once(':') {
-        (host, Some(rest.split(':').next().unwrap_or_default()))
-    } else if netloc.is_empty() {
-        ("0.0.0.0", None)
-    } else {
-        (netloc, None)
-    };
-    let port = match port {
-        None => DEFAULT_PORT,
-        Some(p) => p.trim().parse().map_err(|_| ADDRESS_ERROR.to_string())?,
-    };
-    Ok(StatsdAddr::Inet {
-        host: host.to_lowercase(),
-        port,
-    })
-}
 
 /// `--statsd-prefix` as Gunicorn normalises it: trailing dots become exactly one, provided
 /// the prefix has at least two characters before them.
@@ -123,7 +70,7 @@ pub fn configure(settings: &Settings, builtin_logger: bool) -> Result<(), String
     let new = match host {
         None => None,
         Some(host) => {
-            let addr = parse_address(&host)?;
+            let addr = parse_statsd(&host)?;
             match connect(&addr) {
                 Ok(socket) => {
                     let tags = settings.str("dogstatsd_tags").unwrap_or_default();
@@ -253,36 +200,6 @@ pub fn count_log(level: Level) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn inet(host: &str, port: u16) -> StatsdAddr {
-        StatsdAddr::Inet {
-            host: host.into(),
-            port,
-        }
-    }
-
-    #[test]
-    fn addresses_parse_like_gunicorn() {
-        assert_eq!(parse_address("localhost:9125"), Ok(inet("localhost", 9125)));
-        assert_eq!(
-            parse_address("Stats.Example"),
-            Ok(inet("stats.example", 8125))
-        );
-        assert_eq!(parse_address("[::1]:9000"), Ok(inet("::1", 9000)));
-        assert_eq!(parse_address("[::1]"), Ok(inet("::1", 8125)));
-        assert_eq!(parse_address("tcp://h:1"), Ok(inet("h", 1)));
-        assert_eq!(parse_address(""), Ok(inet("0.0.0.0", 8125)));
-        assert_eq!(parse_address("unix:8125"), Ok(inet("unix", 8125)));
-        assert_eq!(
-            parse_address("unix:///run/statsd.sock"),
-            Ok(StatsdAddr::Unix("/run/statsd.sock".into()))
-        );
-        assert_eq!(
-            parse_address("unix:/run/statsd.sock"),
-            Ok(StatsdAddr::Unix("/run/statsd.sock".into()))
-        );
-        assert!(parse_address("host:port").is_err());
-    }
 
     #[test]
     fn prefix_gets_one_trailing_dot() {

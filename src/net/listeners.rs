@@ -211,6 +211,8 @@ fn bind_once(addr: &BindAddr, opts: &BindOptions) -> std::io::Result<Listener> {
                 .map(|m| unsafe { libc::umask(m as libc::mode_t) });
             let bound = socket.bind(&SockAddr::unix(path)?);
             if let Some(old) = old {
+                // SAFETY: umask(2) cannot fail and touches no memory; this puts back the mask
+                // saved above.
                 unsafe { libc::umask(old) };
             }
             bound?;

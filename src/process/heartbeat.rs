@@ -36,8 +36,9 @@ pub struct HeartbeatSlot {
 }
 
 // SAFETY: the slot points into a MAP_SHARED mapping that lives as long as the process and is
-// only accessed through atomics.
+// only accessed through atomics, so any thread may hold the pointer.
 unsafe impl Send for HeartbeatSlot {}
+// SAFETY: as for Send: shared references only reach the slot's atomics.
 unsafe impl Sync for HeartbeatSlot {}
 
 /// Milliseconds on CLOCK_MONOTONIC, which is shared by all processes on the machine.
@@ -56,7 +57,7 @@ fn clock_millis(clock: libc::clockid_t) -> u64 {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: clock_gettime writes into the timespec we pass.
+    // SAFETY: clock_gettime writes one timespec into our local.
     unsafe { libc::clock_gettime(clock, &mut ts) };
     ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
 }
@@ -66,7 +67,8 @@ impl Heartbeat {
     pub fn new(slots: usize) -> std::io::Result<Heartbeat> {
         let slots = slots.max(1);
         let len = slots * std::mem::size_of::<Slot>();
-        // SAFETY: a fresh anonymous shared mapping; checked for MAP_FAILED below.
+        // SAFETY: asks for a fresh anonymous mapping at an address of the kernel's choosing, so
+        // no existing memory is touched; MAP_FAILED is checked below.
         let ptr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
@@ -92,8 +94,9 @@ impl Heartbeat {
     /// The slot with index `index` (< `slots()`).
     pub fn slot(&self, index: usize) -> HeartbeatSlot {
         assert!(index < self.slots, "heartbeat slot {index} out of range");
-        // SAFETY: index is within the mapping.
         HeartbeatSlot {
+            // SAFETY: the mapping holds `slots` Slots and `index < slots` (asserted above), so
+            // the pointer stays inside it; `base` is non-null, and so is any offset of it.
             slot: unsafe { NonNull::new_unchecked(self.base.as_ptr().add(index)) },
         }
     }

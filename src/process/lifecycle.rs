@@ -153,7 +153,8 @@ fn chain_to_python(sig: libc::c_int) -> bool {
 /// runs at the main thread's next signal check.
 pub fn hand_to_python(sig: libc::c_int) {
     let Some(slot) = py_slot(sig) else { return };
-    // SAFETY: reading the current disposition into a zeroed sigaction.
+    // SAFETY: sigaction is integers, a handler address and a signal set, all valid as zero
+    // bytes; with a null new action, sigaction(2) only writes the current one into `old`.
     let current = unsafe {
         let mut old: libc::sigaction = std::mem::zeroed();
         libc::sigaction(sig, std::ptr::null(), &mut old);
@@ -251,7 +252,9 @@ pub fn install_handlers() {
 }
 
 fn set_handler(sig: libc::c_int, handler: libc::sighandler_t) {
-    // SAFETY: a zeroed sigaction with a handler and an empty mask is valid.
+    // SAFETY: a zeroed sigaction is a valid value (see hand_to_python); it gets a handler that
+    // is a plain `extern "C" fn(c_int)` (SA_SIGINFO is not set) and an emptied mask, and
+    // sigaction(2) only reads it.
     unsafe {
         let mut action: libc::sigaction = std::mem::zeroed();
         action.sa_sigaction = handler;
@@ -286,7 +289,8 @@ impl Wakeup {
 
 fn drain(fd: RawFd) {
     let mut buf = [0u8; 64];
-    // SAFETY: reading into a local buffer from our own non-blocking pipe.
+    // SAFETY: read(2) writes at most `buf.len()` bytes into the local buffer; the pipe is
+    // non-blocking, so the loop ends when it is empty.
     while unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
 }
 

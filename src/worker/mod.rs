@@ -31,15 +31,16 @@ use crate::driver::{self, ConnInfo, Outcome, Request, Service};
 use crate::exit_code;
 use crate::hooks;
 use crate::http::forwarded::{AllowList, ForwardedPolicy, HeaderMap};
-use crate::http::{proxy, HttpError, RequestHead};
+use crate::http::{proxy, HttpError, Limits, RequestHead};
 use crate::log;
 use crate::log::access::AccessFormat;
+use crate::log::python::log_exception;
 use crate::net::listeners::Listener;
 use crate::net::{Acceptor, Transport};
 use crate::process::heartbeat::HeartbeatSlot;
 use crate::process::lifecycle as signals;
-use crate::wsgi::app::{load_app, syntax_error_stand_in, LoadError};
-use crate::wsgi::call::{self, log_exception, AccessData, AppContext, Paused};
+use crate::wsgi::app::{load_app, load_embedded, syntax_error_stand_in, LoadError};
+use crate::wsgi::call::{self, AccessData, AppContext, Paused};
 use crate::wsgi::environ::{EnvironBuilder, ListenerInfo};
 use crate::wsgi::input::WholeBody;
 
@@ -236,21 +237,15 @@ pub fn run(py: Python<'_>, ctx: WorkerContext<'_>) -> i32 {
         }
     };
     let listeners = ctx.listeners;
-    let graceful = worker.options.graceful_timeout;
     let result = py.detach(move || -> io::Result<()> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
         let local = tokio::task::LocalSet::new();
-        let worker = Rc::new(worker);
-        let outcome = local.block_on(&runtime, serve(Rc::clone(&worker), listeners, wake_fd));
+        let outcome = local.block_on(&runtime, serve(Rc::new(worker), listeners, wake_fd));
         // Connections still open past the graceful timeout are abandoned with the runtime.
         drop(local);
         drop(runtime);
-        if let Ok(worker) = Rc::try_unwrap(worker) {
-            drop(worker);
-        }
-        let _ = graceful;
         outcome
     });
     if let Err(e) = result {
@@ -267,7 +262,7 @@ fn load(
     application: Option<&Py<PyAny>>,
 ) -> Result<(Py<PyAny>, Option<PathBuf>), i32> {
     let loaded = match application {
-        Some(obj) => crate::arbiter::embed::wsgi(py, obj),
+        Some(obj) => load_embedded(py, obj),
         None => load_app(py, settings),
     };
     match loaded {
@@ -304,6 +299,18 @@ fn load(
             }
         }
     }
+}
+
+/// The request-head parser's limits and strictness rules from the settings.
+pub(crate) fn request_limits(settings: &Settings) -> Limits {
+    let clamped = settings.request_limits();
+    let mut limits = Limits::new(clamped.line, clamped.fields, clamped.field_size);
+    limits.permit_unconventional_http_method = settings.bool("permit_unconventional_http_method");
+    limits.permit_unconventional_http_version = settings.bool("permit_unconventional_http_version");
+    limits.casefold_http_method = settings.bool("casefold_http_method");
+    limits.permit_obsolete_folding = settings.bool("permit_obsolete_folding");
+    limits.strip_header_spaces = settings.bool("strip_header_spaces");
+    limits
 }
 
 fn secs(settings: &Settings, name: &str) -> Duration {
@@ -469,7 +476,7 @@ fn build_worker(
         body_timeout: secs(settings, "body_timeout").max(Duration::from_secs(1)),
         body_buffer: settings.uint("body_buffer_size") as usize,
         write_timeout: io_timeout,
-        limits: crate::http::head::limits_from_settings(settings),
+        limits: request_limits(settings),
         proxy_mode,
         proxy_allow,
     };
@@ -534,7 +541,7 @@ async fn serve(worker: Rc<Worker>, listeners: &[Listener], wake_fd: RawFd) -> io
         tokio::task::spawn_local(accept_loop(Rc::clone(&worker), listener, index));
     }
     let wake = signals::Wakeup::new(wake_fd)?;
-    let tick = heartbeat_interval(worker.options.graceful_timeout);
+    let tick = HEARTBEAT_INTERVAL;
     loop {
         tokio::select! {
             woken = wake.signalled() => {
@@ -593,9 +600,8 @@ async fn serve(worker: Rc<Worker>, listeners: &[Listener], wake_fd: RawFd) -> io
     Ok(())
 }
 
-fn heartbeat_interval(_graceful: Duration) -> Duration {
-    Duration::from_millis(500)
-}
+/// How often an idle or stopping worker beats and checks its parent.
+const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Fixes glibc malloc's thresholds for this worker, unless the operator set them
 /// (`GLIBC_TUNABLES`, `MALLOC_*_`). By default glibc returns free memory at the top of the heap

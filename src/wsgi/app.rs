@@ -1,4 +1,5 @@
-//! Loading the application named by APP_MODULE, or by `--paste` from a PasteDeploy file.
+//! Loading the application: named by APP_MODULE, by `--paste` from a PasteDeploy file, or
+//! given by an embedding application object.
 
 use std::path::PathBuf;
 
@@ -32,6 +33,23 @@ pub fn load_app(py: Python<'_>, settings: &Settings) -> Result<Py<PyAny>, LoadEr
     loaded
         .map(Bound::unbind)
         .map_err(|err| LoadError::from_loading(py, err))
+}
+
+/// The WSGI callable of an embedding application object: `application.wsgi()`, Gunicorn's
+/// `BaseApplication.wsgi` (calls `load()` once). An `AppImportError` from ferrocorn's loader
+/// is "App failed to load." (exit 4); anything else the application raised is a boot error.
+pub fn load_embedded(py: Python<'_>, application: &Py<PyAny>) -> Result<Py<PyAny>, LoadError> {
+    match application.bind(py).call_method0("wsgi") {
+        Ok(app) if app.is_callable() => Ok(app.unbind()),
+        Ok(app) => Err(LoadError::NotFound(format!(
+            "Application object must be callable, not {}",
+            app.get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default()
+        ))),
+        Err(err) => Err(LoadError::from_loading(py, err)),
+    }
 }
 
 impl LoadError {

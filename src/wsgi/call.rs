@@ -22,11 +22,12 @@ use super::response::{HintsTarget, RequestFacts, ResponseState, StartResponse};
 use crate::driver::body::BodyState;
 use crate::driver::output::OutQueue;
 use crate::driver::{self, log_invalid_request, ConnInfo, Outcome, Request};
-use crate::hooks::{self, Capture, RequestHooks, RequestView};
+use crate::hooks::{self, RequestHooks, ResponseView};
 use crate::http::response::{self as h1, BodyFraming};
 use crate::http::{HttpError, RequestHead};
 use crate::log;
 use crate::log::access::AccessFormat;
+use crate::log::python::log_exception;
 use crate::net::Io;
 
 /// A WSGI response as the connection driver gets it.
@@ -53,21 +54,13 @@ pub struct AppContext {
 }
 
 /// A served request, kept for its access log line.
-pub struct AccessData {
-    pub head: RequestHead,
-    pub remote_addr: String,
-    pub status: u16,
-    /// Body bytes sent.
-    pub sent: u64,
-    pub response_headers: Vec<(String, String)>,
-    /// `{key}e` values the format asks for, read from the environ while the GIL was held.
-    pub environ: Vec<(String, String)>,
-    /// The client's address (for a custom logger class's `req.peer_addr`).
-    pub peer: Option<std::net::SocketAddr>,
-    /// The status line the application gave, e.g. `200 OK` (Python logger only).
-    pub status_line: Option<String>,
-    /// The environ dict (Python logger only).
-    pub environ_obj: Option<Py<PyAny>>,
+pub type AccessData = log::access::AccessData<RequestHead>;
+
+/// What `post_request` will see: the environ and `start_response`, once they exist.
+#[derive(Default)]
+struct Capture {
+    environ: Option<Py<PyAny>>,
+    responder: Option<Py<StartResponse>>,
 }
 
 /// A response whose body iterator stopped at the output bound, to go on once the client has
@@ -126,7 +119,19 @@ impl Tail {
         response_headers: Vec<(String, String)>,
     ) -> Response {
         if let (Some((req, capture)), Some(hooks)) = (&self.hook, hooks::request_hooks(py)) {
-            hooks.post_request(py, req, capture, outcome.status);
+            let response = || {
+                capture.responder.as_ref().map(|r| {
+                    let state = &r.borrow(py).state;
+                    ResponseView {
+                        status: state.status.clone(),
+                        status_code: state.status_code,
+                        headers: state.headers.clone(),
+                        sent: state.sent,
+                        headers_sent: state.headers_sent,
+                    }
+                })
+            };
+            hooks.post_request(py, req, capture.environ.as_ref(), response, outcome.status);
         }
         if let Some(remote_addr) = self.remote_addr {
             outcome.record = Some(Box::new(AccessData {
@@ -191,21 +196,11 @@ struct Parts {
 /// The request cycle between `pre_request(worker, req)` and
 /// `post_request(worker, req, environ, resp)`, as Gunicorn's workers run it.
 fn with_hooks(py: Python<'_>, ctx: &AppContext, req: Parts, hooks: &RequestHooks) -> Response {
-    let view = RequestView {
-        method: &req.head.method,
-        target: req.head.target(),
-        path: req.head.path(),
-        query: req.head.query(),
-        fragment: req.head.fragment(),
-        version: req.head.version,
-        headers: req.head.headers(),
-        peer: req.conn.peer.socket_addr(),
-    };
-    match hooks.pre_request(py, &view) {
+    match hooks.pre_request(py, &req.head, req.conn.peer.socket_addr()) {
         Ok(hook_req) => cycle(py, ctx, req, Some((hook_req, Capture::default()))),
         Err(hook_req) => {
             let err = HttpError::internal(String::new());
-            hooks.post_request(py, &hook_req, &Capture::default(), err.status);
+            hooks.post_request(py, &hook_req, None, || None, err.status);
             Response::refuse(&err, Some(req.body))
         }
     }
@@ -274,10 +269,10 @@ fn cycle(
         for key in format.environ_keys() {
             if let Ok(Some(value)) = environ
                 .get_item(key.to_ascii_uppercase())
-                .or_else(|_| environ.get_item(&key))
+                .or_else(|_| environ.get_item(key))
             {
                 let value = value.str().map(|s| s.to_string()).unwrap_or_default();
-                tail.environ.push((key, value));
+                tail.environ.push((key.clone(), value));
             }
         }
     }
@@ -596,29 +591,4 @@ fn close_iterable(iterable: &Bound<'_, PyAny>) -> PyResult<()> {
 /// `GET /path?query`, as Gunicorn names a request in `Error handling request ...`.
 fn uri(head: &RequestHead) -> String {
     format!("{} {}", head.method, String::from_utf8_lossy(head.target()))
-}
-
-/// Logs `message` and the Python traceback of `err` to the error log (Gunicorn's
-/// `log.exception(message)`).
-pub fn log_exception(py: Python<'_>, message: &str, err: &PyErr) {
-    if log::python::active() {
-        log::statsd::increment("gunicorn.log.exception", 1);
-        if log::enabled(log::Level::Error) {
-            log::python::exception(py, message, err);
-        }
-        return;
-    }
-    let formatted = py
-        .import("traceback")
-        .and_then(|tb| {
-            tb.call_method1(
-                "format_exception",
-                (err.get_type(py), err.value(py), err.traceback(py)),
-            )
-        })
-        .and_then(|lines| lines.extract::<Vec<String>>());
-    match formatted {
-        Ok(lines) => log::exception(message, &lines.concat()),
-        Err(_) => log::exception(message, &format!("{err}\n")),
-    }
 }

@@ -72,6 +72,9 @@ def pre_request(worker, req):
     assert req.version == (1, 1)
     assert ("HOST", "localhost") in req.headers
     assert isinstance(req.peer_addr, tuple)
+    # Gunicorn's `uri` is the target as sent; path, query and fragment are its parts.
+    assert req.uri == req.path + ("?" + req.query if req.query else "") + (
+        "#" + req.fragment if req.fragment else ""), (req.uri, req.fragment)
     _w("pre_request", "%s %s %s nr=%d" % (req.method, req.path, req.query, worker.nr))
 
 

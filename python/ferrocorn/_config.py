@@ -1,7 +1,10 @@
 """Python side of ferrocorn's settings loading: running the config file, importing hooks.
 
-Compiled by src/config/validate.rs into a private module; not part of the public package.
+Compiled from source by src/config/validate.rs into a private module, so that it also works
+where the package is not installed (the unit tests); not part of the public API.
 """
+
+from __future__ import annotations
 
 import configparser
 import importlib
@@ -10,11 +13,12 @@ import os
 import sys
 import traceback
 import types
+from typing import Any, Callable
 
 _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
 
 
-def _failure(exc):
+def _failure(exc: BaseException) -> str:
     """The last traceback line of `exc` with its file and line, and the exception itself."""
     if isinstance(exc, SyntaxError) and exc.filename:
         where = '  File "%s", line %s\n' % (exc.filename, exc.lineno)
@@ -29,7 +33,7 @@ def _failure(exc):
     return where + what
 
 
-def load_file(path):
+def load_file(path: str) -> tuple[dict[str, Any] | None, str | None]:
     """Runs the config file at `path` as module `__config__`: (namespace, None) or (None, error)."""
     try:
         with open(path, "rb") as f:
@@ -44,7 +48,7 @@ def load_file(path):
         return None, _failure(exc)
 
 
-def load_module(name):
+def load_module(name: str) -> tuple[dict[str, Any] | None, str | None]:
     """Imports module `name` for `-c python:NAME`: (namespace, None) or (None, error)."""
     try:
         return dict(vars(importlib.import_module(name))), None
@@ -52,7 +56,7 @@ def load_module(name):
         return None, _failure(exc)
 
 
-def paste_config(location):
+def paste_config(location: str) -> tuple[str, str, bool, bool]:
     """`--paste FILE[#NAME]` -> (absolute URI, absolute FILE, whether FILE exists, whether FILE
     has a `[loggers]` section), reading the file as Gunicorn does. Raises `RuntimeError` when
     PasteDeploy is missing: Gunicorn imports it at this point too, so it fails before starting."""
@@ -73,7 +77,7 @@ def paste_config(location):
     return uri, path, True, parser.has_section("loggers")
 
 
-def import_object(spec):
+def import_object(spec: str) -> Any:
     """`package.module.name` -> the object."""
     if "." not in spec:
         raise TypeError("%r is not an import string of the form module.object" % spec)
@@ -88,12 +92,12 @@ def import_object(spec):
         raise TypeError("cannot load %r from %r" % (obj_name, mod_name)) from None
 
 
-def arity(f):
+def arity(f: Callable[..., Any]) -> int:
     """How many positional parameters `f` declares."""
     return sum(1 for p in inspect.signature(f).parameters.values() if p.kind in _POSITIONAL)
 
 
-def wrap_post_request(f):
+def wrap_post_request(f: Callable[..., Any]) -> Callable[..., Any] | None:
     """`post_request` taking 2, 3 or 4 arguments, as a function of 4; None for other arities."""
     n = arity(f)
     if n == 4:
@@ -105,7 +109,7 @@ def wrap_post_request(f):
     return None
 
 
-def resolve_class(obj):
+def resolve_class(obj: Any) -> Any:
     """A class stays; a function is called for its class; a string passes; else None."""
     if inspect.isfunction(obj) or inspect.ismethod(obj):
         obj = obj()
@@ -114,14 +118,14 @@ def resolve_class(obj):
     return None
 
 
-def describe(obj):
+def describe(obj: Any) -> str:
     """How --print-config shows a Python object."""
     if callable(obj):
         return "<%s()>" % getattr(obj, "__qualname__", type(obj).__qualname__)
     return str(obj)
 
 
-def enter_dir(path):
+def enter_dir(path: str) -> None:
     """Gunicorn's chdir: change directory and put it first on sys.path."""
     os.chdir(path)
     if path not in sys.path:
