@@ -1,6 +1,6 @@
 """Reader for the request cases in `tests/cases/*.cases` (the format is in tests/cases/README.md).
 
-Used by tests/test_conformance.py and fuzz/seed.py; src/http/corpus_tests.rs reads the same
+Used by tests/test_conformance.py and fuzz/seed.py; src/worker/corpus_tests.rs reads the same
 files in Rust.
 """
 

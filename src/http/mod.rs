@@ -8,8 +8,6 @@
 //! - [`scrape`]: the one route of the master's metrics endpoint.
 
 pub mod body;
-#[cfg(test)]
-mod corpus_tests;
 pub mod date;
 pub mod error;
 pub mod forwarded;

@@ -7,6 +7,8 @@
 //! costs a little memory and a task, never a Python thread.
 
 mod burst;
+#[cfg(test)]
+mod corpus_tests;
 mod pool;
 mod reload;
 

@@ -19,11 +19,11 @@ use std::path::{Path, PathBuf};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyString};
 
-use super::body::BodyDecoder;
-use super::error::HttpError;
-use super::forwarded::{AllowList, ForwardedPolicy, HeaderMap};
-use super::head::{self, H1Framing, Limits, RequestHead};
-use super::proxy::{self, ProxyInfo};
+use crate::http::body::BodyDecoder;
+use crate::http::error::HttpError;
+use crate::http::forwarded::{AllowList, ForwardedPolicy, HeaderMap};
+use crate::http::head::{self, H1Framing, Limits, RequestHead};
+use crate::http::proxy::{self, ProxyInfo};
 
 /// The harness connects from here; the default `forwarded_allow_ips` and `proxy_allow_ips`
 /// trust it.
