@@ -28,7 +28,7 @@ pub struct BodyState {
     /// Longest wait for the client to send more of the body.
     pub timeout: Duration,
     /// A framing error met while reading the body: the request is answered with it.
-    pub error: Option<HttpError>,
+    pub error: Option<Box<HttpError>>,
     /// The peer closed the connection before the body ended.
     pub truncated: bool,
     /// The whole body in storage the application interface supplied (see [`BodyTarget`]),
@@ -161,7 +161,7 @@ impl BodyState {
                     Ok(0) => {}
                     Ok(_) => return true,
                     Err(e) => {
-                        self.error = Some(e);
+                        self.error = Some(Box::new(e));
                         return false;
                     }
                 }

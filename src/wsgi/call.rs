@@ -21,7 +21,7 @@ use super::input::InputStream;
 use super::response::{HintsTarget, RequestFacts, ResponseState, StartResponse};
 use crate::driver::body::BodyState;
 use crate::driver::output::OutQueue;
-use crate::driver::{self, log_invalid_request, ConnInfo, Outcome, Request};
+use crate::driver::{self, log_invalid_request, Outcome, Request};
 use crate::hooks::{self, RequestHooks, ResponseView};
 use crate::http::response::{self as h1, BodyFraming};
 use crate::http::{HttpError, RequestHead};
@@ -156,25 +156,12 @@ pub fn handle<T: Io + 'static>(
     ctx: &AppContext,
     req: Request<T>,
 ) -> Outcome<T, Paused, AccessData> {
-    let Request {
-        head,
-        body,
-        conn,
-        transport,
-        keep_alive,
-        closing,
-    } = req;
-    let parts = Parts {
-        head,
-        body,
-        conn,
-        io: transport.clone(),
-        keep_alive,
-        closing,
-    };
+    // The cycle lends the connection to the input stream and the response; this reference
+    // comes back with the answer.
+    let transport = Arc::clone(&req.transport);
     let response = match hooks::request_hooks(py) {
-        None => cycle(py, ctx, parts, None),
-        Some(hooks) => with_hooks(py, ctx, parts, hooks),
+        None => cycle(py, ctx, req, None),
+        Some(hooks) => with_hooks(py, ctx, req, hooks),
     };
     Outcome {
         transport,
@@ -182,20 +169,14 @@ pub fn handle<T: Io + 'static>(
     }
 }
 
-/// A request as the cycle uses it: the connection behind a handle the input stream and the
-/// response share while the application runs.
-struct Parts {
-    head: RequestHead,
-    body: BodyState,
-    conn: ConnInfo,
-    io: Arc<dyn Io>,
-    keep_alive: bool,
-    closing: bool,
-}
-
 /// The request cycle between `pre_request(worker, req)` and
 /// `post_request(worker, req, environ, resp)`, as Gunicorn's workers run it.
-fn with_hooks(py: Python<'_>, ctx: &AppContext, req: Parts, hooks: &RequestHooks) -> Response {
+fn with_hooks<T: Io + 'static>(
+    py: Python<'_>,
+    ctx: &AppContext,
+    req: Request<T>,
+    hooks: &RequestHooks,
+) -> Response {
     match hooks.pre_request(py, &req.head, req.conn.peer.socket_addr()) {
         Ok(hook_req) => cycle(py, ctx, req, Some((hook_req, Capture::default()))),
         Err(hook_req) => {
@@ -206,20 +187,21 @@ fn with_hooks(py: Python<'_>, ctx: &AppContext, req: Parts, hooks: &RequestHooks
     }
 }
 
-fn cycle(
+fn cycle<T: Io + 'static>(
     py: Python<'_>,
     ctx: &AppContext,
-    req: Parts,
+    req: Request<T>,
     hook: Option<(Py<PyAny>, Capture)>,
 ) -> Response {
-    let Parts {
+    let Request {
         head,
         body,
         conn,
-        io,
+        transport,
         keep_alive,
         closing,
     } = req;
+    let io: Arc<dyn Io> = transport;
     let mut tail = Tail {
         remote_addr: ctx.access.is_some().then(|| conn.remote_addr()),
         environ: Vec::new(),
@@ -395,7 +377,7 @@ fn settle(
             // The client went away; nothing left to answer.
             return Response::ended(OutQueue::new(), body, state.status_code);
         }
-        let body_error = body.as_ref().and_then(|b| b.error.clone());
+        let body_error = body.as_ref().and_then(|b| b.error.as_deref().cloned());
         if !state.headers_sent {
             return match body_error {
                 Some(http_err) => {
