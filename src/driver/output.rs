@@ -231,6 +231,7 @@ impl OutQueue {
         Ok(Progress::Done)
     }
 
+    #[inline]
     fn consume(&mut self, mut n: usize) {
         self.pending -= n as u64;
         while n > 0 {

@@ -61,6 +61,7 @@ impl AsRawFd for Socket {
 }
 
 impl Io for Socket {
+    #[inline]
     fn try_read(
         &self,
         first: &mut [MaybeUninit<u8>],
@@ -117,6 +118,7 @@ impl Io for Socket {
         }
     }
 
+    #[inline]
     fn try_write(&self, bufs: &[IoSlice<'_>], more: bool) -> io::Result<Option<usize>> {
         let flags = if more {
             libc::MSG_NOSIGNAL | libc::MSG_MORE
@@ -181,11 +183,13 @@ impl Io for Socket {
         set_tcp_option(self.raw(), libc::TCP_NOTSENT_LOWAT, limit);
     }
 
+    #[inline]
     fn shutdown_write(&self) {
         // SAFETY: shutdown on a socket we hold; an error (already shut) is harmless.
         unsafe { libc::shutdown(self.raw(), libc::SHUT_WR) };
     }
 
+    #[inline]
     fn unread_len(&self) -> usize {
         let mut n: libc::c_int = 0;
         // SAFETY: FIONREAD writes one int.
