@@ -83,39 +83,31 @@ impl Io for Socket {
             count = 2;
         }
         let room: usize = iov[..count].iter().map(|v| v.iov_len).sum();
-        loop {
-            // SAFETY: the iovecs point into `first` and the spare capacity of `spill`, which
-            // are not touched until the lengths grow by what the kernel wrote. One buffer goes
-            // through recv(2), which spares the kernel copying in and checking an iovec array,
-            // and the file layer that read(2) passes through.
-            let n = unsafe {
-                if count == 1 {
-                    libc::recv(self.raw(), iov[0].iov_base, iov[0].iov_len, 0)
-                } else {
-                    libc::readv(self.raw(), iov.as_ptr(), count as libc::c_int)
-                }
-            };
-            if n >= 0 {
-                let n = n as usize;
-                let to_first = n.min(first_len);
-                if let Some(extra) = spill.as_deref_mut() {
-                    // SAFETY: the kernel initialised the rest of `n` at the start of `spill`'s
-                    // spare capacity.
-                    unsafe { extra.set_len(extra.len() + (n - to_first)) };
-                }
-                return Ok(Some(ReadCount {
-                    first: to_first,
-                    total: n,
-                    drained: n > 0 && n < room,
-                }));
+        // SAFETY: the iovecs point into `first` and the spare capacity of `spill`, which are
+        // not touched until the lengths grow by what the kernel wrote. One buffer goes through
+        // recv(2), which spares the kernel copying in and checking an iovec array, and the
+        // file layer that read(2) passes through.
+        let read = without_waiting(|| unsafe {
+            if count == 1 {
+                libc::recv(self.raw(), iov[0].iov_base, iov[0].iov_len, 0)
+            } else {
+                libc::readv(self.raw(), iov.as_ptr(), count as libc::c_int)
             }
-            let err = io::Error::last_os_error();
-            match err.kind() {
-                io::ErrorKind::WouldBlock => return Ok(None),
-                io::ErrorKind::Interrupted => continue,
-                _ => return Err(err),
-            }
+        })?;
+        let Some(n) = read else {
+            return Ok(None);
+        };
+        let to_first = n.min(first_len);
+        if let Some(extra) = spill {
+            // SAFETY: the kernel initialised the rest of `n` at the start of `spill`'s spare
+            // capacity.
+            unsafe { extra.set_len(extra.len() + (n - to_first)) };
         }
+        Ok(Some(ReadCount {
+            first: to_first,
+            total: n,
+            drained: n > 0 && n < room,
+        }))
     }
 
     #[inline]
@@ -125,32 +117,21 @@ impl Io for Socket {
         } else {
             libc::MSG_NOSIGNAL
         };
-        loop {
-            // SAFETY: `IoSlice` is ABI-compatible with `iovec` on unix, and the slices point
-            // into live buffers the caller holds; the msghdr names only them. One buffer goes
-            // through send(2), which spares the kernel copying in and checking an iovec array.
-            let n = unsafe {
-                match bufs {
-                    [one] => libc::send(self.raw(), one.as_ptr().cast(), one.len(), flags),
-                    _ => {
-                        // SAFETY: an all-zero msghdr is valid: no name, no control data.
-                        let mut msg: libc::msghdr = std::mem::zeroed();
-                        msg.msg_iov = bufs.as_ptr().cast_mut().cast();
-                        msg.msg_iovlen = bufs.len().min(MAX_IOV);
-                        libc::sendmsg(self.raw(), &msg, flags)
-                    }
+        // SAFETY: `IoSlice` is ABI-compatible with `iovec` on unix, and the slices point into
+        // live buffers the caller holds; the msghdr names only them. One buffer goes through
+        // send(2), which spares the kernel copying in and checking an iovec array.
+        without_waiting(|| unsafe {
+            match bufs {
+                [one] => libc::send(self.raw(), one.as_ptr().cast(), one.len(), flags),
+                _ => {
+                    // SAFETY: an all-zero msghdr is valid: no name, no control data.
+                    let mut msg: libc::msghdr = std::mem::zeroed();
+                    msg.msg_iov = bufs.as_ptr().cast_mut().cast();
+                    msg.msg_iovlen = bufs.len().min(MAX_IOV);
+                    libc::sendmsg(self.raw(), &msg, flags)
                 }
-            };
-            if n >= 0 {
-                return Ok(Some(n as usize));
             }
-            let err = io::Error::last_os_error();
-            match err.kind() {
-                io::ErrorKind::WouldBlock => return Ok(None),
-                io::ErrorKind::Interrupted => {}
-                _ => return Err(err),
-            }
-        }
+        })
     }
 
     fn try_send_file(
@@ -159,22 +140,16 @@ impl Io for Socket {
         offset: &mut u64,
         count: u64,
     ) -> io::Result<Option<usize>> {
-        loop {
-            let mut off = *offset as libc::off_t;
-            let chunk = count.min(1 << 30) as usize;
-            // SAFETY: plain syscall on descriptors we hold; `off` is a valid out-parameter.
-            let n = unsafe { libc::sendfile(self.raw(), file.as_raw_fd(), &mut off, chunk) };
-            if n >= 0 {
-                *offset = off as u64;
-                return Ok(Some(n as usize));
-            }
-            let err = io::Error::last_os_error();
-            match err.kind() {
-                io::ErrorKind::WouldBlock => return Ok(None),
-                io::ErrorKind::Interrupted => {}
-                _ => return Err(err),
-            }
+        let mut off = *offset as libc::off_t;
+        let chunk = count.min(1 << 30) as usize;
+        // SAFETY: plain syscall on descriptors we hold; `off` is a valid out-parameter.
+        let sent = without_waiting(|| unsafe {
+            libc::sendfile(self.raw(), file.as_raw_fd(), &mut off, chunk)
+        })?;
+        if sent.is_some() {
+            *offset = off as u64;
         }
+        Ok(sent)
     }
 
     fn limit_unsent(&self, bytes: Option<u32>) {
@@ -265,6 +240,24 @@ impl Transport for Socket {
                 Some(done) => return Ok(done),
                 None => guard.clear_ready(),
             }
+        }
+    }
+}
+
+/// Runs a non-blocking system call returning a count or -1, again when a signal interrupted
+/// it. `None`: it would have blocked.
+#[inline]
+fn without_waiting(mut call: impl FnMut() -> isize) -> io::Result<Option<usize>> {
+    loop {
+        let n = call();
+        if n >= 0 {
+            return Ok(Some(n as usize));
+        }
+        let err = io::Error::last_os_error();
+        match err.kind() {
+            io::ErrorKind::WouldBlock => return Ok(None),
+            io::ErrorKind::Interrupted => {}
+            _ => return Err(err),
         }
     }
 }
