@@ -12,29 +12,30 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let limits = limits(flags);
-    let Ok(Some((parsed, used))) = head::parse(input, &limits) else {
+    let Ok(Some((parsed, framing, used))) = head::parse(input, &limits) else {
         return;
     };
     assert!(used <= input.len());
     // The head alone, without what follows it, parses to the same head.
     match head::parse(&input[..used], &limits) {
-        Ok(Some((again, n))) => {
+        Ok(Some((again, again_framing, n))) => {
             assert_eq!(n, used);
             assert_eq!(again, parsed);
+            assert_eq!(again_framing, framing);
         }
         other => panic!(
             "head parses whole but not alone: {:?}",
-            other.map(|o| o.map(|h| h.1))
+            other.map(|o| o.map(|h| h.2))
         ),
     }
     let rest = &input[used..];
-    let whole = decode_whole(parsed.framing, rest);
+    let whole = decode_whole(framing.body, rest);
     // Split the body at a point chosen by the input itself, and at every byte when short.
     let split = (flags as usize * 7919) % (rest.len() + 1);
-    assert_same(&whole, &decode_split(parsed.framing, rest, &[split]));
+    assert_same(&whole, &decode_split(framing.body, rest, &[split]));
     if rest.len() <= 64 {
         let every: Vec<usize> = (1..rest.len()).collect();
-        assert_same(&whole, &decode_split(parsed.framing, rest, &every));
+        assert_same(&whole, &decode_split(framing.body, rest, &every));
     }
 });
 
