@@ -39,7 +39,7 @@ fn explicit_values(settings: &Bound<'_, PyDict>) -> PyResult<Vec<(String, Py<PyA
 pub fn reload_settings(
     py: Python<'_>,
     application: &Py<PyAny>,
-) -> Result<crate::config::Settings, crate::config::ConfigError> {
+) -> Result<crate::config::Settings, crate::config::StartError> {
     let explicit = application
         .bind(py)
         .call_method0("reload")
@@ -47,9 +47,6 @@ pub fn reload_settings(
         .and_then(|d| explicit_values(d.cast::<PyDict>()?));
     match explicit {
         Ok(values) => crate::config::from_values(py, values),
-        Err(err) => Err(crate::config::ConfigError {
-            message: format!("Error: {}", err.value(py)),
-            exit_code: 1,
-        }),
+        Err(err) => Err(crate::config::StartError::config(err.value(py).to_string())),
     }
 }

@@ -30,7 +30,7 @@ use std::path::PathBuf;
 
 use pyo3::prelude::*;
 
-use crate::config::{self, Loaded, Settings};
+use crate::config::{self, Loaded, Settings, StartError};
 use crate::exit_code;
 use crate::hooks;
 use crate::log;
@@ -95,10 +95,7 @@ pub fn main(py: Python<'_>, argv: Vec<String>) -> i32 {
     let settings = match config::load(py, &argv) {
         Ok(Loaded::Run(settings)) => settings,
         Ok(Loaded::Exit(code)) => return code,
-        Err(err) => {
-            eprintln!("{}", err.message);
-            return err.exit_code;
-        }
+        Err(err) => return log::start_failed(err),
     };
     serve(py, settings, start, None)
 }
@@ -124,39 +121,57 @@ pub fn serve(
     application: Option<Py<PyAny>>,
 ) -> i32 {
     proctitle::init();
+    match prepare(py, &settings, application.as_ref()) {
+        Err(err) => log::start_failed(err),
+        Ok(Prepared::Checked) => exit_code::OK,
+        Ok(Prepared::Serve { preloaded }) => match run(py, settings, start, preloaded, application)
+        {
+            Exit::Worker(code) | Exit::Master(code) => code,
+        },
+    }
+}
+
+/// How far the master got before the arbiter starts.
+enum Prepared {
+    /// `--check-config`: the settings and the application are fine.
+    Checked,
+    /// Start the arbiter; with `--preload`, the application is loaded.
+    Serve { preloaded: Option<Py<PyAny>> },
+}
+
+/// Everything the master does before binding: refuse what it cannot honour, set up the logs
+/// and the environment, daemonize, and load the application when asked to.
+fn prepare(
+    py: Python<'_>,
+    settings: &Settings,
+    application: Option<&Py<PyAny>>,
+) -> Result<Prepared, StartError> {
     // Before anything starts: serving while ignoring these would mislead the operator.
     let unapplied = settings.unapplied(py);
     if let Some(refused) = &unapplied.refused {
-        eprintln!("Error: {refused}");
-        return exit_code::CONFIG_ERROR;
+        return Err(StartError::config(refused.as_str()));
     }
-    if let Err(message) = setup_logging(&settings) {
-        eprintln!("Error: {message}");
-        return exit_code::CONFIG_ERROR;
-    }
-    if let Err(message) = prepare_environment(py, &settings) {
-        eprintln!("Error: {message}");
-        return exit_code::CONFIG_ERROR;
-    }
+    setup_logging(settings).map_err(StartError::config)?;
+    prepare_environment(py, settings).map_err(StartError::config)?;
     if application.is_none() && settings.app_uri.is_none() {
-        eprintln!("usage: ferrocorn [OPTIONS] [APP_MODULE]");
-        eprintln!("ferrocorn: error: No application module specified.");
-        return exit_code::USAGE_ERROR;
+        return Err(StartError::usage(
+            "usage: ferrocorn [OPTIONS] [APP_MODULE]\nferrocorn: error: No application module specified."
+                .into(),
+        ));
     }
-    let load = || match &application {
+    let load = || match application {
         Some(obj) => load_embedded(py, obj),
-        None => load_app(py, &settings),
+        None => load_app(py, settings),
     };
     if settings.bool("check_config") {
         return match load() {
-            Ok(_) => exit_code::OK,
+            Ok(_) => Ok(Prepared::Checked),
             Err(LoadError::NotFound(message)) | Err(LoadError::Missing(message)) => {
-                eprintln!("Error: {message}");
-                exit_code::CONFIG_ERROR
+                Err(StartError::config(message))
             }
             Err(LoadError::Raised(err)) => {
                 log_exception(py, "Failed to load the application", &err);
-                exit_code::CONFIG_ERROR
+                Err(StartError::reported(exit_code::CONFIG_ERROR))
             }
         };
     }
@@ -174,20 +189,14 @@ pub fn serve(
                 "Warning: you shouldn't specify `daemon = True` when launching by systemd with `Type = notify`"
             ));
         }
-        if let Err(message) = daemon::daemonize(settings.bool("enable_stdio_inheritance")) {
-            eprintln!("Error: {message}");
-            return exit_code::CONFIG_ERROR;
-        }
+        daemon::daemonize(settings.bool("enable_stdio_inheritance")).map_err(StartError::config)?;
     }
     // After daemonizing, as Gunicorn makes its logger only then.
-    if let Err(message) = setup_outputs(py, &settings) {
-        eprintln!("Error: {message}");
-        return exit_code::CONFIG_ERROR;
-    }
+    setup_outputs(py, settings).map_err(StartError::config)?;
     if log::enabled(log::Level::Debug) {
         log::debug(format_args!(
             "{}",
-            config::current_configuration(py, &settings)
+            config::current_configuration(py, settings)
         ));
     }
     // With --preload a load failure ends the command before the arbiter starts: exit 1, as
@@ -196,20 +205,17 @@ pub fn serve(
         match load() {
             Ok(app) => Some(app),
             Err(LoadError::NotFound(message)) | Err(LoadError::Missing(message)) => {
-                log::error(format_args!("{message}"));
-                return exit_code::CONFIG_ERROR;
+                return Err(StartError::logged(exit_code::CONFIG_ERROR, message));
             }
             Err(LoadError::Raised(err)) => {
                 log_exception(py, "Exception while loading the application", &err);
-                return exit_code::CONFIG_ERROR;
+                return Err(StartError::reported(exit_code::CONFIG_ERROR));
             }
         }
     } else {
         None
     };
-    match run(py, settings, start, preloaded, application) {
-        Exit::Worker(code) | Exit::Master(code) => code,
-    }
+    Ok(Prepared::Serve { preloaded })
 }
 
 fn setup_logging(settings: &Settings) -> Result<(), String> {
@@ -306,7 +312,6 @@ fn run(
     preloaded: Option<Py<PyAny>>,
     application: Option<Py<PyAny>>,
 ) -> Exit {
-    let pid = std::process::id() as libc::pid_t;
     let num_workers = settings.uint("workers").max(1) as usize;
     let hooks = match hooks::Master::new(py, &settings, application.as_ref(), num_workers) {
         Ok(hooks) => hooks,
@@ -327,79 +332,38 @@ fn run(
         .and_then(|p| p.trim().parse::<libc::pid_t>().ok())
         .filter(|p| *p > 0)
         .unwrap_or(0);
-    let mut pidfile = None;
-    if let Some(path) = settings.str("pidfile") {
-        let mut path = path.to_string();
-        if parent_master != 0 {
-            path.push_str(".2");
-        }
-        match pidfile::Pidfile::create(std::path::Path::new(&path), pid) {
-            Ok(pf) => pidfile = Some(pf),
-            Err(message) => {
-                log::error(format_args!("{message}"));
-                return Exit::Master(exit_code::CONFIG_ERROR);
-            }
-        }
-    }
-    let opts = bind_options(&settings);
-    let activated = systemd::listen_fds();
-    let systemd_mode = !activated.is_empty();
-    let bound = if systemd_mode {
-        adopt_fds(&activated, &opts)
-    } else if let Some(fds) = reexec::inherited_fds() {
-        reexec::forget_inherited_fds();
-        adopt_fds(&fds, &opts)
-    } else {
-        bind_all(&settings)
-    };
-    let bound = match bound {
-        Ok(bound) => bound,
-        Err(message) => {
-            log::error(format_args!("{message}"));
-            if let Some(pf) = &pidfile {
-                pf.unlink();
-            }
-            return Exit::Master(exit_code::CONFIG_ERROR);
-        }
-    };
-    let shown: Vec<String> = bound.iter().map(Listener::display).collect();
-    log::debug(format_args!("Arbiter booted"));
-    log::info(format_args!("Listening at: {} ({pid})", shown.join(",")));
-    log::info(format_args!("Using worker: {}", settings.worker_class()));
-    let heartbeat = match Heartbeat::new(HEARTBEAT_SLOTS) {
-        Ok(hb) => hb,
-        Err(e) => {
-            log::error(format_args!("cannot map the heartbeat region: {e}"));
-            return Exit::Master(exit_code::CONFIG_ERROR);
-        }
-    };
-    if let Err(e) = signals::install() {
-        log::error(format_args!("cannot install signal handlers: {e}"));
-        return Exit::Master(exit_code::CONFIG_ERROR);
-    }
-    let metrics = match settings
-        .str("metrics_bind")
-        .map(scrape::MetricsServer::bind)
-    {
+    let pidfile = match settings.str("pidfile") {
         None => None,
-        Some(Ok(server)) => {
-            log::info(format_args!("Serving metrics at: {}", server.display()));
-            Some(server)
+        Some(path) => {
+            let path = if parent_master != 0 {
+                format!("{path}.2")
+            } else {
+                path.to_string()
+            };
+            let pid = std::process::id() as libc::pid_t;
+            match pidfile::Pidfile::create(std::path::Path::new(&path), pid) {
+                Ok(pf) => Some(pf),
+                Err(message) => {
+                    return Exit::Master(log::start_failed(StartError::logged(
+                        exit_code::CONFIG_ERROR,
+                        message,
+                    )))
+                }
+            }
         }
-        // A master started by USR2 shares the address with the old one until that one
-        // exits; it binds the endpoint once promoted.
-        Some(Err(message)) if parent_master != 0 => {
-            log::warning(format_args!(
-                "{message}; retrying once the old master exits"
-            ));
-            None
-        }
-        Some(Err(message)) => {
-            log::error(format_args!("{message}"));
+    };
+    let Opened {
+        listeners,
+        systemd,
+        heartbeat,
+        metrics,
+    } = match open(&settings, parent_master) {
+        Ok(opened) => opened,
+        Err(err) => {
             if let Some(pf) = &pidfile {
                 pf.unlink();
             }
-            return Exit::Master(exit_code::CONFIG_ERROR);
+            return Exit::Master(log::start_failed(err));
         }
     };
     let mut arbiter = Arbiter {
@@ -410,7 +374,7 @@ fn run(
         )],
         settings,
         start,
-        listeners: bound,
+        listeners,
         heartbeat,
         worker_age: 0,
         preloaded,
@@ -422,7 +386,7 @@ fn run(
         },
         parent_master,
         reexec_pid: 0,
-        systemd: systemd_mode,
+        systemd,
         application,
         hooks,
         metrics,
@@ -449,6 +413,68 @@ fn run(
         }
     }
     exit
+}
+
+/// What the master opens before forking: the listeners, the heartbeat region, the signal
+/// handlers and the metrics endpoint.
+struct Opened {
+    listeners: Vec<Listener>,
+    /// The listeners came from systemd socket activation.
+    systemd: bool,
+    heartbeat: Heartbeat,
+    metrics: Option<scrape::MetricsServer>,
+}
+
+fn open(settings: &Settings, parent_master: libc::pid_t) -> Result<Opened, StartError> {
+    let failed = |message: String| StartError::logged(exit_code::CONFIG_ERROR, message);
+    let opts = bind_options(settings);
+    let activated = systemd::listen_fds();
+    let systemd = !activated.is_empty();
+    let listeners = if systemd {
+        adopt_fds(&activated, &opts)
+    } else if let Some(fds) = reexec::inherited_fds() {
+        reexec::forget_inherited_fds();
+        adopt_fds(&fds, &opts)
+    } else {
+        bind_all(settings)
+    }
+    .map_err(failed)?;
+    let shown: Vec<String> = listeners.iter().map(Listener::display).collect();
+    log::debug(format_args!("Arbiter booted"));
+    log::info(format_args!(
+        "Listening at: {} ({})",
+        shown.join(","),
+        std::process::id()
+    ));
+    log::info(format_args!("Using worker: {}", settings.worker_class()));
+    let heartbeat = Heartbeat::new(HEARTBEAT_SLOTS)
+        .map_err(|e| failed(format!("cannot map the heartbeat region: {e}")))?;
+    signals::install().map_err(|e| failed(format!("cannot install signal handlers: {e}")))?;
+    let metrics = match settings
+        .str("metrics_bind")
+        .map(scrape::MetricsServer::bind)
+    {
+        None => None,
+        Some(Ok(server)) => {
+            log::info(format_args!("Serving metrics at: {}", server.display()));
+            Some(server)
+        }
+        // A master started by USR2 shares the address with the old one until that one
+        // exits; it binds the endpoint once promoted.
+        Some(Err(message)) if parent_master != 0 => {
+            log::warning(format_args!(
+                "{message}; retrying once the old master exits"
+            ));
+            None
+        }
+        Some(Err(message)) => return Err(failed(message)),
+    };
+    Ok(Opened {
+        listeners,
+        systemd,
+        heartbeat,
+        metrics,
+    })
 }
 
 impl Arbiter {

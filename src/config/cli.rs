@@ -12,7 +12,7 @@ use super::table::{
     SETTINGS,
 };
 use super::validate::{parse_auto_int, parse_int_base10, Raw};
-use super::ConfigError;
+use super::StartError;
 
 /// The usage line argparse prints above an error.
 pub const USAGE: &str = "ferrocorn [OPTIONS] [APP_MODULE]";
@@ -269,15 +269,12 @@ pub fn command() -> Command {
     cmd
 }
 
-fn usage_error(message: String) -> ConfigError {
-    ConfigError {
-        message: format!("usage: {USAGE}\n{PROG}: error: {message}"),
-        exit_code: super::exit_code::USAGE_ERROR,
-    }
+fn usage_error(message: String) -> StartError {
+    StartError::usage(format!("usage: {USAGE}\n{PROG}: error: {message}"))
 }
 
 /// Parses one command line (without the program name).
-pub fn parse(args: &[String]) -> Result<Parsed, ConfigError> {
+pub fn parse(args: &[String]) -> Result<Parsed, StartError> {
     let mut cmd = command();
     let matches = match cmd.try_get_matches_from_mut(args) {
         Ok(m) => m,
@@ -456,7 +453,7 @@ mod tests {
         }
     }
 
-    fn err(s: &str) -> ConfigError {
+    fn err(s: &str) -> StartError {
         match parse(&argv(s)) {
             Err(e) => e,
             Ok(other) => panic!("{s}: {other:?}"),

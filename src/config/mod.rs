@@ -6,10 +6,12 @@
 
 pub mod address;
 pub mod cli;
+pub mod error;
 pub mod table;
 pub mod validate;
 pub mod value;
 
+pub use error::{exit_code, StartError};
 pub use value::Value;
 
 use std::path::Path;
@@ -20,35 +22,8 @@ use cli::{Parsed, Source};
 use table::{DefaultValue, Setting, Support, SETTINGS};
 use validate::{validate, Raw};
 
-/// Gunicorn's exit statuses, which operators and supervisors know.
-pub mod exit_code {
-    pub const OK: i32 = 0;
-    pub const CONFIG_ERROR: i32 = 1;
-    pub const USAGE_ERROR: i32 = 2;
-    pub const WORKER_BOOT_ERROR: i32 = 3;
-    pub const APP_LOAD_ERROR: i32 = 4;
-}
-
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub const SERVER_NAME: &str = "ferrocorn";
-
-/// Why the server cannot start with the given settings. `message` names the setting and the
-/// value and is complete (`Error: ...`, or argparse's usage + error lines): the caller prints
-/// it as is to stderr and exits with `exit_code` (1 for bad values, 2 for a bad command line).
-#[derive(Debug)]
-pub struct ConfigError {
-    pub message: String,
-    pub exit_code: i32,
-}
-
-impl ConfigError {
-    fn new(message: impl Into<String>) -> Self {
-        ConfigError {
-            message: format!("Error: {}", message.into()),
-            exit_code: 1,
-        }
-    }
-}
 
 /// What the command line asked for.
 pub enum Loaded {
@@ -91,7 +66,7 @@ pub struct Unapplied {
 }
 
 /// Parses every source for `argv` (as `sys.argv`). Runs the config file in the interpreter.
-pub fn load(py: Python<'_>, argv: &[String]) -> Result<Loaded, ConfigError> {
+pub fn load(py: Python<'_>, argv: &[String]) -> Result<Loaded, StartError> {
     let env = |name: &str| std::env::var(name).ok();
     let Some(cli) = parse_or_answer(argv.get(1..).unwrap_or(&[]))? else {
         return Ok(Loaded::Exit(exit_code::OK));
@@ -100,7 +75,7 @@ pub fn load(py: Python<'_>, argv: &[String]) -> Result<Loaded, ConfigError> {
     for var in ["GUNICORN_CMD_ARGS", "FERROCORN_CMD_ARGS"] {
         if let Some(text) = env(var) {
             let words = cli::shlex_split(&text)
-                .map_err(|e| ConfigError::new(format!("cannot split {var}: {e}")))?;
+                .map_err(|e| StartError::config(format!("cannot split {var}: {e}")))?;
             match parse_or_answer(&words)? {
                 Some(src) => env_sources.push(src),
                 None => return Ok(Loaded::Exit(exit_code::OK)),
@@ -139,7 +114,7 @@ pub fn load(py: Python<'_>, argv: &[String]) -> Result<Loaded, ConfigError> {
     if let Some(dir) = settings.str("chdir") {
         validate::helpers(py)
             .and_then(|h| h.getattr("enter_dir")?.call1((dir,)).map(drop))
-            .map_err(|e| ConfigError::new(format!("can't chdir to {dir:?}: {e}")))?;
+            .map_err(|e| StartError::config(format!("can't chdir to {dir:?}: {e}")))?;
     }
     Ok(Loaded::Run(settings))
 }
@@ -150,12 +125,12 @@ pub fn load(py: Python<'_>, argv: &[String]) -> Result<Loaded, ConfigError> {
 pub fn from_values(
     py: Python<'_>,
     values: Vec<(String, Py<PyAny>)>,
-) -> Result<Settings, ConfigError> {
+) -> Result<Settings, StartError> {
     let env = |name: &str| std::env::var(name).ok();
     let mut b = Builder::with_defaults(&env)?;
     for (name, obj) in values {
         let i = table::index_of(&name)
-            .ok_or_else(|| ConfigError::new(format!("no configuration setting for: {name}")))?;
+            .ok_or_else(|| StartError::config(format!("no configuration setting for: {name}")))?;
         b.set(i, Raw::from_py(obj.bind(py)))?;
     }
     let settings = b.finish_with(false)?;
@@ -163,14 +138,14 @@ pub fn from_values(
         if settings.is_set("chdir") {
             validate::helpers(py)
                 .and_then(|h| h.getattr("enter_dir")?.call1((dir,)).map(drop))
-                .map_err(|e| ConfigError::new(format!("can't chdir to {dir:?}: {e}")))?;
+                .map_err(|e| StartError::config(format!("can't chdir to {dir:?}: {e}")))?;
         }
     }
     Ok(settings)
 }
 
 /// Parses a command line; `None` when it was `-h` or `-v` and the answer has been printed.
-fn parse_or_answer(args: &[String]) -> Result<Option<Source>, ConfigError> {
+fn parse_or_answer(args: &[String]) -> Result<Option<Source>, StartError> {
     match cli::parse(args)? {
         Parsed::Run(src) => Ok(Some(src)),
         Parsed::Help(text) => {
@@ -194,17 +169,14 @@ fn default_config_file() -> Option<std::path::PathBuf> {
 }
 
 /// Runs the config file (`PATH`, `file:PATH` or `python:MODULE`) and returns its namespace.
-fn run_config_file(
-    py: Python<'_>,
-    location: &str,
-) -> Result<Vec<(String, Py<PyAny>)>, ConfigError> {
-    let h = validate::helpers(py).map_err(|e| ConfigError::new(e.to_string()))?;
+fn run_config_file(py: Python<'_>, location: &str) -> Result<Vec<(String, Py<PyAny>)>, StartError> {
+    let h = validate::helpers(py).map_err(|e| StartError::config(e.to_string()))?;
     let (func, arg) = if let Some(module) = location.strip_prefix("python:") {
         ("load_module", module)
     } else {
         let path = location.strip_prefix("file:").unwrap_or(location);
         if !Path::new(path).exists() {
-            return Err(ConfigError::new(format!(
+            return Err(StartError::config(format!(
                 "config file {path:?} doesn't exist"
             )));
         }
@@ -214,13 +186,13 @@ fn run_config_file(
         .getattr(func)
         .and_then(|f| f.call1((arg,)))
         .and_then(|r| r.extract::<(Option<Bound<'_, pyo3::types::PyDict>>, Option<String>)>())
-        .map_err(|e| ConfigError::new(validate::exception_text(py, &e)))?;
+        .map_err(|e| StartError::config(validate::exception_text(py, &e)))?;
     match result {
         (Some(ns), _) => Ok(ns
             .iter()
             .filter_map(|(k, v)| Some((k.extract::<String>().ok()?, v.unbind())))
             .collect()),
-        (None, failure) => Err(ConfigError::new(format!(
+        (None, failure) => Err(StartError::config(format!(
             "failed to read config file {location}\n{}",
             failure.unwrap_or_default()
         ))),
@@ -235,7 +207,7 @@ struct Builder {
 }
 
 impl Builder {
-    fn with_defaults(env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+    fn with_defaults(env: &dyn Fn(&str) -> Option<String>) -> Result<Self, StartError> {
         let values = SETTINGS
             .iter()
             .map(|s| default_value(s, env))
@@ -250,7 +222,7 @@ impl Builder {
     /// Gunicorn's application-specific step: the APP_MODULE, or the `--paste` file, names the
     /// default process title; a `--paste` file with a `[loggers]` section is the default
     /// `logconfig`.
-    fn app_specific(&mut self, cli: &Source) -> Result<(), ConfigError> {
+    fn app_specific(&mut self, cli: &Source) -> Result<(), StartError> {
         let paste = match cli.get("paste") {
             Some(Raw::Str(p)) => Some(p.trim().to_owned()),
             _ => None,
@@ -260,10 +232,10 @@ impl Builder {
                 validate::helpers(py)
                     .and_then(|h| h.getattr("paste_config")?.call1((&paste,)))
                     .and_then(|r| r.extract::<(String, String, bool, bool)>())
-                    .map_err(|e| ConfigError::new(e.value(py).to_string()))
+                    .map_err(|e| StartError::config(e.value(py).to_string()))
             })?;
             if !exists {
-                return Err(ConfigError::new(format!(
+                return Err(StartError::config(format!(
                     "{} not found",
                     table::py_repr_str(&file)
                 )));
@@ -288,30 +260,30 @@ impl Builder {
     }
 
     /// Sets setting `i` from a source, naming the setting and the value when it is invalid.
-    fn set(&mut self, i: usize, raw: Raw) -> Result<(), ConfigError> {
+    fn set(&mut self, i: usize, raw: Raw) -> Result<(), StartError> {
         let s: &Setting = &SETTINGS[i];
         let shown = raw.repr();
         let value = validate(s, raw).map_err(|why| {
-            ConfigError::new(format!("invalid value for {}: {shown} ({why})", s.name))
+            StartError::config(format!("invalid value for {}: {shown} ({why})", s.name))
         })?;
         self.values[i] = value;
         self.explicit[i] = true;
         Ok(())
     }
 
-    fn apply(&mut self, src: Source) -> Result<(), ConfigError> {
+    fn apply(&mut self, src: Source) -> Result<(), StartError> {
         for (i, raw) in src.values {
             self.set(i, raw)?;
         }
         Ok(())
     }
 
-    fn finish(self) -> Result<Settings, ConfigError> {
+    fn finish(self) -> Result<Settings, StartError> {
         self.finish_with(true)
     }
 
     /// The merged settings; `need_app`: an APP_MODULE (or `wsgi_app`) is required.
-    fn finish_with(self, need_app: bool) -> Result<Settings, ConfigError> {
+    fn finish_with(self, need_app: bool) -> Result<Settings, StartError> {
         let mut settings = Settings {
             values: self.values,
             explicit: self.explicit,
@@ -322,16 +294,16 @@ impl Builder {
             settings.app_uri = settings.str("wsgi_app").map(str::to_owned);
         }
         if need_app && settings.app_uri.is_none() {
-            return Err(ConfigError::new("No application module specified."));
+            return Err(StartError::config("No application module specified."));
         }
         settings.worker_base =
-            normalize_worker_class(settings.get("worker_class")).map_err(ConfigError::new)?;
+            normalize_worker_class(settings.get("worker_class")).map_err(StartError::config)?;
         // Only a `--paste` application reads these, so only then are they checked (before
         // any worker starts, where a bad one would otherwise stop the load).
         if settings.str("paste").is_some() {
             for entry in settings.list("raw_paste_global_conf") {
                 if !has_unescaped_equals(entry) {
-                    return Err(ConfigError::new(format!(
+                    return Err(StartError::config(format!(
                         "invalid value for raw_paste_global_conf: {} (expected KEY=VALUE)",
                         table::py_repr_str(entry)
                     )));
@@ -340,7 +312,7 @@ impl Builder {
         }
         for entry in settings.list("raw_env") {
             if !entry.contains('=') {
-                return Err(ConfigError::new(format!(
+                return Err(StartError::config(format!(
                     "invalid value for raw_env: {} (expected KEY=VALUE)",
                     table::py_repr_str(entry)
                 )));
@@ -362,7 +334,7 @@ impl Builder {
 
 /// The default of setting `s`, validated as a source's value is; some defaults come from the
 /// environment (`env`).
-fn default_value(s: &Setting, env: &dyn Fn(&str) -> Option<String>) -> Result<Value, ConfigError> {
+fn default_value(s: &Setting, env: &dyn Fn(&str) -> Option<String>) -> Result<Value, StartError> {
     let raw = match s.default {
         DefaultValue::None => Raw::None,
         DefaultValue::Bool(b) => Raw::Bool(b),
@@ -381,7 +353,7 @@ fn default_value(s: &Setting, env: &dyn Fn(&str) -> Option<String>) -> Result<Va
         }),
         DefaultValue::WebConcurrency => match env("WEB_CONCURRENCY") {
             Some(n) => Raw::Int(validate::parse_int_base10(&n).ok_or_else(|| {
-                ConfigError::new(format!(
+                StartError::config(format!(
                     "invalid value for workers: WEB_CONCURRENCY={} (expected a positive \
                      integer)",
                     table::py_repr_str(&n)
@@ -394,7 +366,7 @@ fn default_value(s: &Setting, env: &dyn Fn(&str) -> Option<String>) -> Result<Va
         DefaultValue::ControlSocket => Raw::Str(control_socket_default(env)),
     };
     validate(s, raw)
-        .map_err(|why| ConfigError::new(format!("invalid default for {}: {why}", s.name)))
+        .map_err(|why| StartError::config(format!("invalid default for {}: {why}", s.name)))
 }
 
 /// Whether `entry` has a `=` not preceded by a backslash (`\=` is a literal `=`).

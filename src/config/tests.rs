@@ -155,7 +155,7 @@ fn paste_globals_are_checked_only_with_paste() {
     assert!(finish("--paste-global NOVALUE").is_ok());
 }
 
-fn settings_with(args: &str) -> Result<Settings, ConfigError> {
+fn settings_with(args: &str) -> Result<Settings, StartError> {
     init();
     let mut b = Builder::with_defaults(&no_env)?;
     let src = source(args);
@@ -264,7 +264,7 @@ fn temp_dir(tag: &str) -> std::path::PathBuf {
     dir
 }
 
-fn load_with_file(tag: &str, body: &str, args: &str) -> Result<Loaded, ConfigError> {
+fn load_with_file(tag: &str, body: &str, args: &str) -> Result<Loaded, StartError> {
     init();
     let path = temp_dir(tag).join("conf.py");
     std::fs::write(&path, body).expect("write config");

@@ -22,6 +22,8 @@ use std::os::unix::io::AsRawFd;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Mutex;
 
+use crate::config::error::{StartError, Told};
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 #[repr(u8)]
 pub enum Level {
@@ -286,6 +288,17 @@ impl Write for FdWriter {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+/// Tells the operator why the server or a worker cannot start, where the error says, and
+/// gives the exit status.
+pub fn start_failed(err: StartError) -> i32 {
+    match err.told {
+        Told::Stderr => eprintln!("{}", err.message),
+        Told::Log => error(format_args!("{}", err.message)),
+        Told::Already => {}
+    }
+    err.exit_code
 }
 
 pub fn debug(message: fmt::Arguments<'_>) {

@@ -24,8 +24,8 @@ use std::time::Duration;
 use pyo3::prelude::*;
 use tokio::sync::Notify;
 
-use crate::config::Settings;
 use crate::config::Value;
+use crate::config::{Settings, StartError};
 use crate::driver::body::BodyTarget;
 use crate::driver::h1::Conn;
 use crate::driver::shed::Shedding;
@@ -204,41 +204,11 @@ pub fn run(py: Python<'_>, ctx: WorkerContext<'_>) -> i32 {
     let pid = std::process::id();
     log::info(format_args!("Booting worker with pid: {pid}"));
     steady_malloc();
-    let wake_fd = match signals::install() {
-        Ok(fd) => fd,
-        Err(e) => {
-            log::error(format_args!("cannot install signal handlers: {e}"));
-            return exit_code::WORKER_BOOT_ERROR;
-        }
-    };
-    if let Err(err) = hooks::install_stop_handlers(py) {
-        log_exception(py, "Exception in worker process", &err);
-        return exit_code::WORKER_BOOT_ERROR;
-    }
-    let settings = ctx.settings;
-    // Before the application loads, where Gunicorn's worker says it.
-    if settings.bool("reload") {
-        log::warning(format_args!("Reloader is on. Use in development only!"));
-    }
-    let (app, broken) = match ctx.app {
-        Some(app) => (app, None),
-        None => match load(py, settings, ctx.application.as_ref()) {
-            Ok(loaded) => loaded,
-            Err(code) => return code,
-        },
-    };
-    reload::start(settings, broken);
-    if !hooks::post_worker_init(py, &app) {
-        return exit_code::WORKER_BOOT_ERROR;
-    }
-    let worker = match build_worker(py, settings, ctx.listeners, app, ctx.heartbeat) {
-        Ok(worker) => worker,
-        Err(message) => {
-            log::error(format_args!("Exception in worker process: {message}"));
-            return exit_code::WORKER_BOOT_ERROR;
-        }
-    };
     let listeners = ctx.listeners;
+    let (worker, wake_fd) = match boot(py, ctx) {
+        Ok(booted) => booted,
+        Err(err) => return log::start_failed(err),
+    };
     let result = py.detach(move || -> io::Result<()> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -257,12 +227,40 @@ pub fn run(py: Python<'_>, ctx: WorkerContext<'_>) -> i32 {
     exit_code::OK
 }
 
+/// Everything before serving: signal handlers, the application, `post_worker_init`.
+fn boot(py: Python<'_>, ctx: WorkerContext<'_>) -> Result<(Worker, RawFd), StartError> {
+    let boot_error = exit_code::WORKER_BOOT_ERROR;
+    let wake_fd = signals::install().map_err(|e| {
+        StartError::logged(boot_error, format!("cannot install signal handlers: {e}"))
+    })?;
+    hooks::install_stop_handlers(py).map_err(|err| {
+        log_exception(py, "Exception in worker process", &err);
+        StartError::reported(boot_error)
+    })?;
+    let settings = ctx.settings;
+    // Before the application loads, where Gunicorn's worker says it.
+    if settings.bool("reload") {
+        log::warning(format_args!("Reloader is on. Use in development only!"));
+    }
+    let (app, broken) = match ctx.app {
+        Some(app) => (app, None),
+        None => load(py, settings, ctx.application.as_ref())?,
+    };
+    reload::start(settings, broken);
+    if !hooks::post_worker_init(py, &app) {
+        return Err(StartError::reported(boot_error));
+    }
+    let worker = build_worker(py, settings, ctx.listeners, app, ctx.heartbeat)
+        .map_err(|e| StartError::logged(boot_error, format!("Exception in worker process: {e}")))?;
+    Ok((worker, wake_fd))
+}
+
 /// The application, and with `--reload` the file whose syntax error it stands in for.
 fn load(
     py: Python<'_>,
     settings: &Settings,
     application: Option<&Py<PyAny>>,
-) -> Result<(Py<PyAny>, Option<PathBuf>), i32> {
+) -> Result<(Py<PyAny>, Option<PathBuf>), StartError> {
     let loaded = match application {
         Some(obj) => load_embedded(py, obj),
         None => load_app(py, settings),
@@ -270,12 +268,10 @@ fn load(
     match loaded {
         Ok(app) => Ok((app, None)),
         Err(LoadError::NotFound(message)) => {
-            log::error(format_args!("{message}"));
-            Err(exit_code::APP_LOAD_ERROR)
+            Err(StartError::logged(exit_code::APP_LOAD_ERROR, message))
         }
         Err(LoadError::Missing(message)) => {
-            log::error(format_args!("{message}"));
-            Err(exit_code::WORKER_BOOT_ERROR)
+            Err(StartError::logged(exit_code::WORKER_BOOT_ERROR, message))
         }
         Err(LoadError::Raised(err)) => {
             let stand_in = if settings.bool("reload") {
@@ -296,7 +292,7 @@ fn load(
                         "Exception in worker process",
                         raised.as_ref().unwrap_or(&err),
                     );
-                    Err(exit_code::WORKER_BOOT_ERROR)
+                    Err(StartError::reported(exit_code::WORKER_BOOT_ERROR))
                 }
             }
         }
