@@ -37,6 +37,7 @@ use crate::log;
 use crate::log::metrics::Totals;
 use crate::log::python::log_exception;
 use crate::net::listeners::{self, BindAddr, BindOptions, Listener};
+use crate::net::tls::TlsAcceptor;
 use crate::process::heartbeat::Heartbeat;
 use crate::wsgi::app::{load_app, load_embedded, LoadError};
 use pool::Pool;
@@ -87,6 +88,9 @@ struct Arbiter {
     totals: Totals,
     /// The worker count last sent to StatsD (`gunicorn.workers`).
     reported_workers: Option<usize>,
+    /// The TLS configuration workers are forked with: loaded at start and on each HUP, so
+    /// certificate files are read once per reload, not per worker or connection.
+    tls: Option<TlsAcceptor>,
 }
 
 /// The `ferrocorn` command. Returns the exit status in the master and in each worker.
@@ -138,6 +142,23 @@ pub fn serve(
         eprintln!("Error: {message}");
         return exit_code::CONFIG_ERROR;
     }
+    if !matches!(
+        settings.get("ssl_version"),
+        config::Value::Int(SSL_VERSION_DEFAULT)
+    ) {
+        // Gunicorn's words, though ferrocorn takes no ssl_context either (see docs/tls.md).
+        eprintln!(
+            "Warning: option `ssl_version` is deprecated and it is ignored. Use ssl_context instead."
+        );
+    }
+    // A certificate that cannot be used stops the start, and fails --check-config.
+    let tls = match TlsAcceptor::from_settings(&settings) {
+        Ok(tls) => tls,
+        Err(message) => {
+            eprintln!("Error: {message}");
+            return exit_code::CONFIG_ERROR;
+        }
+    };
     if application.is_none() && settings.app_uri.is_none() {
         eprintln!("usage: ferrocorn [OPTIONS] [APP_MODULE]");
         eprintln!("ferrocorn: error: No application module specified.");
@@ -207,10 +228,13 @@ pub fn serve(
     } else {
         None
     };
-    match run(py, settings, start, preloaded, application) {
+    match run(py, settings, start, preloaded, application, tls) {
         Exit::Worker(code) | Exit::Master(code) => code,
     }
 }
+
+/// `ssl_version`'s default, Python's `ssl.PROTOCOL_TLS`.
+const SSL_VERSION_DEFAULT: i64 = 2;
 
 fn setup_logging(settings: &Settings) -> Result<(), String> {
     if let Some(level) = settings.str("loglevel") {
@@ -305,6 +329,7 @@ fn run(
     start: StartContext,
     preloaded: Option<Py<PyAny>>,
     application: Option<Py<PyAny>>,
+    tls: Option<TlsAcceptor>,
 ) -> Exit {
     let pid = std::process::id() as libc::pid_t;
     let num_workers = settings.uint("workers").max(1) as usize;
@@ -362,7 +387,10 @@ fn run(
             return Exit::Master(exit_code::CONFIG_ERROR);
         }
     };
-    let shown: Vec<String> = bound.iter().map(Listener::display).collect();
+    let shown: Vec<String> = bound
+        .iter()
+        .map(|l| l.display_scheme(tls.is_some()))
+        .collect();
     log::debug(format_args!("Arbiter booted"));
     log::info(format_args!("Listening at: {} ({pid})", shown.join(",")));
     log::info(format_args!("Using worker: {}", settings.worker_class()));
@@ -428,6 +456,7 @@ fn run(
         metrics,
         totals: Totals::default(),
         reported_workers: None,
+        tls,
     };
     arbiter.set_title();
     let exit = if arbiter.hooks.fatal("when_ready") {

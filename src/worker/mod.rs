@@ -38,6 +38,7 @@ use crate::log;
 use crate::log::access::AccessFormat;
 use crate::log::python::log_exception;
 use crate::net::listeners::Listener;
+use crate::net::tls::TlsAcceptor;
 use crate::net::{Acceptor, Transport};
 use crate::process::heartbeat::HeartbeatSlot;
 use crate::process::lifecycle as signals;
@@ -58,6 +59,8 @@ pub struct WorkerContext<'a> {
     /// The embedding application object (`BaseApplication`), whose `wsgi()` gives the
     /// application; `None` when APP_MODULE names it.
     pub application: Option<Py<PyAny>>,
+    /// The TLS configuration the master loaded (at start or the last HUP); `None`: plain HTTP.
+    pub tls: Option<TlsAcceptor>,
 }
 
 /// Timing and capacity settings of the worker (the connections' are [`driver::Options`]).
@@ -95,6 +98,8 @@ pub struct Worker {
     burst: burst::Burst,
     /// Connections that have sent nothing, closed first at `--worker-connections`.
     shedding: Shedding,
+    /// Every listener serves TLS with this configuration.
+    tls: Option<TlsAcceptor>,
 }
 
 impl Worker {
@@ -232,7 +237,10 @@ pub fn run(py: Python<'_>, ctx: WorkerContext<'_>) -> i32 {
         return exit_code::WORKER_BOOT_ERROR;
     }
     let worker = match build_worker(py, settings, ctx.listeners, app, ctx.heartbeat) {
-        Ok(worker) => worker,
+        Ok(worker) => Worker {
+            tls: ctx.tls,
+            ..worker
+        },
         Err(message) => {
             log::error(format_args!("Exception in worker process: {message}"));
             return exit_code::WORKER_BOOT_ERROR;
@@ -503,6 +511,7 @@ fn build_worker(
         connection_closed: Notify::new(),
         burst: burst::Burst::new(),
         shedding: Shedding::new(),
+        tls: None,
     })
 }
 
@@ -648,6 +657,12 @@ async fn accept_loop(worker: Rc<Worker>, listener: Acceptor, index: usize) {
                 }
                 worker.opened_connection();
                 let w = Rc::clone(&worker);
+                if full && w.tls.is_some() {
+                    // A plain-text 503 would mean nothing to a TLS client: close at once.
+                    drop(sock);
+                    w.closed_connection();
+                    continue;
+                }
                 if full {
                     // Every open connection has sent something: refuse at once rather than
                     // leave the client in the queue.
@@ -658,7 +673,13 @@ async fn accept_loop(worker: Rc<Worker>, listener: Acceptor, index: usize) {
                     continue;
                 }
                 tokio::task::spawn_local(async move {
-                    Conn::new(peer, index, Rc::clone(&w)).serve(sock).await;
+                    let conn = Conn::new(peer, index, Rc::clone(&w));
+                    // Decided once per connection: a plain connection's requests run the same
+                    // code as without TLS.
+                    match &w.tls {
+                        Some(tls) => conn.serve_tls(sock, tls).await,
+                        None => conn.serve(sock).await,
+                    }
                     w.closed_connection();
                 });
             }
