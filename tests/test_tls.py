@@ -306,12 +306,25 @@ def test_file_wrapper_over_tls_sends_the_file_from_rust(run_server, certs, tmp_p
     data = os.urandom(5 * 1024 * 1024 + 123)
     path = tmp_path / "big.bin"
     path.write_bytes(data)
-    srv = run_server(*certs.args(), *worker_args, "-e", f"FILE={path}", APP)
+    srv = run_server(*certs.args(), *worker_args, "--keep-alive", "30", "-e", f"FILE={path}", APP)
     with tls_connect(srv, certs.client_context()) as s:
         for _ in range(2):
             status, headers, body = request(s, "/file")
             assert status == 200 and len(body) == len(data)
             assert hashlib.sha256(body).digest() == hashlib.sha256(data).digest()
+
+
+def test_streamed_response_larger_than_the_socket_buffers(run_server, certs, worker_args):
+    """The writes block on a full socket and resume on the session (from the application's
+    thread with gthread), and every byte arrives once, in order. (The client may take longer
+    to read it than the default --keep-alive allows after the server's last write.)"""
+    srv = run_server(*certs.args(), *worker_args, "--keep-alive", "30", APP)
+    with tls_connect(srv, certs.client_context()) as s:
+        s.sendall(b"GET /gen HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        status, _, body = SocketReader(s, timeout=30).response()[:3]
+        assert status == 200 and len(body) == 251 * 256 * 128
+        assert body == bytes(i % 251 for i in range(251)) * (len(body) // 251)
+        assert request(s, close=True)[0] == 200
 
 
 def test_large_upload_over_tls(run_server, certs, worker_args):

@@ -5,6 +5,7 @@
             `wsgi.file_wrapper` around a file object whose `read` raises: the server must send
             it from the descriptor, never through Python
   /upload   reads the whole body, answers its length and SHA-256
+  /gen      8 MiB from a generator of 64 KiB pieces, byte i being i % 251
   anything else  JSON: `wsgi.url_scheme`, SERVER_PORT and every `SSL_*` and `HTTPS` key
 """
 
@@ -14,6 +15,9 @@ import hashlib
 import io
 import json
 import os
+
+GEN_PIECE = 251 * 256  # a multiple of 251, so every piece continues the pattern
+GEN_PIECES = 128
 
 
 class NoReadFile(io.FileIO):
@@ -34,6 +38,11 @@ def app(environ, start_response):
         start_response("200 OK", [("Content-Type", "application/octet-stream"),
                                   ("Content-Length", str(size))])
         return environ["wsgi.file_wrapper"](NoReadFile(name, "r"), 65536)
+    if path == "/gen":
+        piece = bytes(i % 251 for i in range(GEN_PIECE))
+        start_response("200 OK", [("Content-Type", "application/octet-stream"),
+                                  ("Content-Length", str(GEN_PIECE * GEN_PIECES))])
+        return (piece for _ in range(GEN_PIECES))
     if path == "/upload":
         body = environ["wsgi.input"].read()
         out = f"{len(body)} {hashlib.sha256(body).hexdigest()}".encode()
