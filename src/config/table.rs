@@ -999,7 +999,7 @@ pub static SETTINGS: &[Setting] = &[
         .on()
         .doc(
             "Treat a TLS connection closed without close_notify as a normal end of stream; \
-              when off, such a close is a read error (a request body cut short). Default on.",
+              when off, such a close is reported to the reader as an error. Default on.",
         ),
     set("do_handshake_on_connect", SSL, V::Bool, D::Bool(false))
         .flag(&["--do-handshake-on-connect"])
