@@ -26,6 +26,7 @@ import shlex
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -69,6 +70,7 @@ class Launch:
     module: str  # module name in bench/apps, e.g. "hello"
     python: str  # the venv's python
     bindir: str  # the venv's bin directory
+    tls: tuple[str, str] | None = None  # certificate and key files, for the TLS scenarios
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,8 @@ class Config:
     threaded: bool  # runs the app on 8 threads (the only ones used by the sleep scenario)
     argv: Callable[[Launch], list[str]]
     installed: Callable[[Launch], bool]
+    # The options that serve TLS with a certificate and key file; None: no TLS scenarios.
+    tls_flags: Callable[[str, str], list[str]] | None = None
 
 
 def _exe(name: str) -> Callable[[Launch], bool]:
@@ -129,22 +133,31 @@ def _bjoern(ln: Launch) -> list[str]:
     return [ln.python, str(BENCH / "bjoern_runner.py"), f"{ln.module}:app", HOST, str(ln.port)]
 
 
+def _certfile_flags(cert: str, key: str) -> list[str]:
+    return ["--certfile", cert, "--keyfile", key]
+
+
+def _granian_tls_flags(cert: str, key: str) -> list[str]:
+    return ["--ssl-certificate", cert, "--ssl-keyfile", key]
+
+
 CONFIGS: list[Config] = [
     Config("gunicorn-sync", "gunicorn", "sync", False, _gunicorn(["-k", "sync"]),
-           _exe("gunicorn")),
+           _exe("gunicorn"), _certfile_flags),
     Config("gunicorn-gthread", "gunicorn", "gthread --threads 8", True,
-           _gunicorn(["-k", "gthread", "--threads", "8"]), _exe("gunicorn")),
+           _gunicorn(["-k", "gthread", "--threads", "8"]), _exe("gunicorn"), _certfile_flags),
     Config("granian", "granian", "wsgi, default blocking threads", False, _granian([]),
-           _exe("granian")),
+           _exe("granian"), _granian_tls_flags),
     Config("granian-bt8", "granian", "wsgi --blocking-threads 8", True,
-           _granian(["--blocking-threads", "8"]), _exe("granian")),
+           _granian(["--blocking-threads", "8"]), _exe("granian"), _granian_tls_flags),
     Config("uwsgi", "uwsgi", "http11-socket, 1 thread", False, _uwsgi([]), _exe("uwsgi")),
     Config("uwsgi-t8", "uwsgi", "http11-socket --threads 8", True, _uwsgi(["--threads", "8"]),
            _exe("uwsgi")),
     Config("bjoern", "bjoern", "bjoern.run", False, _bjoern, _importable("bjoern")),
-    Config("ferrocorn-sync", "ferrocorn", "sync", False, _ferrocorn([]), _exe("ferrocorn")),
+    Config("ferrocorn-sync", "ferrocorn", "sync", False, _ferrocorn([]), _exe("ferrocorn"),
+           _certfile_flags),
     Config("ferrocorn-gthread", "ferrocorn", "gthread --threads 8", True,
-           _ferrocorn(["-k", "gthread", "--threads", "8"]), _exe("ferrocorn")),
+           _ferrocorn(["-k", "gthread", "--threads", "8"]), _exe("ferrocorn"), _certfile_flags),
 ]
 
 
@@ -162,6 +175,7 @@ class Scenario:
     threaded_only: bool = False
     rss_before: bool = False  # also sample RSS before the measured run (file_wrapper)
     must_close: bool = False  # the server must close after each response (Connection: close)
+    tls: bool = False  # HTTPS, for the servers that serve TLS themselves
     note: str = ""
 
 
@@ -179,6 +193,11 @@ SCENARIOS: list[Scenario] = [
     Scenario("flask", "Flask hello route", "flask_hello", 50),
     Scenario("file-10mib", "10 MiB file through wsgi.file_wrapper", "filewrap", 10,
              rss_before=True, note="RSS column: process tree before → after the measured run"),
+    Scenario("tls-hello", "Hello world over TLS, keep-alive", "hello", 50, tls=True,
+             note="each server terminating TLS itself (ECDSA P-256 certificate)"),
+    Scenario("tls-close", "Hello world over TLS, Connection: close", "hello", 50,
+             ("-H", "Connection: close"), must_close=True, tls=True,
+             note="a new TCP connection and a full TLS handshake for every request"),
 ]
 
 
@@ -314,6 +333,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def make_certificate(directory: Path) -> tuple[str, str]:
+    """A self-signed ECDSA P-256 certificate for 127.0.0.1 and its key, made with openssl."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )
+    return str(cert), str(key)
+
+
 class ServerError(Exception):
     pass
 
@@ -325,6 +355,8 @@ class Server:
         self.config = config
         self.launch = launch
         self.argv = config.argv(launch)
+        if launch.tls and config.tls_flags:
+            self.argv += config.tls_flags(*launch.tls)
         self.log_path = logdir / f"{config.key}-{launch.module}-{launch.port}.log"
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
@@ -340,6 +372,16 @@ class Server:
             return ""
         return " | ".join(line.strip() for line in text[-lines:])
 
+    def connect(self) -> socket.socket:
+        """A connection to the server, over TLS (unverified) when it serves TLS."""
+        s = socket.create_connection((HOST, self.launch.port), timeout=2)
+        if not self.launch.tls:
+            return s
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        return ctx.wrap_socket(s)
+
     def wait_ready(self, deadline: float = START_DEADLINE) -> None:
         """Polls until a GET / answers 200 (connect, request, status line), with a deadline."""
         end = time.monotonic() + deadline
@@ -348,7 +390,7 @@ class Server:
             if self.proc.poll() is not None:
                 raise ServerError(f"exited with {self.proc.returncode}: {self.log_tail()}")
             try:
-                with socket.create_connection((HOST, self.launch.port), timeout=2) as s:
+                with self.connect() as s:
                     s.sendall(request)
                     head = s.recv(64)
                 if head.startswith((b"HTTP/1.1 200", b"HTTP/1.0 200")):
@@ -363,7 +405,7 @@ class Server:
         """Whether the server closes the connection after answering a request that says
         `Connection: close` (RFC 9112 requires it)."""
         request = f"GET / HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n".encode()
-        with socket.create_connection((HOST, self.launch.port), timeout=2) as s:
+        with self.connect() as s:
             s.sendall(request)
             s.settimeout(1.0)
             try:
@@ -465,7 +507,8 @@ def parse_wrk(out: str) -> WrkResult:
 def wrk_argv(sc: Scenario, port: int, seconds: float) -> list[str]:
     return [
         "taskset", "-c", CLIENT_CPU, "wrk", "-t1", f"-c{sc.connections}", f"-d{seconds:g}s",
-        "--timeout", "5s", "--latency", *sc.wrk_extra, f"http://{HOST}:{port}/",
+        "--timeout", "5s", "--latency", *sc.wrk_extra,
+        f"{'https' if sc.tls else 'http'}://{HOST}:{port}/",
     ]
 
 
@@ -557,7 +600,8 @@ def measure_once(
     cell: Cell, config: Config, sc: Scenario, launch_base: Launch, env: dict[str, str],
     logdir: Path, warmup: float, duration: float,
 ) -> None:
-    launch = dataclasses.replace(launch_base, port=free_port(), module=sc.module)
+    launch = dataclasses.replace(launch_base, port=free_port(), module=sc.module,
+                                 tls=launch_base.tls if sc.tls else None)
     run: dict[str, Any] = {"rps": None}
     server: Server | None = None
     try:
@@ -1157,7 +1201,8 @@ def run_all(args: argparse.Namespace, idle_policy: str, argv: Sequence[str] | No
     started = time.monotonic()
     deadline = started + args.max_minutes * 60
 
-    plan = [(sc, [c for c in args.configs if c.threaded or not sc.threaded_only])
+    plan = [(sc, [c for c in args.configs if (c.threaded or not sc.threaded_only)
+                  and (c.tls_flags or not sc.tls)])
             for sc in args.scenarios]
     n_meas = sum(len(cfgs) for _, cfgs in plan) * args.runs
     estimate = n_meas * (args.warmup + args.duration + 2.5)
@@ -1172,6 +1217,8 @@ def run_all(args: argparse.Namespace, idle_policy: str, argv: Sequence[str] | No
             f.write(block)
     logdir = tmp / "logs"
     logdir.mkdir()
+    if any(sc.tls for sc, _ in plan):
+        base = dataclasses.replace(base, tls=make_certificate(tmp))
     env = dict(os.environ, BENCH_FILE=str(data_file), PYTHONDONTWRITEBYTECODE="1")
     env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
 

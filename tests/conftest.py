@@ -104,7 +104,7 @@ class Server:
 
     @property
     def host_port(self) -> tuple[str, int]:
-        m = re.match(r"http://\[?([^\]]+?)\]?:(\d+)$", self.address)
+        m = re.match(r"https?://\[?([^\]]+?)\]?:(\d+)$", self.address)
         assert m, f"not a TCP listener: {self.address}"
         return m.group(1), int(m.group(2))
 
@@ -404,6 +404,6 @@ def connect_to(address: str, timeout: float = 10.0) -> socket.socket:
         s.settimeout(timeout)
         s.connect(address[len("unix:"):])
         return s
-    m = re.match(r"http://\[?([^\]]+?)\]?:(\d+)$", address)
+    m = re.match(r"https?://\[?([^\]]+?)\]?:(\d+)$", address)
     assert m, f"not a listener address: {address}"
     return socket.create_connection((m.group(1), int(m.group(2))), timeout=timeout)

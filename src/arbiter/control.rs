@@ -14,7 +14,7 @@ use super::{
 use crate::config::{self, Loaded, Settings};
 use crate::log;
 use crate::log::python::log_exception;
-use crate::net::listeners::Listener;
+use crate::net::tls::TlsAcceptor;
 use crate::process::heartbeat::monotonic_millis;
 
 impl Arbiter {
@@ -171,6 +171,13 @@ impl Arbiter {
     /// Takes the re-read settings: logging, worker count, pidfile and, when `bind` changed,
     /// new listeners.
     fn apply_settings(&mut self, py: Python<'_>, new: Settings) {
+        // New workers take the files as they are now; workers still open keep their own.
+        match TlsAcceptor::from_settings(&new) {
+            Ok(tls) => self.tls = tls,
+            Err(message) => log::error(format_args!(
+                "Reloading TLS failed, keeping the current certificates: {message}"
+            )),
+        }
         if let Err(message) = setup_logging(&new) {
             log::error(format_args!("{message}"));
         }
@@ -192,7 +199,12 @@ impl Arbiter {
                         }
                     }
                     drop(old);
-                    let shown: Vec<String> = self.listeners.iter().map(Listener::display).collect();
+                    let tls = self.tls.is_some();
+                    let shown: Vec<String> = self
+                        .listeners
+                        .iter()
+                        .map(|l| l.display_scheme(tls))
+                        .collect();
                     log::info(format_args!(
                         "Listening at: {} ({})",
                         shown.join(","),

@@ -37,6 +37,7 @@ use crate::log;
 use crate::log::metrics::Totals;
 use crate::log::python::log_exception;
 use crate::net::listeners::{self, BindAddr, BindOptions, Listener};
+use crate::net::tls::TlsAcceptor;
 use crate::process::heartbeat::Heartbeat;
 use crate::wsgi::app::{load_app, load_embedded, LoadError};
 use pool::Pool;
@@ -87,6 +88,9 @@ struct Arbiter {
     totals: Totals,
     /// The worker count last sent to StatsD (`gunicorn.workers`).
     reported_workers: Option<usize>,
+    /// The TLS configuration workers are forked with: loaded at start and on each HUP, so
+    /// certificate files are read once per reload, not per worker or connection.
+    tls: Option<TlsAcceptor>,
 }
 
 /// The `ferrocorn` command. Returns the exit status in the master and in each worker.
@@ -124,10 +128,11 @@ pub fn serve(
     match prepare(py, &settings, application.as_ref()) {
         Err(err) => log::start_failed(err),
         Ok(Prepared::Checked) => exit_code::OK,
-        Ok(Prepared::Serve { preloaded }) => match run(py, settings, start, preloaded, application)
-        {
-            Exit::Worker(code) | Exit::Master(code) => code,
-        },
+        Ok(Prepared::Serve { preloaded, tls }) => {
+            match run(py, settings, start, preloaded, application, tls) {
+                Exit::Worker(code) | Exit::Master(code) => code,
+            }
+        }
     }
 }
 
@@ -135,8 +140,12 @@ pub fn serve(
 enum Prepared {
     /// `--check-config`: the settings and the application are fine.
     Checked,
-    /// Start the arbiter; with `--preload`, the application is loaded.
-    Serve { preloaded: Option<Py<PyAny>> },
+    /// Start the arbiter; with `--preload`, the application is loaded; with a certificate,
+    /// the TLS configuration the workers inherit.
+    Serve {
+        preloaded: Option<Py<PyAny>>,
+        tls: Option<TlsAcceptor>,
+    },
 }
 
 /// Everything the master does before binding: refuse what it cannot honour, set up the logs
@@ -153,6 +162,17 @@ fn prepare(
     }
     setup_logging(settings).map_err(StartError::config)?;
     prepare_environment(py, settings).map_err(StartError::config)?;
+    if !matches!(
+        settings.get("ssl_version"),
+        config::Value::Int(SSL_VERSION_DEFAULT)
+    ) {
+        // Gunicorn's words, though ferrocorn takes no ssl_context either (see docs/tls.md).
+        eprintln!(
+            "Warning: option `ssl_version` is deprecated and it is ignored. Use ssl_context instead."
+        );
+    }
+    // A certificate that cannot be used stops the start, and fails --check-config.
+    let tls = TlsAcceptor::from_settings(settings).map_err(StartError::config)?;
     if application.is_none() && settings.app_uri.is_none() {
         return Err(StartError::usage(
             "usage: ferrocorn [OPTIONS] [APP_MODULE]\nferrocorn: error: No application module specified."
@@ -215,8 +235,11 @@ fn prepare(
     } else {
         None
     };
-    Ok(Prepared::Serve { preloaded })
+    Ok(Prepared::Serve { preloaded, tls })
 }
+
+/// `ssl_version`'s default, Python's `ssl.PROTOCOL_TLS`.
+const SSL_VERSION_DEFAULT: i64 = 2;
 
 fn setup_logging(settings: &Settings) -> Result<(), String> {
     if let Some(level) = settings.str("loglevel") {
@@ -311,6 +334,7 @@ fn run(
     start: StartContext,
     preloaded: Option<Py<PyAny>>,
     application: Option<Py<PyAny>>,
+    tls: Option<TlsAcceptor>,
 ) -> Exit {
     let num_workers = settings.uint("workers").max(1) as usize;
     let hooks = match hooks::Master::new(py, &settings, application.as_ref(), num_workers) {
@@ -357,7 +381,7 @@ fn run(
         systemd,
         heartbeat,
         metrics,
-    } = match open(&settings, parent_master) {
+    } = match open(&settings, parent_master, tls.is_some()) {
         Ok(opened) => opened,
         Err(err) => {
             if let Some(pf) = &pidfile {
@@ -392,6 +416,7 @@ fn run(
         metrics,
         totals: Totals::default(),
         reported_workers: None,
+        tls,
     };
     arbiter.set_title();
     let exit = if arbiter.hooks.fatal("when_ready") {
@@ -425,7 +450,7 @@ struct Opened {
     metrics: Option<scrape::MetricsServer>,
 }
 
-fn open(settings: &Settings, parent_master: libc::pid_t) -> Result<Opened, StartError> {
+fn open(settings: &Settings, parent_master: libc::pid_t, tls: bool) -> Result<Opened, StartError> {
     let failed = |message: String| StartError::logged(exit_code::CONFIG_ERROR, message);
     let opts = bind_options(settings);
     let activated = systemd::listen_fds();
@@ -439,7 +464,7 @@ fn open(settings: &Settings, parent_master: libc::pid_t) -> Result<Opened, Start
         bind_all(settings)
     }
     .map_err(failed)?;
-    let shown: Vec<String> = listeners.iter().map(Listener::display).collect();
+    let shown: Vec<String> = listeners.iter().map(|l| l.display_scheme(tls)).collect();
     log::debug(format_args!("Arbiter booted"));
     log::info(format_args!(
         "Listening at: {} ({})",

@@ -46,6 +46,7 @@ pub(super) fn spawn_web(
                     age: birth.age,
                     app: arbiter.preloaded.as_ref().map(|app| app.clone_ref(py)),
                     application: arbiter.application.as_ref().map(|app| app.clone_ref(py)),
+                    tls: arbiter.tls.clone(),
                 };
                 crate::worker::run(py, ctx)
             } else {

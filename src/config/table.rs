@@ -283,8 +283,8 @@ use Validator as V;
 const LOCALHOSTS: &str = "127.0.0.1,::1";
 
 // What a refused setting's error line offers instead.
-const NO_TLS: &str = "TLS is not supported yet; terminate TLS in a proxy in front (nginx, \
-    HAProxy) that forwards plain HTTP and sets X-Forwarded-Proto (see forwarded_allow_ips)";
+const NO_SSL_CONTEXT: &str = "a Python SSLContext cannot drive ferrocorn's TLS, which runs in \
+    Rust (rustls); set certfile, keyfile, ca_certs, cert_reqs and ciphers instead";
 const NO_HTTP2: &str = "HTTP/2 is not supported yet; ferrocorn speaks HTTP/1.1 \
     (http_protocols = 'h1'), so let a proxy in front speak HTTP/2 to clients";
 const NO_UWSGI: &str = "only HTTP is spoken yet, not the uwsgi protocol; forward from nginx \
@@ -916,7 +916,7 @@ pub static SETTINGS: &[Setting] = &[
               nothing.",
     ),
     set("ssl_context", HOOKS, V::Callable(2), D::Hook)
-        .refuse(NO_TLS)
+        .refuse(NO_SSL_CONTEXT)
         .doc(
             "Hook `ssl_context(config, default_ssl_context_factory)` returning the TLS \
               context to use. Default: the factory's context.",
@@ -962,41 +962,60 @@ pub static SETTINGS: &[Setting] = &[
     set("keyfile", SSL, V::String, D::None)
         .cli(&["--keyfile"])
         .meta("FILE")
-        .refuse(NO_TLS)
-        .doc("The TLS private key file. Default none."),
+        .on()
+        .doc(
+            "The TLS private key file (PEM); without it the key is read from `certfile`. \
+              Default none.",
+        ),
     set("certfile", SSL, V::String, D::None)
         .cli(&["--certfile"])
         .meta("FILE")
-        .refuse(NO_TLS)
-        .doc("The TLS certificate file; setting it (or `keyfile`) turns TLS on. Default none."),
+        .on()
+        .doc(
+            "The TLS certificate file (PEM, the chain after the certificate); setting it (or \
+              `keyfile`) turns TLS on for every listener. Re-read on HUP. Default none.",
+        ),
     set("ssl_version", SSL, V::SslVersion, D::Int(2))
         .cli(&["--ssl-version"])
-        .doc("Deprecated and ignored; use `ssl_context`. Default 2 (`PROTOCOL_TLS`)."),
+        .on()
+        .doc(
+            "Deprecated and ignored, with Gunicorn's warning: TLS 1.2 and 1.3 are offered. \
+              Default 2 (`PROTOCOL_TLS`).",
+        ),
     set("cert_reqs", SSL, V::PosInt, D::Int(0))
         .cli(&["--cert-reqs"])
-        .refuse(NO_TLS)
+        .on()
         .doc(
-            "Whether a client certificate is required: 0 none, 1 optional, 2 required. \
-              Default 0.",
+            "Whether a client certificate is asked for: 0 not asked, 1 optional (verified \
+              when sent), 2 required and verified, against `ca_certs`. Default 0.",
         ),
     set("ca_certs", SSL, V::String, D::None)
         .cli(&["--ca-certs"])
         .meta("FILE")
-        .refuse(NO_TLS)
-        .doc("The CA bundle client certificates are verified against. Default none."),
+        .on()
+        .doc("The CA bundle (PEM) client certificates are verified against. Default none."),
     set("suppress_ragged_eofs", SSL, V::Bool, D::Bool(true))
         .flag(&["--suppress-ragged-eofs"])
+        .on()
         .doc(
-            "Treat a TLS connection closed without close_notify as a normal end of stream. \
-              Default on.",
+            "Treat a TLS connection closed without close_notify as a normal end of stream; \
+              when off, such a close is reported to the reader as an error. Default on.",
         ),
     set("do_handshake_on_connect", SSL, V::Bool, D::Bool(false))
         .flag(&["--do-handshake-on-connect"])
-        .doc("Perform the TLS handshake as soon as a connection is accepted. Default off."),
+        .on()
+        .doc(
+            "Accepted for compatibility: the TLS handshake always runs as soon as a connection \
+              is accepted, on the event loop, within `header_timeout`. Default off.",
+        ),
     set("ciphers", SSL, V::String, D::None)
         .cli(&["--ciphers"])
-        .refuse(NO_TLS)
-        .doc("The OpenSSL cipher list offered to clients. Default: the TLS library's choice."),
+        .on()
+        .doc(
+            "An OpenSSL cipher string choosing the TLS 1.2 suites offered, among those rustls \
+              has (ECDHE with AES-GCM or ChaCha20-Poly1305); TLS 1.3 suites are always \
+              offered, as with OpenSSL. A string selecting none is an error. Default: all.",
+        ),
     // HTTP/2
     set("http_protocols", HTTP2, V::HttpProtocols, D::Str("h1"))
         .cli(&["--http-protocols"])

@@ -20,8 +20,9 @@ use super::output::{OutQueue, Progress, Then};
 use super::{log_invalid_request, ConnInfo, Outcome, Request, Service};
 use crate::http::{self, proxy, BodyDecoder, HttpError};
 use crate::log;
+use crate::net::tls::{Refused, TlsAcceptor, TlsStream};
 use crate::net::transport::{read_appending, read_into};
-use crate::net::{Peer, Transport};
+use crate::net::{Peer, Socket, Transport};
 
 /// Time since `started`, taken when something reports finished requests.
 fn since(started: Option<Instant>) -> Duration {
@@ -95,6 +96,7 @@ impl<S> Conn<S> {
                 peer,
                 listener,
                 proxy: None,
+                tls: None,
             },
             service,
             buf: Vec::new(),
@@ -140,6 +142,32 @@ impl<S> Conn<S> {
         };
         if let Err(e) = end {
             log_socket_error(&e);
+        }
+    }
+
+    /// Serves a connection accepted on a TLS listener: the handshake first, within
+    /// `--header-timeout`, then HTTP/1 over the session. A client speaking plain HTTP gets a
+    /// plain-text 400 that says so, then the close.
+    pub async fn serve_tls(mut self, sock: Socket, tls: &TlsAcceptor)
+    where
+        S: Service<Socket> + Service<TlsStream>,
+    {
+        let service = Rc::clone(&self.service);
+        let timeout = <S as Service<Socket>>::options(&*service).head_timeout;
+        match timeout_at(Instant::now() + timeout, tls.handshake(sock)).await {
+            Ok(Ok(stream)) => {
+                self.info.tls = Some(Arc::clone(stream.info()));
+                self.serve(stream).await;
+            }
+            Ok(Err(Refused::PlainHttp(sock))) => {
+                log::debug(format_args!("Plain HTTP request on a TLS listener"));
+                let err = HttpError::plain_http_to_tls();
+                self.refuse(&sock, &*service, &err).await;
+            }
+            Ok(Err(Refused::Failed(why))) => {
+                log::debug(format_args!("TLS handshake failed: {why}"));
+            }
+            Err(_) => log::debug(format_args!("TLS handshake not completed in time")),
         }
     }
 

@@ -27,6 +27,7 @@ use crate::http::forwarded::AllowList;
 use crate::http::proxy::{self, ProxyInfo};
 use crate::http::{response, HttpError, Limits, RequestHead};
 use crate::log;
+use crate::net::tls::TlsInfo;
 use crate::net::{Peer, Transport};
 use body::{BodyState, BodyTarget};
 use output::OutQueue;
@@ -59,6 +60,8 @@ pub struct ConnInfo {
     pub listener: usize,
     /// What a PROXY protocol header said about the client.
     pub proxy: Option<ProxyInfo>,
+    /// What the TLS handshake settled; `None` on a plain connection.
+    pub tls: Option<Arc<TlsInfo>>,
 }
 
 impl ConnInfo {

@@ -31,7 +31,8 @@ use crate::log;
 use crate::log::python::{log_exception, request_object};
 use crate::log::LoggedRequest;
 
-/// Every server hook ferrocorn calls (`ssl_context` is accepted but unused until TLS).
+/// Every server hook ferrocorn calls (`ssl_context` is refused: rustls cannot use an
+/// `SSLContext`).
 pub const HOOKS: [&str; 15] = [
     "on_starting",
     "on_reload",

@@ -152,6 +152,10 @@ impl HttpError {
             message: "Request body not received in time".into(),
         }
     }
+    /// Plain HTTP sent to a TLS listener, answered in plain text as nginx does.
+    pub fn plain_http_to_tls() -> HttpError {
+        Self::bad_request("The plain HTTP request was sent to HTTPS port".into())
+    }
     /// The worker is at its connection cap (`--worker-connections`).
     pub fn service_unavailable() -> HttpError {
         HttpError {

@@ -12,10 +12,16 @@ pub enum Listener {
 impl Listener {
     /// As Gunicorn prints it: `http://127.0.0.1:8000`, `http://[::1]:8000`, `unix:/run/app.sock`.
     pub fn display(&self) -> String {
+        self.display_scheme(false)
+    }
+
+    /// As [`Listener::display`], with `https://` for a TCP listener serving TLS.
+    pub fn display_scheme(&self, tls: bool) -> String {
+        let scheme = if tls { "https" } else { "http" };
         match self {
             Listener::Tcp(l) => match l.local_addr() {
-                Ok(addr) => format!("http://{addr}"),
-                Err(_) => "http://?".to_string(),
+                Ok(addr) => format!("{scheme}://{addr}"),
+                Err(_) => format!("{scheme}://?"),
             },
             Listener::Unix(_, path) => format!("unix:{}", path.display()),
         }

@@ -6,6 +6,7 @@
 //! - [`transport`]: what every kind of connection offers the layers above.
 //! - [`polled`]: a small non-blocking server driven by the master's `poll(2)`.
 //! - [`socket`]: the transport of a plain TCP or unix-socket connection.
+//! - [`tls`]: the transport of a TLS connection (rustls over a socket), and its settings.
 //! - [`memory`]: an in-memory transport for tests, driven by a script.
 
 pub mod accept;
@@ -14,6 +15,7 @@ pub mod listeners;
 pub mod memory;
 pub mod polled;
 pub mod socket;
+pub mod tls;
 pub mod transport;
 
 pub use accept::{Acceptor, Peer};

@@ -38,6 +38,7 @@ use crate::log;
 use crate::log::access::AccessFormat;
 use crate::log::python::log_exception;
 use crate::net::listeners::Listener;
+use crate::net::tls::TlsAcceptor;
 use crate::net::{Acceptor, Transport};
 use crate::process::heartbeat::HeartbeatSlot;
 use crate::process::lifecycle as signals;
@@ -58,6 +59,8 @@ pub struct WorkerContext<'a> {
     /// The embedding application object (`BaseApplication`), whose `wsgi()` gives the
     /// application; `None` when APP_MODULE names it.
     pub application: Option<Py<PyAny>>,
+    /// The TLS configuration the master loaded (at start or the last HUP); `None`: plain HTTP.
+    pub tls: Option<TlsAcceptor>,
 }
 
 /// Timing and capacity settings of the worker (the connections' are [`driver::Options`]).
@@ -95,6 +98,8 @@ pub struct Worker {
     burst: burst::Burst,
     /// Connections that have sent nothing, closed first at `--worker-connections`.
     shedding: Shedding,
+    /// Every listener serves TLS with this configuration.
+    tls: Option<TlsAcceptor>,
 }
 
 impl Worker {
@@ -252,6 +257,10 @@ fn boot(py: Python<'_>, ctx: WorkerContext<'_>) -> Result<(Worker, RawFd), Start
     }
     let worker = build_worker(py, settings, ctx.listeners, app, ctx.heartbeat)
         .map_err(|e| StartError::logged(boot_error, format!("Exception in worker process: {e}")))?;
+    let worker = Worker {
+        tls: ctx.tls,
+        ..worker
+    };
     Ok((worker, wake_fd))
 }
 
@@ -499,6 +508,7 @@ fn build_worker(
         connection_closed: Notify::new(),
         burst: burst::Burst::new(),
         shedding: Shedding::new(),
+        tls: None,
     })
 }
 
@@ -644,6 +654,12 @@ async fn accept_loop(worker: Rc<Worker>, listener: Acceptor, index: usize) {
                 }
                 worker.opened_connection();
                 let w = Rc::clone(&worker);
+                if full && w.tls.is_some() {
+                    // A plain-text 503 would mean nothing to a TLS client: close at once.
+                    drop(sock);
+                    w.closed_connection();
+                    continue;
+                }
                 if full {
                     // Every open connection has sent something: refuse at once rather than
                     // leave the client in the queue.
@@ -654,7 +670,13 @@ async fn accept_loop(worker: Rc<Worker>, listener: Acceptor, index: usize) {
                     continue;
                 }
                 tokio::task::spawn_local(async move {
-                    Conn::new(peer, index, Rc::clone(&w)).serve(sock).await;
+                    let conn = Conn::new(peer, index, Rc::clone(&w));
+                    // Decided once per connection: a plain connection's requests run the same
+                    // code as without TLS.
+                    match &w.tls {
+                        Some(tls) => conn.serve_tls(sock, tls).await,
+                        None => conn.serve(sock).await,
+                    }
                     w.closed_connection();
                 });
             }

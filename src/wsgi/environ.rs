@@ -14,6 +14,7 @@ use super::response::EarlyHints;
 use crate::driver::ConnInfo;
 use crate::http::forwarded::{ForwardedPolicy, HeaderMap};
 use crate::http::{HttpError, RequestHead};
+use crate::net::tls::TlsInfo;
 use crate::net::Peer;
 
 /// Header-name keys cached per worker (`HTTP_USER_AGENT`, ...), bounded so a client sending
@@ -320,7 +321,11 @@ impl EnvironBuilder {
         } else {
             None
         };
-        let https = scheme == Some("https");
+        // A trusted proxy's scheme header wins, as in Gunicorn; else the listener's.
+        let https = match scheme {
+            Some(scheme) => scheme == "https",
+            None => conn.tls.is_some(),
+        };
         env.set_item(&k.url_scheme, if https { &k.https } else { &k.http })?;
 
         match peer {
@@ -406,8 +411,32 @@ impl EnvironBuilder {
                 env.set_item("PROXY_PORT", port.to_string())?;
             }
         }
+        if let Some(tls) = &conn.tls {
+            set_tls_keys(&env, tls)?;
+        }
         Ok(env)
     }
+}
+
+/// What a TLS connection tells the application, under the names nginx's and Apache's
+/// `SSL_*` variables have (docs/tls.md).
+fn set_tls_keys(env: &Bound<'_, PyDict>, tls: &TlsInfo) -> PyResult<()> {
+    env.set_item("SSL_PROTOCOL", tls.protocol)?;
+    env.set_item("SSL_CIPHER", tls.cipher)?;
+    if let Some(name) = &tls.server_name {
+        env.set_item("SSL_TLS_SNI", name)?;
+    }
+    match &tls.client {
+        Some(cert) => {
+            // Only a certificate that passed verification gets this far.
+            env.set_item("SSL_CLIENT_VERIFY", "SUCCESS")?;
+            env.set_item("SSL_CLIENT_CERT", &cert.pem)?;
+            env.set_item("SSL_CLIENT_S_DN", &cert.subject)?;
+            env.set_item("SSL_CLIENT_I_DN", &cert.issuer)?;
+        }
+        None => env.set_item("SSL_CLIENT_VERIFY", "NONE")?,
+    }
+    Ok(())
 }
 
 enum Fill {
