@@ -28,6 +28,7 @@ use crate::config::Settings;
 use crate::config::Value;
 use crate::driver::body::BodyTarget;
 use crate::driver::h1::Conn;
+use crate::driver::h2;
 use crate::driver::shed::Shedding;
 use crate::driver::{self, ConnInfo, Outcome, Request, Service};
 use crate::exit_code;
@@ -38,7 +39,7 @@ use crate::log;
 use crate::log::access::AccessFormat;
 use crate::log::python::log_exception;
 use crate::net::listeners::Listener;
-use crate::net::{Acceptor, Transport};
+use crate::net::{Acceptor, Io};
 use crate::process::heartbeat::HeartbeatSlot;
 use crate::process::lifecycle as signals;
 use crate::wsgi::app::{load_app, load_embedded, syntax_error_stand_in, LoadError};
@@ -321,7 +322,7 @@ fn secs(settings: &Settings, name: &str) -> Duration {
 
 /// The worker as the connection driver sees it: WSGI, called on the event loop's thread
 /// (`sync`) or on the thread pool (`gthread`).
-impl<T: Transport> Service<T> for Worker {
+impl<T: Io + 'static> Service<T> for Worker {
     type Paused = Paused;
     type Record = AccessData;
 
@@ -481,6 +482,7 @@ fn build_worker(
         limits: request_limits(settings),
         proxy_mode,
         proxy_allow,
+        h2: h2_options(settings, threaded)?,
     };
     Ok(Worker {
         options,
@@ -503,6 +505,27 @@ fn build_worker(
         connection_closed: Notify::new(),
         burst: burst::Burst::new(),
         shedding: Shedding::new(),
+    })
+}
+
+/// HTTP/2's settings. Cleartext HTTP/2 is spoken only when `h2` is among `--http-protocols`
+/// and only to the peers trusted with forwarded headers (and over unix sockets), as in
+/// Gunicorn: it is meant for a TLS-terminating proxy in front.
+fn h2_options(settings: &Settings, threaded: bool) -> Result<h2::Options, String> {
+    let offered = settings.list("http_protocols").iter().any(|p| p == "h2");
+    let prior_knowledge = offered && settings.str("http2_cleartext") == Some("prior-knowledge");
+    let uint = |name: &str| u32::try_from(settings.uint(name)).unwrap_or(u32::MAX);
+    Ok(h2::Options {
+        prior_knowledge,
+        // Until the upgrade (`both`) is served, prior knowledge is the only way in.
+        preface_required: prior_knowledge,
+        trusted: AllowList::new(settings.list("forwarded_allow_ips"))
+            .map_err(|e| format!("forwarded_allow_ips: {e}"))?,
+        max_concurrent_streams: uint("http2_max_concurrent_streams"),
+        initial_window_size: uint("http2_initial_window_size"),
+        max_frame_size: uint("http2_max_frame_size"),
+        max_header_list_size: uint("http2_max_header_list_size"),
+        concurrent: threaded,
     })
 }
 
@@ -658,7 +681,11 @@ async fn accept_loop(worker: Rc<Worker>, listener: Acceptor, index: usize) {
                     continue;
                 }
                 tokio::task::spawn_local(async move {
-                    Conn::new(peer, index, Rc::clone(&w)).serve(sock).await;
+                    let served = Conn::new(peer, index, Rc::clone(&w)).serve(sock).await;
+                    // The connection opened with the HTTP/2 preface.
+                    if let Some(h) = served {
+                        Box::pin(h2::serve(h.transport, h.read_ahead, h.info, Rc::clone(&w))).await;
+                    }
                     w.closed_connection();
                 });
             }
