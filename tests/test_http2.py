@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import re
 import shutil
+import signal
 import struct
 import subprocess
 import time
@@ -64,8 +65,10 @@ def worker_rss_kib(server) -> int:
 class Client:
     """A client on one connection driven by the `h2` package's state machine."""
 
-    def __init__(self, server) -> None:
+    def __init__(self, server, prelude: bytes = b"") -> None:
+        """`prelude`: bytes sent before the connection preface (a PROXY header)."""
         self.sock = server.connect()
+        self.sock.sendall(prelude)
         self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
         self.conn.initiate_connection()
         self.flush()
@@ -141,6 +144,18 @@ def test_curl_with_prior_knowledge(h2_server):
     assert env["HTTP_HOST"] == f"127.0.0.1:{h2_server.port}"
     assert env["HTTP_X_TEST"] == "yes"
     assert env["wsgi.url_scheme"] == "http"
+    # The forwarded headers of a trusted peer count as on HTTP/1.
+    out = curl("--http2-prior-knowledge", "-H", "X-Forwarded-Proto: https", f"{h2_server.url}/env")
+    assert b"wsgi.url_scheme=https" in out.stdout, out.stdout
+
+
+def test_a_proxy_header_comes_before_the_preface(run_server):
+    server = run_server(*H2C, "--proxy-protocol", "v1", APP)
+    client = Client(server, prelude=b"PROXY TCP4 203.0.113.7 192.0.2.1 40000 443\r\n")
+    status, _, body = client.response(client.request("/env"))
+    client.close()
+    assert status == 200
+    assert "REMOTE_ADDR=203.0.113.7\nREMOTE_PORT=40000" in body.decode()
 
 
 def test_httpx_bodies_both_ways(h2_server, tmp_path):
@@ -247,6 +262,22 @@ def test_upgrade_is_refused_clearly(value, tmp_path):
     assert out.returncode != 0
     assert "http2_cleartext" in out.stdout and value in out.stdout, out.stdout
     assert "Traceback" not in out.stdout and "panicked" not in out.stdout
+
+
+def test_a_stopping_worker_sends_goaway_and_finishes_streams(run_server):
+    server = run_server("-k", "gthread", "--threads", "4", "--keep-alive", "60", *H2C, APP)
+    raw = Raw(server)
+    # A request whose body is still to come, under way as the stop begins.
+    raw.send(frame(HEADERS, END_HEADERS, 1, raw.block("/echo")))
+    server.signal(signal.SIGTERM)
+    assert raw.goaway() == 0  # NO_ERROR: the stream under way is still served
+    raw.send(frame(DATA, END_STREAM, 1, b"late"))
+    head = raw.read_until(lambda f: f[0] == HEADERS and f[2] == 1)
+    assert head is not None and dict(hpack.Decoder().decode(head[3]))[":status"] == "200"
+    data = raw.read_until(lambda f: f[0] == DATA and f[2] == 1)
+    assert data is not None and data[3] == f"4 {hashlib.sha256(b'late').hexdigest()}".encode()
+    raw.close()
+    assert server.wait(timeout=30) == 0
 
 
 def test_h2_without_a_way_to_speak_it_is_warned_of(tmp_path):

@@ -20,7 +20,7 @@ def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
     text = [("Content-Type", "text/plain")]
     if path == "/env":
         keys = ("SERVER_PROTOCOL", "REQUEST_METHOD", "PATH_INFO", "QUERY_STRING", "HTTP_HOST",
-                "HTTP_X_TEST", "wsgi.url_scheme", "CONTENT_LENGTH")
+                "HTTP_X_TEST", "wsgi.url_scheme", "CONTENT_LENGTH", "REMOTE_ADDR", "REMOTE_PORT")
         start_response("200 OK", text)
         return ["\n".join(f"{k}={environ.get(k, '')}" for k in keys).encode()]
     if path == "/echo":
