@@ -280,6 +280,16 @@ def test_a_stopping_worker_sends_goaway_and_finishes_streams(run_server):
     assert server.wait(timeout=30) == 0
 
 
+def test_an_idle_connection_gets_goaway_after_the_keep_alive(run_server):
+    server = run_server(*H2C, "--keep-alive", "1", APP)
+    raw = Raw(server)
+    started = time.monotonic()
+    assert raw.goaway(timeout=10) == 0
+    assert time.monotonic() - started >= 0.5
+    assert raw.read_until(lambda f: False, timeout=10) is None  # then the connection ends
+    raw.close()
+
+
 def test_h2_without_a_way_to_speak_it_is_warned_of(tmp_path):
     out = run_command(["--http-protocols", "h2,h1", "--check-config", APP], cwd=tmp_path)
     assert out.returncode == 0, out.stdout

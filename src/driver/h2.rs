@@ -265,7 +265,8 @@ async fn connection<S: Service<Stream> + 'static>(
     let active = Rc::new(Cell::new(0usize));
     let finished = Rc::new(Notify::new());
     let mut idle_since = Instant::now();
-    let mut closing = false;
+    // When GOAWAY was sent, if it was.
+    let mut closing: Option<Instant> = None;
     let mut checks = tokio::time::interval(STOP_CHECK);
     loop {
         let idle = active.get() == 0;
@@ -298,10 +299,18 @@ async fn connection<S: Service<Stream> + 'static>(
             }
             _ = checks.tick() => {
                 let idle_over = idle && idle_since.elapsed() >= options.keepalive;
-                if !closing && (service.is_stopping() || idle_over) {
-                    // GOAWAY; streams under way finish, then `accept` ends.
-                    conn.graceful_shutdown();
-                    closing = true;
+                match closing {
+                    None if service.is_stopping() || idle_over => {
+                        // GOAWAY; streams under way finish, then `accept` ends.
+                        conn.graceful_shutdown();
+                        closing = Some(Instant::now());
+                    }
+                    // The crate waits for the client to answer a PING after the GOAWAY;
+                    // a client that never does keeps the connection no longer.
+                    Some(since) if idle && since.elapsed() >= options.keepalive.max(STOP_CHECK) => {
+                        break;
+                    }
+                    _ => {}
                 }
             }
         }
