@@ -214,6 +214,19 @@ def test_sync_serves_the_streams_of_one_connection_in_turn(run_server):
     client.close()
 
 
+def test_a_client_expecting_100_continue_gets_it(h2_server):
+    client = Client(h2_server)
+    sid = client.conn.get_next_available_stream_id()
+    client.conn.send_headers(sid, [(":method", "POST"), (":path", "/echo"), (":scheme", "http"),
+                                   (":authority", "localhost"), ("expect", "100-continue")])
+    client.flush()
+    client.wait(lambda events: any(isinstance(e, h2.events.InformationalResponseReceived) for e in events))
+    client.conn.send_data(sid, b"body", end_stream=True)
+    client.flush()
+    assert client.response(sid)[::2] == (200, f"4 {hashlib.sha256(b'body').hexdigest()}".encode())
+    client.close()
+
+
 def test_early_hints_are_an_informational_headers_frame(h2_server):
     client = Client(h2_server)
     sid = client.request("/hints")

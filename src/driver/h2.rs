@@ -356,6 +356,16 @@ async fn serve_stream<S: Service<Stream>>(
     };
     let mut buffered = Vec::new();
     let mut ended = recv.is_end_stream();
+    let expects_continue = parts
+        .headers
+        .get(::http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if expects_continue && !ended {
+        // The client waits for it before sending the body read next.
+        let mut interim = ::http::Response::new(());
+        *interim.status_mut() = ::http::StatusCode::CONTINUE;
+        let _ = respond.send_informational(interim);
+    }
     while !ended && buffered.len() < buffer_limit {
         match timeout(options.body_timeout, recv.data()).await {
             Ok(Some(Ok(chunk))) => {
