@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the tests need and runs every test:
 #   1. system packages the integration tests use (nginx; ss from iproute2; systemd's tools; openssl;
-#      curl),
+#      curl, and h2load from nghttp2-client),
 #      via apt-get when missing and root;
 #   2. a virtualenv .venv (reused when present) with ferrocorn built from this checkout
 #      (release build of the Rust extension) and tests/requirements.txt;
@@ -28,8 +28,9 @@ command -v ss >/dev/null 2>&1 || missing+=(iproute2)
 # tests/test_deploy.py: systemd-analyze and systemd-socket-activate; a TLS certificate for nginx.
 command -v systemd-socket-activate >/dev/null 2>&1 || missing+=(systemd)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
-# tests/test_tls.py: curl as a TLS client (CA file, client certificates).
+# tests/test_tls.py and tests/test_http2.py: curl as a TLS and HTTP/2 client; h2load.
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v h2load >/dev/null 2>&1 || missing+=(nghttp2-client)
 if ((${#missing[@]})); then
     if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
         log "installing ${missing[*]}"

@@ -138,6 +138,49 @@ def test_alpn_offers_http11(run_server, certs):
         assert request(s, close=True)[0] == 200
 
 
+def test_alpn_h2_serves_http2_over_tls(run_server, certs, worker_args):
+    srv = run_server(*certs.args(), "--http-protocols", "h2,h1", *worker_args, APP)
+    ctx = certs.client_context()
+    ctx.set_alpn_protocols(["h2", "http/1.1"])
+    with tls_connect(srv, ctx) as s:
+        assert s.selected_alpn_protocol() == "h2"
+    port = srv.port
+    with httpx.Client(verify=certs.client_context(), http1=False, http2=True, timeout=20) as client:
+        for _ in range(3):
+            r = client.get(f"https://localhost:{port}/")
+            assert r.status_code == 200 and r.http_version == "HTTP/2"
+            env = r.json()
+            assert env["wsgi.url_scheme"] == "https" and env["SSL_PROTOCOL"] == "TLSv1.3"
+        body = os.urandom(300_000)
+        r = client.post(f"https://localhost:{port}/upload", content=body)
+        assert r.status_code == 200 and r.http_version == "HTTP/2"
+        assert hashlib.sha256(body).hexdigest() in r.text
+    out = subprocess.run(
+        ["curl", "-sS", "--http2", "--max-time", "20", "--cacert", str(certs.ca_file),
+         "-o", "/dev/null", "-w", "%{http_version}", "--resolve", f"localhost:{port}:127.0.0.1",
+         f"https://localhost:{port}/"],
+        capture_output=True, timeout=30, check=True,
+    )
+    assert out.stdout == b"2"
+    load = subprocess.run(
+        ["h2load", "-n", "200", "-c", "4", "-m", "5", f"https://127.0.0.1:{port}/"],
+        capture_output=True, timeout=60, text=True,
+    )
+    assert "200 succeeded, 0 failed, 0 errored" in load.stdout, load.stdout
+
+
+def test_http11_clients_still_served_when_h2_is_offered(run_server, certs):
+    srv = run_server(*certs.args(), "--http-protocols", "h2,h1", APP)
+    ctx = certs.client_context()
+    ctx.set_alpn_protocols(["http/1.1"])
+    with tls_connect(srv, ctx) as s:
+        assert s.selected_alpn_protocol() == "http/1.1"
+        assert request(s, close=True)[0] == 200
+    with tls_connect(srv, certs.client_context()) as s:
+        assert s.selected_alpn_protocol() is None
+        assert request(s, close=True)[0] == 200
+
+
 def test_curl_and_httpx(run_server, certs):
     srv = run_server(*certs.args(), APP)
     port = srv.port

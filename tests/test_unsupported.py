@@ -17,24 +17,12 @@ from conftest import STARTUP_DEADLINE, get, run_command, wait_until
 pytestmark = pytest.mark.timeout(120)
 
 SSL_CONTEXT = "a Python SSLContext cannot drive ferrocorn's TLS, which runs in Rust (rustls); set certfile,"
-HTTP2 = "HTTP/2 is not supported yet;"
 UWSGI = "only HTTP is spoken yet, not the uwsgi protocol;"
 DIRTY = "dirty workers are not supported yet;"
 
 # (command-line arguments, the same in a config file, the start of the error line)
 REFUSED = [
     (["--protocol", "uwsgi"], "protocol = 'uwsgi'", f"protocol = 'uwsgi': {UWSGI}"),
-    (["--http-protocols", "h2"], "http_protocols = 'h2'", f"http_protocols = ['h2']: {HTTP2}"),
-    (["--http-protocols", "h1,h2"], "http_protocols = 'h1,h2'", f"http_protocols = ['h1', 'h2']: {HTTP2}"),
-    (["--http2-cleartext", "prior-knowledge"], "http2_cleartext = 'prior-knowledge'",
-     f"http2_cleartext = 'prior-knowledge': {HTTP2}"),
-    (["--http2-max-concurrent-streams", "50"], "http2_max_concurrent_streams = 50",
-     f"http2_max_concurrent_streams = 50: {HTTP2}"),
-    (["--http2-initial-window-size", "1048576"], "http2_initial_window_size = 1048576",
-     f"http2_initial_window_size = 1048576: {HTTP2}"),
-    (["--http2-max-frame-size", "32768"], "http2_max_frame_size = 32768", f"http2_max_frame_size = 32768: {HTTP2}"),
-    (["--http2-max-header-list-size", "0"], "http2_max_header_list_size = 0",
-     f"http2_max_header_list_size = 0: {HTTP2}"),
     (["--dirty-app", "tasks:Worker", "--dirty-workers", "2"], "dirty_apps = ['tasks:Worker']\ndirty_workers = 2",
      f"dirty_apps = ['tasks:Worker']: {DIRTY}"),
 ]

@@ -179,6 +179,14 @@ fn prepare(
                 .into(),
         ));
     }
+    let offers_h2 = settings.list("http_protocols").iter().any(|p| p == "h2");
+    if offers_h2 && tls.is_none() && settings.str("http2_cleartext") == Some("off") {
+        // Gunicorn's words, on standard error as Gunicorn writes them.
+        eprintln!(
+            "Warning: http_protocols includes h2 but there is no TLS and http2_cleartext is \
+             off, so HTTP/2 will never be negotiated."
+        );
+    }
     let load = || match application {
         Some(obj) => load_embedded(py, obj),
         None => load_app(py, settings),

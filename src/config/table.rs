@@ -285,8 +285,6 @@ const LOCALHOSTS: &str = "127.0.0.1,::1";
 // What a refused setting's error line offers instead.
 const NO_SSL_CONTEXT: &str = "a Python SSLContext cannot drive ferrocorn's TLS, which runs in \
     Rust (rustls); set certfile, keyfile, ca_certs, cert_reqs and ciphers instead";
-const NO_HTTP2: &str = "HTTP/2 is not supported yet; ferrocorn speaks HTTP/1.1 \
-    (http_protocols = 'h1'), so let a proxy in front speak HTTP/2 to clients";
 const NO_UWSGI: &str = "only HTTP is spoken yet, not the uwsgi protocol; forward from nginx \
     with proxy_pass instead of uwsgi_pass and leave protocol at 'http'";
 const NO_DIRTY: &str = "dirty workers are not supported yet; run such work in the \
@@ -1020,18 +1018,22 @@ pub static SETTINGS: &[Setting] = &[
     set("http_protocols", HTTP2, V::HttpProtocols, D::Str("h1"))
         .cli(&["--http-protocols"])
         .meta("STRING")
-        .refuse(NO_HTTP2)
+        .on()
         .doc(
-            "Comma-separated protocols offered through ALPN, most preferred first: `h1`, \
-              `h2`. Default `h1`.",
+            "Comma-separated protocols, most preferred first (offered through ALPN with \
+              TLS): `h1`, `h2`. Default `h1`. Without TLS, `h2` is spoken as \
+              `http2_cleartext` allows.",
         ),
     set("http2_cleartext", HTTP2, V::Http2Cleartext, D::Str("off"))
         .cli(&["--http2-cleartext"])
         .meta("STRING")
-        .refuse(NO_HTTP2)
+        .on()
         .doc(
-            "HTTP/2 without TLS (h2c): `off`, `prior-knowledge`, `upgrade` or `both`. \
-              Default `off`.",
+            "HTTP/2 without TLS (h2c), with `h2` in `http_protocols`: `off`, or \
+              `prior-knowledge` (connections that open with the HTTP/2 preface; then a \
+              trusted peer that does not send it gets 400). Only peers in \
+              `forwarded_allow_ips` and unix-socket peers may use it. `upgrade` and `both` \
+              (`Upgrade: h2c`) are refused. Default `off`.",
         ),
     set(
         "http2_max_concurrent_streams",
@@ -1041,7 +1043,7 @@ pub static SETTINGS: &[Setting] = &[
     )
     .cli(&["--http2-max-concurrent-streams"])
     .int()
-    .refuse(NO_HTTP2)
+    .on()
     .doc("The most streams a client may have open on one HTTP/2 connection. Default 100."),
     set(
         "http2_initial_window_size",
@@ -1051,7 +1053,7 @@ pub static SETTINGS: &[Setting] = &[
     )
     .cli(&["--http2-initial-window-size"])
     .int()
-    .refuse(NO_HTTP2)
+    .on()
     .doc("The initial HTTP/2 flow-control window, in bytes. Default 65535."),
     set(
         "http2_max_frame_size",
@@ -1061,7 +1063,7 @@ pub static SETTINGS: &[Setting] = &[
     )
     .cli(&["--http2-max-frame-size"])
     .int()
-    .refuse(NO_HTTP2)
+    .on()
     .doc(
         "The largest HTTP/2 frame payload accepted, 16384 to 16777215 bytes. Default \
               16384.",
@@ -1074,7 +1076,7 @@ pub static SETTINGS: &[Setting] = &[
     )
     .cli(&["--http2-max-header-list-size"])
     .int()
-    .refuse(NO_HTTP2)
+    .on()
     .doc(
         "The largest HTTP/2 header list accepted, in bytes; 0 means no limit. Default \
               65536.",

@@ -178,6 +178,7 @@ impl BodyState {
             }
             let deadline = Instant::now() + self.timeout;
             match io.read_blocking(&mut self.raw, READ_CHUNK, deadline) {
+                Ok(0) if self.decoder.end_of_input() => return false,
                 Ok(0) | Err(_) => {
                     self.truncated = true;
                     return false;

@@ -17,7 +17,7 @@ use tokio::time::{sleep_until, timeout_at, Instant, Sleep};
 use super::body::{BodyState, BodyTarget};
 use super::buffers::{self, READ_CHUNK};
 use super::output::{OutQueue, Progress, Then};
-use super::{log_invalid_request, ConnInfo, Outcome, Request, Service};
+use super::{h2, log_invalid_request, ConnInfo, Outcome, Request, Service};
 use crate::http::{self, proxy, BodyDecoder, HttpError};
 use crate::log;
 use crate::net::tls::{Refused, TlsAcceptor, TlsStream};
@@ -41,6 +41,18 @@ pub struct Conn<S> {
     buf: Vec<u8>,
     /// A PROXY protocol header may still arrive (only before the first request).
     awaiting_proxy: bool,
+    /// The connection may open with the HTTP/2 preface (cleartext prior knowledge).
+    sniff_h2: bool,
+    /// It did: the connection goes on as HTTP/2.
+    is_h2: bool,
+}
+
+/// A connection that opened with the HTTP/2 preface, for [`super::h2::serve`].
+pub struct Handoff<T> {
+    pub transport: T,
+    /// What was read of it already, the preface included.
+    pub read_ahead: Vec<u8>,
+    pub info: ConnInfo,
 }
 
 enum Next {
@@ -101,34 +113,38 @@ impl<S> Conn<S> {
             service,
             buf: Vec::new(),
             awaiting_proxy: false,
+            sniff_h2: false,
+            is_h2: false,
         }
     }
 
-    /// Serves the connection until it closes.
-    pub async fn serve<T: Transport>(mut self, transport: T)
+    /// Serves the connection until it closes, or until it turns out to be HTTP/2: then the
+    /// connection is handed back for the HTTP/2 driver.
+    pub async fn serve<T: Transport>(mut self, transport: T) -> Option<Handoff<T>>
     where
         S: Service<T>,
     {
         let service = Rc::clone(&self.service);
         self.awaiting_proxy = service.options().proxy_mode != proxy::Mode::Off;
+        self.sniff_h2 = service.options().h2.sniffs(&self.info.peer);
         let mut io = Arc::new(transport);
         let mut waits = HeadWaits::new();
         // The request usually arrives with the connection: read it now rather than wait for
         // the event loop to report the new socket readable.
         buffers::take(&mut self.buf);
         match read_appending(&*io, &mut self.buf, READ_CHUNK, None) {
-            Ok(Some(read)) if read.total == 0 => return,
-            Err(_) => return,
+            Ok(Some(read)) if read.total == 0 => return None,
+            Err(_) => return None,
             Ok(Some(_)) => {}
             Ok(None) => {
                 buffers::give_back(&mut self.buf);
                 if !self.first_bytes(&*io, &*service, &mut waits).await {
-                    return;
+                    return None;
                 }
             }
         }
         let mut first = true;
-        let end = loop {
+        let (end, back) = loop {
             // The transport goes to the application with the request and comes back with the
             // response; without it the connection is over.
             let (next, back) = self.serve_one(io, first, &*service, &mut waits).await;
@@ -137,18 +153,27 @@ impl<S> Conn<S> {
                     io = transport;
                     first = false;
                 }
-                (end, _) => break end,
+                (end, back) => break (end, back),
             }
         };
         if let Err(e) = end {
             log_socket_error(&e);
         }
+        if self.is_h2 {
+            let transport = Arc::try_unwrap(back?).ok()?;
+            return Some(Handoff {
+                transport,
+                read_ahead: std::mem::take(&mut self.buf),
+                info: self.info,
+            });
+        }
+        None
     }
 
     /// Serves a connection accepted on a TLS listener: the handshake first, within
     /// `--header-timeout`, then HTTP/1 over the session. A client speaking plain HTTP gets a
     /// plain-text 400 that says so, then the close.
-    pub async fn serve_tls(mut self, sock: Socket, tls: &TlsAcceptor)
+    pub async fn serve_tls(mut self, sock: Socket, tls: &TlsAcceptor) -> Option<Handoff<TlsStream>>
     where
         S: Service<Socket> + Service<TlsStream>,
     {
@@ -157,17 +182,29 @@ impl<S> Conn<S> {
         match timeout_at(Instant::now() + timeout, tls.handshake(sock)).await {
             Ok(Ok(stream)) => {
                 self.info.tls = Some(Arc::clone(stream.info()));
-                self.serve(stream).await;
+                if stream.info().alpn.as_deref() == Some(b"h2") {
+                    return Some(Handoff {
+                        transport: stream,
+                        read_ahead: Vec::new(),
+                        info: self.info,
+                    });
+                }
+                self.serve(stream).await
             }
             Ok(Err(Refused::PlainHttp(sock))) => {
                 log::debug(format_args!("Plain HTTP request on a TLS listener"));
                 let err = HttpError::plain_http_to_tls();
                 self.refuse(&sock, &*service, &err).await;
+                None
             }
             Ok(Err(Refused::Failed(why))) => {
                 log::debug(format_args!("TLS handshake failed: {why}"));
+                None
             }
-            Err(_) => log::debug(format_args!("TLS handshake not completed in time")),
+            Err(_) => {
+                log::debug(format_args!("TLS handshake not completed in time"));
+                None
+            }
         }
     }
 
@@ -255,6 +292,7 @@ impl<S> Conn<S> {
             keep_alive: framing.keep_alive,
             // With `--keep-alive 0` no connection waits for another request: say so.
             closing: service.is_stopping() || service.options().keepalive.is_zero(),
+            messages: None,
         };
         let Some(Outcome {
             mut transport,
@@ -363,7 +401,27 @@ impl<S> Conn<S> {
                     }
                 }
             }
-            if !self.buf.is_empty() {
+            if self.sniff_h2 && !self.buf.is_empty() {
+                match h2::preface_match(&self.buf) {
+                    h2::PrefaceMatch::Whole => {
+                        self.is_h2 = true;
+                        return Ok(None);
+                    }
+                    // Within the head's deadline, like any head.
+                    h2::PrefaceMatch::Partial => {}
+                    h2::PrefaceMatch::Mismatch if options.h2.preface_required => {
+                        // A peer trusted to speak HTTP/2 did not: a misconfiguration, not
+                        // to be hidden by answering in HTTP/1, as Gunicorn refuses it.
+                        let err = HttpError::invalid_request_line(b"expected the HTTP/2 preface");
+                        log_invalid_request(self.info.peer.socket_addr(), &err);
+                        Box::pin(self.refuse(io, service, &err)).await;
+                        return Ok(None);
+                    }
+                    h2::PrefaceMatch::Mismatch => self.sniff_h2 = false,
+                }
+            }
+            // Still sniffing: what arrived begins the preface; read more.
+            if !self.buf.is_empty() && !self.sniff_h2 {
                 match http::head::parse(&self.buf, &options.limits) {
                     Ok(Some((head, framing, used))) => {
                         self.buf.drain(..used);

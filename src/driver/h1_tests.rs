@@ -52,6 +52,7 @@ impl Echo {
                 limits: Limits::default(),
                 proxy_mode: proxy::Mode::Off,
                 proxy_allow: AllowList::new(&[]).expect("an empty allow list"),
+                h2: Default::default(),
             },
             shedding: Shedding::new(),
             stopping: Cell::new(false),

@@ -4,6 +4,7 @@
 //! - [`buffers`]: memory a connection holds only while it works on a request: its read buffer
 //!   and the state of the request.
 //! - [`h1`]: one HTTP/1 connection, from its first byte to its close.
+//! - [`h2`]: one HTTP/2 connection and its streams, each a request through the same seam.
 //! - [`body`]: a request body as the driver reads it and the application consumes it.
 //! - [`output`]: owned buffers, Python `bytes` and file ranges waiting to be written.
 //! - [`shed`]: which connections make room at `--worker-connections`.
@@ -16,6 +17,7 @@ pub mod buffers;
 pub mod h1;
 #[cfg(test)]
 mod h1_tests;
+pub mod h2;
 pub mod output;
 pub mod shed;
 
@@ -25,10 +27,11 @@ use std::time::Duration;
 
 use crate::http::forwarded::AllowList;
 use crate::http::proxy::{self, ProxyInfo};
+use crate::http::response::ResponseHead;
 use crate::http::{response, HttpError, Limits, RequestHead};
 use crate::log;
 use crate::net::tls::TlsInfo;
-use crate::net::{Peer, Transport};
+use crate::net::{Io, Peer};
 use body::{BodyState, BodyTarget};
 use output::OutQueue;
 
@@ -50,6 +53,8 @@ pub struct Options {
     pub proxy_mode: proxy::Mode,
     /// Peers whose PROXY header is believed.
     pub proxy_allow: AllowList,
+    /// HTTP/2: whether and from whom, and its connection settings.
+    pub h2: h2::Options,
 }
 
 /// What the application side needs to know about the connection a request came on.
@@ -91,6 +96,19 @@ pub struct Request<T> {
     /// The worker is stopping, or keeps no connection alive: the response announces
     /// `Connection: close`.
     pub closing: bool,
+    /// Where the response's heads go when the protocol frames them apart from the body's
+    /// bytes (HTTP/2); `None`: they are bytes in the output, ahead of the body (HTTP/1).
+    pub messages: Option<Arc<dyn Messages>>,
+}
+
+/// A protocol that carries response heads as messages of their own (an HTTP/2 stream's
+/// HEADERS frames) rather than as bytes ahead of the body. The body still goes through the
+/// transport, whose end is the end of the response.
+pub trait Messages: Send + Sync {
+    /// An informational response (`103 Early Hints`) ahead of the final one.
+    fn informational(&self, head: &ResponseHead<'_>);
+    /// The final response head; the body's bytes follow through the transport.
+    fn head(&self, head: &ResponseHead<'_>);
 }
 
 /// The answer to a request: the connection back, and the response.
@@ -139,7 +157,7 @@ impl<P, R> Response<P, R> {
 /// The seam between a connection driver and what runs the application: an application
 /// interface (WSGI) as a worker class runs it (on the event loop's thread or on a pool).
 #[allow(async_fn_in_trait)] // Used through generics on one thread; no `Send` bound wanted.
-pub trait Service<T: Transport> {
+pub trait Service<T: Io + 'static> {
     /// A response paused at the output bound, to be resumed once its output is written.
     type Paused;
     /// What reports keep of a finished request.

@@ -31,8 +31,13 @@ pub struct Decoded {
 
 #[derive(Debug)]
 pub enum BodyDecoder {
-    Length { remaining: u64 },
+    Length {
+        remaining: u64,
+    },
     Chunked(Chunked),
+    /// Every byte until the input ends (an HTTP/2 stream without Content-Length, whose
+    /// DATA frames the protocol has already unframed).
+    UntilEnd,
     Done,
 }
 
@@ -59,6 +64,18 @@ impl BodyDecoder {
 
     pub fn is_done(&self) -> bool {
         matches!(self, BodyDecoder::Done)
+    }
+
+    /// The input ended. True when that completes the body (see [`BodyDecoder::UntilEnd`]);
+    /// false when the body was cut short.
+    pub fn end_of_input(&mut self) -> bool {
+        match self {
+            BodyDecoder::UntilEnd | BodyDecoder::Done => {
+                *self = BodyDecoder::Done;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Body bytes still expected when the framing says (Content-Length), else 0.
@@ -110,6 +127,14 @@ impl BodyDecoder {
                     }
                     return Ok(Decoded {
                         consumed: pos,
+                        done: false,
+                    });
+                }
+                BodyDecoder::UntilEnd => {
+                    let n = rest.len().min(max_out - produced);
+                    out.extend_from_slice(&rest[..n]);
+                    return Ok(Decoded {
+                        consumed: pos + n,
                         done: false,
                     });
                 }

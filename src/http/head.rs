@@ -370,6 +370,58 @@ pub fn refused_request(buf: &[u8], limits: &Limits) -> Option<RequestHead> {
         .map(|(head, _)| head)
 }
 
+/// Builds the head of an HTTP/2 request from its pseudo-header fields (`:method`, `:path`,
+/// `:authority`) and its regular fields, under the same limits and checks as an HTTP/1 head:
+/// `:path` counts as the request line, each field as a `name: value` line. `:authority`
+/// stands for `Host` (RFC 9113 section 8.3.1), after a duplicate `Host` was refused. The
+/// framing says only what `Content-Length` gave; the stream's end delimits the body.
+pub fn from_h2<'a>(
+    method: &'a [u8],
+    path: &'a [u8],
+    authority: Option<&'a [u8]>,
+    fields: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+    limits: &Limits,
+) -> Result<(RequestHead, Framing), HttpError> {
+    if path.len() > limits.request_line {
+        return Err(HttpError::line_too_long(path.len(), limits.request_line));
+    }
+    let mut headers: Vec<(&[u8], Cow<'a, [u8]>)> = Vec::new();
+    for (name, value) in fields {
+        if headers.len() >= limits.fields {
+            return Err(HttpError::headers_too_large("limit request headers fields"));
+        }
+        if name.len() + value.len() + 4 > limits.field_size {
+            return Err(HttpError::headers_too_large(
+                "limit request headers fields size",
+            ));
+        }
+        if !value_is_clean(value) {
+            return Err(HttpError::invalid_header(&name.to_ascii_uppercase()));
+        }
+        headers.push((name, Cow::Borrowed(trim(value))));
+    }
+    if let Some(authority) = authority.filter(|a| !a.is_empty()) {
+        if headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(b"host"))
+            .count()
+            > 1
+        {
+            return Err(HttpError::invalid_header(b"HOST"));
+        }
+        headers.retain(|(n, _)| !n.eq_ignore_ascii_case(b"host"));
+        headers.push((b"host", Cow::Borrowed(authority)));
+    }
+    let raw = RawHead {
+        method,
+        target: path,
+        version: b"HTTP/2.0",
+        headers,
+    };
+    let (head, framing) = finish(raw, limits, HostRule::Http2)?;
+    Ok((head, framing.body))
+}
+
 /// Checks the limits on a head that has not ended yet, so a client cannot make the server
 /// buffer without bound, and refuses bare LF line ends early.
 fn check_incomplete(data: &[u8], limits: &Limits) -> Result<(), HttpError> {
@@ -553,6 +605,8 @@ fn slow_split<'a>(head: &'a [u8], limits: &Limits) -> Result<RawHead<'a>, HttpEr
 enum HostRule {
     Required,
     NotAsked,
+    /// An HTTP/2 request: version 2.0, and `:authority` stands for `Host`.
+    Http2,
 }
 
 fn finish(
@@ -607,7 +661,11 @@ fn finish(
     let mut text = Vec::with_capacity(target.len() + field_bytes);
     text.extend_from_slice(target);
 
-    let version = parse_version(raw.version, limits)?;
+    let version = if host == HostRule::Http2 {
+        Version { major: 2, minor: 0 }
+    } else {
+        parse_version(raw.version, limits)?
+    };
 
     let mut framing = Framing::None;
     let mut content_length: Option<&[u8]> = None;
@@ -1343,5 +1401,53 @@ mod tests {
             &*percent_decode(b"/caf%C3%A9/%2f%zz%4"),
             b"/caf\xc3\xa9//%zz%4"
         );
+    }
+
+    fn h2(
+        path: &str,
+        authority: Option<&str>,
+        fields: &[(&str, &str)],
+    ) -> Result<(RequestHead, Framing), HttpError> {
+        let fields = fields.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes()));
+        from_h2(
+            b"POST",
+            path.as_bytes(),
+            authority.map(str::as_bytes),
+            fields,
+            &Limits::new(40, 3, 100),
+        )
+    }
+
+    #[test]
+    fn http2_heads_take_the_authority_for_host_and_the_http1_limits() {
+        let (head, framing) = h2(
+            "/a?b=c",
+            Some("example.com:8443"),
+            &[("host", "other"), ("content-length", "5")],
+        )
+        .expect("a valid head");
+        assert_eq!(head.version, Version { major: 2, minor: 0 });
+        assert_eq!((head.path(), head.query()), (&b"/a"[..], &b"b=c"[..]));
+        let fields: Vec<_> = head.headers().iter().collect();
+        assert_eq!(
+            fields,
+            [("content-length", &b"5"[..]), ("host", b"example.com:8443")]
+        );
+        assert_eq!(framing, Framing::Length(5));
+        // No Host and no :authority is no error on HTTP/2.
+        assert!(h2("/", None, &[]).is_ok());
+        assert_eq!(
+            h2(&format!("/{}", "p".repeat(40)), None, &[])
+                .unwrap_err()
+                .status,
+            414
+        );
+        let many = [("a", "1"), ("b", "2"), ("c", "3"), ("d", "4")];
+        assert_eq!(h2("/", None, &many).unwrap_err().status, 431);
+        let wide = "w".repeat(100);
+        assert_eq!(h2("/", None, &[("x", &wide)]).unwrap_err().status, 431);
+        assert_eq!(h2("/", None, &[("x", "a\x01b")]).unwrap_err().status, 400);
+        let two_hosts = [("host", "a"), ("host", "b")];
+        assert_eq!(h2("/", Some("c"), &two_hosts).unwrap_err().status, 400);
     }
 }

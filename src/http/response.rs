@@ -160,11 +160,7 @@ impl ChunkSize {
 /// The complete answer to a refused request, ending with the connection closed, in
 /// Gunicorn's format (no `Server` or `Date`, as Gunicorn's error answers have none).
 pub fn error_answer(err: &HttpError) -> Vec<u8> {
-    let page = format!(
-        "<html>\n  <head>\n    <title>{reason}</title>\n  </head>\n  <body>\n    <h1><p>{reason}</p></h1>\n    {message}\n  </body>\n</html>\n",
-        reason = err.reason,
-        message = html_escape(&err.message),
-    );
+    let page = error_page(err.reason, &err.message);
     format!(
         "HTTP/1.1 {} {}\r\nConnection: close\r\nContent-Type: text/html\r\nContent-Length: {}\r\n\r\n{}",
         err.status,
@@ -173,6 +169,14 @@ pub fn error_answer(err: &HttpError) -> Vec<u8> {
         page
     )
     .into_bytes()
+}
+
+/// The HTML page of an error answer, whatever the protocol carrying it.
+pub fn error_page(reason: &str, message: &str) -> String {
+    format!(
+        "<html>\n  <head>\n    <title>{reason}</title>\n  </head>\n  <body>\n    <h1><p>{reason}</p></h1>\n    {message}\n  </body>\n</html>\n",
+        message = html_escape(message),
+    )
 }
 
 /// A complete answer with a body of `content_type`, ending with the connection closed (no

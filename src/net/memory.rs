@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use tokio::sync::Notify;
 
-use super::transport::{Interest, Io, ReadCount, Transport, SPILL_CHUNK};
+use super::transport::{take_bounded, Interest, Io, ReadCount, Transport, SPILL_CHUNK};
 
 #[derive(Default)]
 struct Pipe {
@@ -159,20 +159,11 @@ impl Io for Memory {
         if pipe.server_closed {
             return Err(io::ErrorKind::BrokenPipe.into());
         }
-        let mut room = pipe.room.unwrap_or(usize::MAX);
+        let room = pipe.room.unwrap_or(usize::MAX);
         if room == 0 {
             return Ok(None);
         }
-        let mut written = 0;
-        for buf in bufs {
-            let n = buf.len().min(room);
-            pipe.outbound.extend_from_slice(&buf[..n]);
-            written += n;
-            room -= n;
-            if room == 0 {
-                break;
-            }
-        }
+        let written = take_bounded(bufs, room, |b| pipe.outbound.extend_from_slice(b));
         if let Some(limit) = pipe.room.as_mut() {
             *limit -= written;
         }

@@ -37,8 +37,16 @@ const HANDSHAKE_READ: usize = 16 * 1024;
 
 /// The protocols offered through ALPN, most preferred first. The one place the list is made:
 /// a protocol driver added beside HTTP/1 extends it here.
-pub fn alpn_protocols(_settings: &Settings) -> Vec<Vec<u8>> {
-    vec![b"http/1.1".to_vec()]
+pub fn alpn_protocols(settings: &Settings) -> Vec<Vec<u8>> {
+    settings
+        .list("http_protocols")
+        .iter()
+        .filter_map(|name| match name.as_str() {
+            "h1" => Some(b"http/1.1".to_vec()),
+            "h2" => Some(b"h2".to_vec()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// A frozen TLS server configuration, shared by every connection of a worker.

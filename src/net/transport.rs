@@ -108,6 +108,22 @@ pub fn read_appending<I: Io + ?Sized>(
     Ok(Some(read))
 }
 
+/// Hands the front of `bufs`, at most `room` bytes, to `push`, as a write into an in-memory
+/// transport takes them. Returns the count of bytes taken.
+pub fn take_bounded(bufs: &[IoSlice<'_>], mut room: usize, mut push: impl FnMut(&[u8])) -> usize {
+    let mut taken = 0;
+    for buf in bufs {
+        let n = buf.len().min(room);
+        push(&buf[..n]);
+        taken += n;
+        room -= n;
+        if room == 0 {
+            break;
+        }
+    }
+    taken
+}
+
 /// A connection as the event loop drives it.
 #[allow(async_fn_in_trait)] // Used through generics on one thread; no `Send` bound wanted.
 pub trait Transport: Io + Sized + 'static {

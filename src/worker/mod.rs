@@ -27,7 +27,8 @@ use tokio::sync::Notify;
 use crate::config::Value;
 use crate::config::{Settings, StartError};
 use crate::driver::body::BodyTarget;
-use crate::driver::h1::Conn;
+use crate::driver::h1::{Conn, Handoff};
+use crate::driver::h2;
 use crate::driver::shed::Shedding;
 use crate::driver::{self, ConnInfo, Outcome, Request, Service};
 use crate::exit_code;
@@ -39,7 +40,7 @@ use crate::log::access::AccessFormat;
 use crate::log::python::log_exception;
 use crate::net::listeners::Listener;
 use crate::net::tls::TlsAcceptor;
-use crate::net::{Acceptor, Transport};
+use crate::net::{Acceptor, Io, Transport};
 use crate::process::heartbeat::HeartbeatSlot;
 use crate::process::lifecycle as signals;
 use crate::wsgi::app::{load_app, load_embedded, syntax_error_stand_in, LoadError};
@@ -326,7 +327,7 @@ fn secs(settings: &Settings, name: &str) -> Duration {
 
 /// The worker as the connection driver sees it: WSGI, called on the event loop's thread
 /// (`sync`) or on the thread pool (`gthread`).
-impl<T: Transport> Service<T> for Worker {
+impl<T: Io + 'static> Service<T> for Worker {
     type Paused = Paused;
     type Record = AccessData;
 
@@ -486,6 +487,7 @@ fn build_worker(
         limits: request_limits(settings),
         proxy_mode,
         proxy_allow,
+        h2: h2_options(settings, threaded)?,
     };
     Ok(Worker {
         options,
@@ -509,6 +511,27 @@ fn build_worker(
         burst: burst::Burst::new(),
         shedding: Shedding::new(),
         tls: None,
+    })
+}
+
+/// HTTP/2's settings. Cleartext HTTP/2 is spoken only when `h2` is among `--http-protocols`
+/// and only to the peers trusted with forwarded headers (and over unix sockets), as in
+/// Gunicorn: it is meant for a TLS-terminating proxy in front.
+fn h2_options(settings: &Settings, threaded: bool) -> Result<h2::Options, String> {
+    let offered = settings.list("http_protocols").iter().any(|p| p == "h2");
+    let prior_knowledge = offered && settings.str("http2_cleartext") == Some("prior-knowledge");
+    let uint = |name: &str| u32::try_from(settings.uint(name)).unwrap_or(u32::MAX);
+    Ok(h2::Options {
+        prior_knowledge,
+        // Until the upgrade (`both`) is served, prior knowledge is the only way in.
+        preface_required: prior_knowledge,
+        trusted: AllowList::new(settings.list("forwarded_allow_ips"))
+            .map_err(|e| format!("forwarded_allow_ips: {e}"))?,
+        max_concurrent_streams: uint("http2_max_concurrent_streams"),
+        initial_window_size: uint("http2_initial_window_size"),
+        max_frame_size: uint("http2_max_frame_size"),
+        max_header_list_size: uint("http2_max_header_list_size"),
+        concurrent: threaded,
     })
 }
 
@@ -636,6 +659,20 @@ fn steady_malloc() {
     }
 }
 
+/// Goes on with a connection the HTTP/1 driver handed over as HTTP/2 (ALPN or the preface).
+async fn serve_as_h2<T: Transport>(handoff: Option<Handoff<T>>, worker: &Rc<Worker>) {
+    if let Some(h) = handoff {
+        // Boxed: the HTTP/2 future is large and rare beside the HTTP/1 one.
+        Box::pin(h2::serve(
+            h.transport,
+            h.read_ahead,
+            h.info,
+            Rc::clone(worker),
+        ))
+        .await;
+    }
+}
+
 async fn accept_loop(worker: Rc<Worker>, listener: Acceptor, index: usize) {
     loop {
         let accepted = tokio::select! {
@@ -672,10 +709,11 @@ async fn accept_loop(worker: Rc<Worker>, listener: Acceptor, index: usize) {
                 tokio::task::spawn_local(async move {
                     let conn = Conn::new(peer, index, Rc::clone(&w));
                     // Decided once per connection: a plain connection's requests run the same
-                    // code as without TLS.
+                    // code as without TLS. HTTP/2 comes through ALPN on TLS, or through the
+                    // preface on a cleartext connection allowed to speak it.
                     match &w.tls {
-                        Some(tls) => conn.serve_tls(sock, tls).await,
-                        None => conn.serve(sock).await,
+                        Some(tls) => serve_as_h2(conn.serve_tls(sock, tls).await, &w).await,
+                        None => serve_as_h2(conn.serve(sock).await, &w).await,
                     }
                     w.closed_connection();
                 });

@@ -200,6 +200,7 @@ fn cycle<T: Io + 'static>(
         transport,
         keep_alive,
         closing,
+        messages,
     } = req;
     let io: Arc<dyn Io> = transport;
     let mut tail = Tail {
@@ -265,6 +266,7 @@ fn cycle<T: Io + 'static>(
         ctx.output_bound,
         ctx.pause_output,
     );
+    state.messages = messages;
     // The access log and `post_request` read the response headers after the response.
     state.keep_headers = tail.remote_addr.is_some() || tail.hook.is_some();
     let responder = match Bound::new(py, StartResponse { state }) {

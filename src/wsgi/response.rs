@@ -12,6 +12,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString, PyTuple};
 
 use crate::driver::output::OutQueue;
+use crate::driver::Messages;
 use crate::http::date;
 use crate::http::response::{self as h1, BodyFraming, H1Response, ResponseHead};
 use crate::net::Io;
@@ -73,6 +74,9 @@ pub struct ResponseState {
     /// worker, where the event loop and the application share one thread) instead of
     /// writing with a blocking wait itself.
     pub pausable: bool,
+    /// Where the heads go when the protocol frames them itself (HTTP/2); the body's bytes
+    /// then go out unframed, the stream's end delimiting them.
+    pub messages: Option<Arc<dyn Messages>>,
 }
 
 impl ResponseState {
@@ -102,6 +106,7 @@ impl ResponseState {
             broken: None,
             bound,
             pausable,
+            messages: None,
         }
     }
 
@@ -212,6 +217,10 @@ impl ResponseState {
         self.rendered = rendered;
         self.length = length;
         self.framing = BodyFraming::choose(self.facts.version, self.facts.is_head, code, length);
+        if self.messages.is_some() && self.framing == BodyFraming::Chunked {
+            // The end of the stream delimits the body, as the close does on HTTP/1.0.
+            self.framing = BodyFraming::Close;
+        }
         Ok(())
     }
 
@@ -221,7 +230,6 @@ impl ResponseState {
             return;
         }
         self.headers_sent = true;
-        let close = self.will_close();
         let head = match &self.status {
             Some(status) => ResponseHead {
                 code: self.status_code,
@@ -234,6 +242,11 @@ impl ResponseState {
                 lines: &self.rendered,
             },
         };
+        if let Some(messages) = &self.messages {
+            messages.head(&head);
+            return;
+        }
+        let close = self.will_close();
         let wire = H1Response {
             version: self.facts.version,
             close,
@@ -265,6 +278,14 @@ impl ResponseState {
             let (name, value) = (header_text(&name)?, header_text(&value)?);
             let value = h1::checked_header(&name, &value).map_err(invalid_header)?;
             h1::push_header_line(&mut lines, &name, value);
+        }
+        if let Some(messages) = &self.messages {
+            messages.informational(&ResponseHead {
+                code: 103,
+                status: "103 Early Hints",
+                lines: &lines,
+            });
+            return Ok(());
         }
         self.queue_early_hints(&lines);
         self.flush(py)
