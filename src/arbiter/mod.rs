@@ -167,6 +167,9 @@ pub fn serve(
             unapplied.warned.join(", ")
         ));
     }
+    for note in &settings.notes {
+        log::warning(format_args!("{note}"));
+    }
     // A master started by USR2 stays where its parent is (Gunicorn skips daemonizing then).
     if settings.bool("daemon") && reexec::inherited_fds().is_none() {
         if std::env::var_os("NOTIFY_SOCKET").is_some() {
@@ -366,6 +369,12 @@ fn run(
     log::debug(format_args!("Arbiter booted"));
     log::info(format_args!("Listening at: {} ({pid})", shown.join(",")));
     log::info(format_args!("Using worker: {}", settings.worker_class()));
+    if settings.worker_class() == "asgi" && settings.uint("threads") > 1 {
+        // Gunicorn's words: the event loop, not threads, serves many clients at once.
+        log::warning(format_args!(
+            "ASGI worker does not use threads configuration. Use worker_connections instead."
+        ));
+    }
     let heartbeat = match Heartbeat::new(HEARTBEAT_SLOTS) {
         Ok(hb) => hb,
         Err(e) => {

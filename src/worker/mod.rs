@@ -6,6 +6,7 @@
 //! `gthread` hands complete requests to `--threads` Python threads. Either way a slow client
 //! costs a little memory and a task, never a Python thread.
 
+mod asgi;
 mod burst;
 #[cfg(test)]
 mod corpus_tests;
@@ -72,6 +73,8 @@ pub struct Options {
 enum Mode {
     Sync,
     Threads(pool::Pool),
+    /// ASGI on the asyncio loop that drives this worker's event loop (see [`asgi`]).
+    Asgi(Arc<crate::asgi::cycle::Context>),
 }
 
 /// The worker's shared state, owned by its event loop thread.
@@ -239,6 +242,11 @@ pub fn run(py: Python<'_>, ctx: WorkerContext<'_>) -> i32 {
         }
     };
     let listeners = ctx.listeners;
+    if settings.worker_class() == "asgi" {
+        let code = asgi::run(py, worker, settings, listeners, wake_fd);
+        log::info(format_args!("Worker exiting (pid: {pid})"));
+        return code;
+    }
     let result = py.detach(move || -> io::Result<()> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -386,6 +394,7 @@ impl<T: Transport> Service<T> for Worker {
                 Some(outcome)
             }
             Mode::Threads(pool) => pool.run(Arc::clone(&self.app), request).await,
+            Mode::Asgi(ctx) => Some(crate::asgi::cycle::handle(ctx, request, self.reports).await),
         }
     }
 
@@ -537,9 +546,17 @@ fn max_requests(settings: &Settings) -> u64 {
 
 /// The event loop: accept on every listener, watch signals and the parent, stop gracefully.
 async fn serve(worker: Rc<Worker>, listeners: &[Listener], wake_fd: RawFd) -> io::Result<()> {
+    let acceptors = listeners
+        .iter()
+        .map(Acceptor::new)
+        .collect::<io::Result<Vec<_>>>()?;
+    serve_on(worker, acceptors, wake_fd).await
+}
+
+/// [`serve`] on listeners ready to accept.
+async fn serve_on(worker: Rc<Worker>, acceptors: Vec<Acceptor>, wake_fd: RawFd) -> io::Result<()> {
     let ppid = std::os::unix::process::parent_id();
-    for (index, listener) in listeners.iter().enumerate() {
-        let listener = Acceptor::new(listener)?;
+    for (index, listener) in acceptors.into_iter().enumerate() {
         tokio::task::spawn_local(accept_loop(Rc::clone(&worker), listener, index));
     }
     let wake = signals::Wakeup::new(wake_fd)?;
