@@ -251,3 +251,13 @@ def test_request_hooks(run_server, tmp_path):
                message="post_request ran twice")
     assert hook_log.read_text().splitlines() == [
         "pre GET /", "post GET / 200 OK sent=5", "pre GET /boom", "post GET /boom 500 sent=0"]
+
+
+def test_websocket_upgrade_is_refused_clearly(server):
+    upgrade = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+               "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
+    with server.connect() as s:
+        status, headers, body, _ = exchange(s, req("GET", "/scope", headers=upgrade))
+    assert status == 501
+    assert b"WebSocket upgrades are not supported yet" in body
+    assert headers["connection"] == "close"

@@ -8,6 +8,7 @@ own timers (see src/worker/asgi.rs). Requests never pass through here.
 from __future__ import annotations
 
 import asyncio
+import gc
 from typing import Any
 
 from ._ferrocorn import asgi_log
@@ -128,6 +129,10 @@ def run(loop: asyncio.AbstractEventLoop, app: Any, driver: Any, lifespan: str,
     life = Lifespan(app, lifespan, state) if lifespan != "off" else None
     if life is not None and not loop.run_until_complete(life.startup()):
         return WORKER_BOOT_ERROR
+    # What exists now (modules, the application) lives as long as the worker: out of the
+    # collector's way, a full collection no longer walks it (every request allocates
+    # containers: scope, messages, a task), and copy-on-write pages stay shared.
+    gc.freeze()
 
     timer: list[asyncio.TimerHandle] = []
 

@@ -55,6 +55,9 @@ pub struct Context {
     create_task: Py<PyAny>,
     create_future: Py<PyAny>,
     events: Events,
+    /// The completed awaitable of no value that `send` returns: it holds no state, so one
+    /// serves every call.
+    done: Py<PyAny>,
     pub options: Options,
 }
 
@@ -93,6 +96,7 @@ impl Context {
                 request: intern("http.request"),
                 disconnect: intern("http.disconnect"),
             },
+            done: Ready::wrap(py, None)?,
             options,
         })
     }
@@ -253,12 +257,16 @@ impl Sender {
         let message = message
             .cast::<PyDict>()
             .map_err(|_| PyTypeError::new_err("an ASGI message must be a dict"))?;
-        let kind = match message.get_item("type")? {
-            Some(kind) => kind.extract::<String>()?,
+        // Keys interned once: a lookup then costs no new string and no hashing.
+        let kind = match message.get_item(pyo3::intern!(py, "type"))? {
+            Some(kind) => kind,
             None => return Err(PyTypeError::new_err("an ASGI message needs a 'type'")),
         };
+        let kind = kind
+            .cast::<PyString>()
+            .map_err(|_| PyTypeError::new_err("an ASGI message's 'type' must be a string"))?;
         let mut st = self.ex.state.borrow_mut();
-        match kind.as_str() {
+        match kind.to_str()? {
             "http.response.start" => {
                 if st.response.stage != Stage::Waiting {
                     return Err(PyRuntimeError::new_err(
@@ -266,28 +274,28 @@ impl Sender {
                          already started.",
                     ));
                 }
-                let status = match message.get_item("status")? {
+                let status = match message.get_item(pyo3::intern!(py, "status"))? {
                     Some(status) => status.extract::<u16>()?,
                     None => {
                         return Err(PyTypeError::new_err("http.response.start needs a 'status'"))
                     }
                 };
-                let headers = message.get_item("headers")?;
+                let headers = message.get_item(pyo3::intern!(py, "headers"))?;
                 st.response.start(status, headers.as_ref())?;
             }
             "http.response.body" => {
                 if st.disconnected {
                     // The client left: nothing is written any more, quietly.
-                    return Ready::wrap(py, None);
+                    return Ok(self.ctx.done.clone_ref(py));
                 }
-                let body = message.get_item("body")?;
+                let body = message.get_item(pyo3::intern!(py, "body"))?;
                 let body = match &body {
                     Some(b) => Some(b.cast::<PyBytes>().map_err(|_| {
                         PyTypeError::new_err("the 'body' of http.response.body must be bytes")
                     })?),
                     None => None,
                 };
-                let more = match message.get_item("more_body")? {
+                let more = match message.get_item(pyo3::intern!(py, "more_body"))? {
                     Some(more) => more.is_truthy()?,
                     None => false,
                 };
@@ -307,7 +315,7 @@ impl Sender {
                 )))
             }
         }
-        Ready::wrap(py, None)
+        Ok(self.ctx.done.clone_ref(py))
     }
 }
 
@@ -387,7 +395,17 @@ pub async fn handle<T: Transport, P>(
     if hook.is_some() {
         ex.state.borrow_mut().response.keep_headers = true;
     }
-    let task = Python::attach(|py| start(py, ctx, &ex, &head, &conn));
+    let task = if is_websocket_upgrade(&head) {
+        // The WebSocket scope is not served yet: say so instead of passing an upgrade to the
+        // application as a plain HTTP request.
+        Err(NotStarted::Refused(HttpError {
+            status: 501,
+            reason: "Not Implemented",
+            message: "WebSocket upgrades are not supported yet".into(),
+        }))
+    } else {
+        Python::attach(|py| start(py, ctx, &ex, &head, &conn))
+    };
     let task = match task {
         Ok(task) => task,
         Err(not_started) => {
@@ -450,6 +468,16 @@ impl State {
         );
         std::mem::replace(&mut self.body, empty)
     }
+}
+
+/// Whether the request asks to upgrade the connection to WebSocket (RFC 6455 section 4.1).
+fn is_websocket_upgrade(head: &RequestHead) -> bool {
+    head.headers().iter().any(|(name, value)| {
+        name.eq_ignore_ascii_case("upgrade")
+            && value
+                .split(|&b| b == b',')
+                .any(|v| v.trim_ascii().eq_ignore_ascii_case(b"websocket"))
+    })
 }
 
 /// Builds the scope and starts the application's task.
