@@ -261,3 +261,19 @@ def test_websocket_upgrade_is_refused_clearly(server):
     assert status == 501
     assert b"WebSocket upgrades are not supported yet" in body
     assert headers["connection"] == "close"
+
+
+def test_forwarded_scheme_and_underscore_headers_as_for_wsgi(server):
+    headers = {"X-Forwarded-Proto": "https", "X_Under": "dropped"}
+    with server.connect() as s:
+        scope = json.loads(exchange(s, req("GET", "/scope", headers=headers))[2])
+    assert scope["scheme"] == "https"  # 127.0.0.1 is a trusted forwarder by default
+    assert "x_under" not in [name for name, _ in scope["headers"]]
+
+
+def test_proxy_protocol_gives_the_client(run_server):
+    srv = run_server("-k", "asgi", "--proxy-protocol", "v1", "asgi_apps:app")
+    with srv.connect() as s:
+        raw = b"PROXY TCP4 192.0.2.7 198.51.100.1 4321 80\r\n" + req("GET", "/scope")
+        scope = json.loads(exchange(s, raw)[2])
+    assert scope["client"] == ["192.0.2.7", 4321]

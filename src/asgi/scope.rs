@@ -6,8 +6,8 @@ use std::net::IpAddr;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
-use crate::driver::ConnInfo;
-use crate::http::forwarded::{ForwardedPolicy, HeaderMap};
+use crate::driver::{BuildError as Fill, ConnInfo};
+use crate::http::forwarded::ForwardedPolicy;
 use crate::http::{HttpError, RequestHead};
 use crate::net::Peer;
 
@@ -109,10 +109,7 @@ impl ScopeBuilder {
         head: &RequestHead,
         conn: &ConnInfo,
     ) -> Result<Bound<'py, PyDict>, HttpError> {
-        self.fill(py, head, conn).map_err(|e| match e {
-            Fill::Http(e) => e,
-            Fill::Py(e) => HttpError::internal(format!("cannot build the scope: {e}")),
-        })
+        self.fill(py, head, conn).map_err(|e| e.into_http("scope"))
     }
 
     fn fill<'py>(
@@ -137,15 +134,8 @@ impl ScopeBuilder {
         let mut lower = Vec::with_capacity(32);
         for (name, value) in head.headers().iter() {
             let name: &str = name;
-            if name.contains('_') && !(trusted && self.forwarded.forwards(name)) {
-                // Ambiguous with the `-` spelling behind a proxy: as for WSGI.
-                match self.forwarded.header_map {
-                    HeaderMap::Drop => continue,
-                    HeaderMap::Refuse => {
-                        return Err(Fill::Http(HttpError::invalid_header_name(name.as_bytes())))
-                    }
-                    HeaderMap::Dangerous => {}
-                }
+            if !self.forwarded.admits(name, trusted).map_err(Fill::Http)? {
+                continue;
             }
             lower.clear();
             lower.extend(name.bytes().map(|b| b.to_ascii_lowercase()));
@@ -186,16 +176,5 @@ impl ScopeBuilder {
             scope.set_item(&k.state, state.bind(py).copy()?)?;
         }
         Ok(scope)
-    }
-}
-
-enum Fill {
-    Http(HttpError),
-    Py(PyErr),
-}
-
-impl From<PyErr> for Fill {
-    fn from(e: PyErr) -> Fill {
-        Fill::Py(e)
     }
 }

@@ -181,6 +181,21 @@ impl ForwardedPolicy {
         Ok(scheme)
     }
 
+    /// Whether the header field `name` from a peer (`trusted`: one `--forwarded-allow-ips`
+    /// allows) reaches the application. A name with `_` is ambiguous with its `-` spelling once
+    /// mapped (`HTTP_X_A`), so `--header-map` decides, unless a trusted forwarder sends it as
+    /// one of `--forwarder-headers`. `Err`: the request is refused.
+    pub fn admits(&self, name: &str, trusted: bool) -> Result<bool, HttpError> {
+        if !name.contains('_') || (trusted && self.forwards(name)) {
+            return Ok(true);
+        }
+        match self.header_map {
+            HeaderMap::Drop => Ok(false),
+            HeaderMap::Refuse => Err(HttpError::invalid_header_name(name.as_bytes())),
+            HeaderMap::Dangerous => Ok(true),
+        }
+    }
+
     /// Whether a trusted forwarder may send the header `name` that contains `_`.
     pub fn forwards(&self, name: &str) -> bool {
         self.forwarder_headers
