@@ -79,6 +79,7 @@ class Config:
     threaded: bool  # runs the app on 8 threads (the only ones used by the sleep scenario)
     argv: Callable[[Launch], list[str]]
     installed: Callable[[Launch], bool]
+    interface: str = "wsgi"  # the scenarios it runs: those of the same interface
 
 
 def _exe(name: str) -> Callable[[Launch], bool]:
@@ -117,6 +118,12 @@ def _granian(extra: list[str]) -> Callable[[Launch], list[str]]:
     ]
 
 
+def _uvicorn(ln: Launch) -> list[str]:
+    return [f"{ln.bindir}/uvicorn", "--workers", "1", "--http", "httptools", "--loop", "uvloop",
+            "--no-access-log", "--log-level", "warning", "--timeout-keep-alive", "600",
+            "--host", HOST, "--port", str(ln.port), f"{ln.module}:app"]
+
+
 def _uwsgi(extra: list[str]) -> Callable[[Launch], list[str]]:
     return lambda ln: [
         f"{ln.bindir}/uwsgi", "--http11-socket", f"{HOST}:{ln.port}", "--master",
@@ -145,6 +152,12 @@ CONFIGS: list[Config] = [
     Config("ferrocorn-sync", "ferrocorn", "sync", False, _ferrocorn([]), _exe("ferrocorn")),
     Config("ferrocorn-gthread", "ferrocorn", "gthread --threads 8", True,
            _ferrocorn(["-k", "gthread", "--threads", "8"]), _exe("ferrocorn")),
+    Config("uvicorn", "uvicorn", "httptools, uvloop", False, _uvicorn, _exe("uvicorn"), "asgi"),
+    Config("granian-asgi", "granian", "asgi", False,
+           lambda ln: [a if a != "wsgi" else "asgi" for a in _granian([])(ln)],
+           _exe("granian"), "asgi"),
+    Config("ferrocorn-asgi", "ferrocorn", "asgi, uvloop", False,
+           _ferrocorn(["-k", "asgi", "--asgi-loop", "uvloop"]), _exe("ferrocorn"), "asgi"),
 ]
 
 
@@ -163,6 +176,7 @@ class Scenario:
     rss_before: bool = False  # also sample RSS before the measured run (file_wrapper)
     must_close: bool = False  # the server must close after each response (Connection: close)
     note: str = ""
+    interface: str = "wsgi"  # the servers it runs on: those of the same interface
 
 
 SCENARIOS: list[Scenario] = [
@@ -179,6 +193,8 @@ SCENARIOS: list[Scenario] = [
     Scenario("flask", "Flask hello route", "flask_hello", 50),
     Scenario("file-10mib", "10 MiB file through wsgi.file_wrapper", "filewrap", 10,
              rss_before=True, note="RSS column: process tree before → after the measured run"),
+    Scenario("asgi-hello", "ASGI hello world, keep-alive", "hello_asgi", 50, interface="asgi",
+             note="ASGI servers only"),
 ]
 
 
@@ -1157,7 +1173,8 @@ def run_all(args: argparse.Namespace, idle_policy: str, argv: Sequence[str] | No
     started = time.monotonic()
     deadline = started + args.max_minutes * 60
 
-    plan = [(sc, [c for c in args.configs if c.threaded or not sc.threaded_only])
+    plan = [(sc, [c for c in args.configs
+                  if (c.threaded or not sc.threaded_only) and c.interface == sc.interface])
             for sc in args.scenarios]
     n_meas = sum(len(cfgs) for _, cfgs in plan) * args.runs
     estimate = n_meas * (args.warmup + args.duration + 2.5)

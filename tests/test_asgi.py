@@ -9,7 +9,7 @@ import socket
 from pathlib import Path
 
 import pytest
-from conftest import SocketReader, read_all, req, wait_until
+from conftest import SocketReader, booted_worker_pids, read_all, req, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -277,3 +277,34 @@ def test_proxy_protocol_gives_the_client(run_server):
         raw = b"PROXY TCP4 192.0.2.7 198.51.100.1 4321 80\r\n" + req("GET", "/scope")
         scope = json.loads(exchange(s, raw)[2])
     assert scope["client"] == ["192.0.2.7", 4321]
+
+
+def test_access_log(run_server):
+    srv = run_server("-k", "asgi", "--access-logfile", "-", "--access-logformat",
+                     "%(h)s %(r)s %(s)s %(b)s %({content-type}o)s", "asgi_apps:app")
+    with srv.connect() as s:
+        assert exchange(s, req("GET", "/?x=1"))[2] == b"hello"
+        assert exchange(s, req("GET", "/boom"))[0] == 500
+    srv.wait_for_line(r"^127\.0\.0\.1 GET /\?x=1 HTTP/1\.1 200 5 text/plain$")
+    srv.wait_for_line(r"^127\.0\.0\.1 GET /boom HTTP/1\.1 500 ")
+
+
+def test_blocked_event_loop_is_detected_and_worker_replaced(run_server):
+    srv = run_server("-k", "asgi", "--timeout", "2", "asgi_apps:app")
+    first = srv.wait_for_line(r"Booting worker with pid: (\d+)").group(1)
+    with srv.connect() as s:
+        s.sendall(req("GET", "/block"))
+        srv.wait_for_line(rf"WORKER TIMEOUT \(pid:{first}\)", timeout=20)
+    wait_until(lambda: len(booted_worker_pids(srv)) == 2, 20, message="a new worker")
+    with srv.connect() as s:
+        assert exchange(s, req("GET", "/"))[2] == b"hello"
+
+
+def test_max_requests_retires_worker(run_server):
+    srv = run_server("-k", "asgi", "--max-requests", "2", "asgi_apps:app")
+    with srv.connect() as s:
+        assert exchange(s, req("GET", "/"))[1]["connection"] == "keep-alive"
+        status, headers, _, _ = exchange(s, req("GET", "/"))
+    assert (status, headers["connection"]) == (200, "close")
+    srv.wait_for_line("Autorestarting worker after current request.")
+    wait_until(lambda: len(booted_worker_pids(srv)) == 2, 20, message="a new worker")

@@ -142,14 +142,10 @@ impl ScopeBuilder {
             let pair = PyTuple::new(py, [PyBytes::new(py, &lower), PyBytes::new(py, value)])?;
             headers.append(pair)?;
         }
-        let scheme = if trusted {
-            self.forwarded
-                .scheme(head.headers().iter())
-                .map_err(Fill::Http)?
-        } else {
-            None
-        };
-        let https = scheme == Some("https");
+        let https = self
+            .forwarded
+            .is_https(trusted, head.headers().iter())
+            .map_err(Fill::Http)?;
         scope.set_item(&k.scheme, if https { &self.https } else { &self.http })?;
 
         let raw_path = head.path();

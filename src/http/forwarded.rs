@@ -156,6 +156,16 @@ impl ForwardedPolicy {
         self.trusted.allows(peer)
     }
 
+    /// Whether the request is to be taken as HTTPS: the secure-scheme headers say so and come
+    /// from a `trusted` peer (contradicting headers are an error, 400).
+    pub fn is_https<'a>(
+        &self,
+        trusted: bool,
+        headers: impl Iterator<Item = (&'a str, &'a [u8])>,
+    ) -> Result<bool, HttpError> {
+        Ok(trusted && self.scheme(headers)? == Some("https"))
+    }
+
     /// The URL scheme a trusted peer's headers announce, if any; contradicting headers are an
     /// error (400).
     pub fn scheme<'a>(

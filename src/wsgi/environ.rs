@@ -304,14 +304,10 @@ impl EnvironBuilder {
             env.set_item(key, py_latin1(py, &joined)?)?;
         }
 
-        let scheme = if trusted {
-            self.forwarded
-                .scheme(head.headers().iter())
-                .map_err(Fill::Http)?
-        } else {
-            None
-        };
-        let https = scheme == Some("https");
+        let https = self
+            .forwarded
+            .is_https(trusted, head.headers().iter())
+            .map_err(Fill::Http)?;
         env.set_item(&k.url_scheme, if https { &k.https } else { &k.http })?;
 
         match peer {

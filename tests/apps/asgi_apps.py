@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 from typing import Any
 
 
@@ -80,6 +81,8 @@ async def app(scope: dict, receive: Any, send: Any) -> None:
         message = await receive()  # the (empty) body
         message = await receive()
         _touch("disconnect", message["type"])
+    elif path == "/block":
+        time.sleep(30)  # blocks the event loop: the heartbeat stops
     elif path == "/forever":
         try:
             await asyncio.sleep(60)
