@@ -308,3 +308,26 @@ def test_max_requests_retires_worker(run_server):
     assert (status, headers["connection"]) == (200, "close")
     srv.wait_for_line("Autorestarting worker after current request.")
     wait_until(lambda: len(booted_worker_pids(srv)) == 2, 20, message="a new worker")
+
+
+def test_preload_and_hup(run_server):
+    srv = run_server("-k", "asgi", "--preload", "asgi_apps:app")
+    with srv.connect() as s:
+        assert json.loads(exchange(s, req("GET", "/scope"))[2])["state"] == {"started": "yes"}
+    srv.signal(signal.SIGHUP)
+    wait_until(lambda: len(booted_worker_pids(srv)) == 2, 20, message="a worker after HUP")
+    with srv.connect() as s:
+        assert exchange(s, req("GET", "/"))[2] == b"hello"
+
+
+def test_worker_connections_enforced(run_server):
+    srv = run_server("-k", "asgi", "--worker-connections", "2", "--keep-alive", "30", "asgi_apps:app")
+    held = [srv.connect(), srv.connect()]
+    for sock in held:
+        assert exchange(sock, req("GET", "/"))[0] == 200
+    with srv.connect() as third:
+        status, headers, body, _ = exchange(third, req("GET", "/"))
+    assert (status, headers["connection"]) == (503, "close")
+    for sock in held:
+        assert exchange(sock, req("GET", "/"))[2] == b"hello"
+        sock.close()
