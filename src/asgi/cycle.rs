@@ -650,6 +650,10 @@ fn conclude<P>(
     hook: Option<Py<PyAny>>,
 ) -> driver::Response<P, AccessData> {
     let mut st = ex.state.borrow_mut();
+    // The application's callables may outlive the request (kept by the application): they
+    // must not keep its loop futures alive too.
+    st.receiving = None;
+    st.sending = None;
     let failure = st.failure.take();
     let body = st.body_take();
     let disconnected = st.disconnected;
