@@ -83,6 +83,7 @@ class Config:
     installed: Callable[[Launch], bool]
     # The options that serve TLS with a certificate and key file; None: no TLS scenarios.
     tls_flags: Callable[[str, str], list[str]] | None = None
+    interface: str = "wsgi"  # the scenarios it runs: those of the same interface
 
 
 def _exe(name: str) -> Callable[[Launch], bool]:
@@ -119,6 +120,12 @@ def _granian(extra: list[str]) -> Callable[[Launch], list[str]]:
         "--host", HOST, "--port", str(ln.port), "--no-access-log", "--log-level", "warning",
         f"{ln.module}:app",
     ]
+
+
+def _uvicorn(ln: Launch) -> list[str]:
+    return [f"{ln.bindir}/uvicorn", "--workers", "1", "--http", "httptools", "--loop", "uvloop",
+            "--no-access-log", "--log-level", "warning", "--timeout-keep-alive", "600",
+            "--host", HOST, "--port", str(ln.port), f"{ln.module}:app"]
 
 
 def _uwsgi(extra: list[str]) -> Callable[[Launch], list[str]]:
@@ -158,6 +165,13 @@ CONFIGS: list[Config] = [
            _certfile_flags),
     Config("ferrocorn-gthread", "ferrocorn", "gthread --threads 8", True,
            _ferrocorn(["-k", "gthread", "--threads", "8"]), _exe("ferrocorn"), _certfile_flags),
+    Config("uvicorn", "uvicorn", "httptools, uvloop", False, _uvicorn, _exe("uvicorn"),
+           interface="asgi"),
+    Config("granian-asgi", "granian", "asgi", False,
+           lambda ln: [a if a != "wsgi" else "asgi" for a in _granian([])(ln)],
+           _exe("granian"), interface="asgi"),
+    Config("ferrocorn-asgi", "ferrocorn", "asgi, uvloop", False,
+           _ferrocorn(["-k", "asgi", "--asgi-loop", "uvloop"]), _exe("ferrocorn"), interface="asgi"),
 ]
 
 
@@ -177,6 +191,7 @@ class Scenario:
     must_close: bool = False  # the server must close after each response (Connection: close)
     tls: bool = False  # HTTPS, for the servers that serve TLS themselves
     note: str = ""
+    interface: str = "wsgi"  # the servers it runs on: those of the same interface
 
 
 SCENARIOS: list[Scenario] = [
@@ -198,6 +213,8 @@ SCENARIOS: list[Scenario] = [
     Scenario("tls-close", "Hello world over TLS, Connection: close", "hello", 50,
              ("-H", "Connection: close"), must_close=True, tls=True,
              note="a new TCP connection and a full TLS handshake for every request"),
+    Scenario("asgi-hello", "ASGI hello world, keep-alive", "hello_asgi", 50, interface="asgi",
+             note="ASGI servers only"),
 ]
 
 
@@ -1201,7 +1218,8 @@ def run_all(args: argparse.Namespace, idle_policy: str, argv: Sequence[str] | No
     started = time.monotonic()
     deadline = started + args.max_minutes * 60
 
-    plan = [(sc, [c for c in args.configs if (c.threaded or not sc.threaded_only)
+    plan = [(sc, [c for c in args.configs
+                  if (c.threaded or not sc.threaded_only) and c.interface == sc.interface
                   and (c.tls_flags or not sc.tls)])
             for sc in args.scenarios]
     n_meas = sum(len(cfgs) for _, cfgs in plan) * args.runs

@@ -40,8 +40,8 @@ if [[ ${BENCH_SKIP_SETUP:-0} != 1 ]]; then
     export PIP_DISABLE_PIP_VERSION_CHECK=1
     pip=("$venv/bin/python" -m pip install -q)
 
-    log "installing gunicorn, flask, matplotlib"
-    "${pip[@]}" "gunicorn==27.0.1" flask matplotlib
+    log "installing gunicorn, flask, matplotlib, uvicorn (httptools, uvloop)"
+    "${pip[@]}" "gunicorn==27.0.1" flask matplotlib uvicorn httptools uvloop
     # Each peer separately: one that fails to build must not stop the others.
     for peer in granian uwsgi bjoern; do
         log "installing $peer"

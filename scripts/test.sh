@@ -73,7 +73,7 @@ read -ra OTHER_PYTHONS <<<"${OTHER_PYTHONS-3.9 3.10 3.12 3.13}"
 # What depends on the interpreter: the WSGI call and environ, app and config loading, the
 # frameworks, the embedding API. HTTP parsing and process management are Rust and are covered by
 # the whole suite above.
-VERSION_TESTS=(tests/test_wsgi.py tests/test_cli.py tests/test_frameworks.py tests/test_embedding.py)
+VERSION_TESTS=(tests/test_wsgi.py tests/test_cli.py tests/test_frameworks.py tests/test_embedding.py tests/test_asgi.py)
 
 find_python() {
     local version=$1 prefix candidate

@@ -5,6 +5,7 @@
 //! the config file and the hooks.
 
 pub mod arbiter;
+pub mod asgi;
 pub mod config;
 pub mod driver;
 pub mod hooks;
@@ -36,6 +37,7 @@ fn _ferrocorn(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(arbiter::embed::run_application, m)?)?;
     hooks::register(m)?;
     wsgi::register(m)?;
+    asgi::register(m)?;
     config::register(m)?;
     Ok(())
 }

@@ -18,6 +18,7 @@ LAYERS = [
     "http",
     "driver",
     "wsgi",
+    "asgi",
     "worker",
     "arbiter",
 ]

@@ -181,6 +181,13 @@ def test_http11_clients_still_served_when_h2_is_offered(run_server, certs):
         assert request(s, close=True)[0] == 200
 
 
+def test_asgi_scope_says_https_over_tls(run_server, certs):
+    srv = run_server(*certs.args(), "-k", "asgi", "asgi_apps:app")
+    with httpx.Client(verify=certs.client_context(), timeout=20) as client:
+        scope = client.get(f"https://localhost:{srv.port}/scope").json()
+    assert scope["scheme"] == "https" and scope["type"] == "http"
+
+
 def test_curl_and_httpx(run_server, certs):
     srv = run_server(*certs.args(), APP)
     port = srv.port

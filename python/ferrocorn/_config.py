@@ -130,3 +130,58 @@ def enter_dir(path: str) -> None:
     os.chdir(path)
     if path not in sys.path:
         sys.path.insert(0, path)
+
+
+# uvicorn's workers for Gunicorn, whose subclasses run on the native ASGI worker.
+UVICORN_WORKERS = frozenset({
+    "uvicorn.workers.UvicornWorker",
+    "uvicorn.workers.UvicornH11Worker",
+    "uvicorn_worker._workers.UvicornWorker",
+    "uvicorn_worker._workers.UvicornH11Worker",
+})
+# uvicorn.Config keywords with a meaning here, and the setting each becomes.
+UVICORN_KWARGS = {
+    "loop": "asgi_loop",
+    "lifespan": "asgi_lifespan",
+    "root_path": "root_path",
+    "ws_max_size": "websocket_max_message_size",
+    "timeout_keep_alive": "keepalive",
+    "forwarded_allow_ips": "forwarded_allow_ips",
+    "limit_concurrency": "worker_connections",
+    "limit_max_requests": "max_requests",
+    "backlog": "backlog",
+}
+# Choices of implementation ferrocorn makes itself (its parser is Rust's).
+UVICORN_IMPLEMENTATION = frozenset({"http", "ws"})
+
+
+def uvicorn_subclass(name: str) -> tuple[list[tuple[str, Any]], list[str]] | str | None:
+    """For a worker class named `name` that subclasses a uvicorn worker: the settings its
+    `CONFIG_KWARGS` give and the keywords without a meaning here. A message when it cannot be
+    imported for a missing package; None when it is no uvicorn worker."""
+    module, _, attr = name.rpartition(".")
+    if not module:
+        return None
+    try:
+        cls = getattr(importlib.import_module(module), attr)
+    except ModuleNotFoundError as exc:
+        if exc.name and module.startswith(exc.name):
+            return None
+        return (f"worker class {name!r} cannot be imported: the package {exc.name!r} it needs is "
+                f"missing; ferrocorn serves ASGI applications natively with -k asgi")
+    except Exception:
+        return None
+    mro = getattr(cls, "__mro__", ())
+    if not any(f"{c.__module__}.{c.__qualname__}" in UVICORN_WORKERS for c in mro):
+        return None
+    settings: list[tuple[str, Any]] = []
+    ignored: list[str] = []
+    for key, value in dict(getattr(cls, "CONFIG_KWARGS", None) or {}).items():
+        setting = UVICORN_KWARGS.get(key)
+        if key == "loop" and value == "none":
+            continue
+        if setting is not None:
+            settings.append((setting, value))
+        elif key not in UVICORN_IMPLEMENTATION:
+            ignored.append(key)
+    return settings, ignored

@@ -210,6 +210,9 @@ fn prepare(
             unapplied.warned.join(", ")
         ));
     }
+    for note in &settings.notes {
+        log::warning(format_args!("{note}"));
+    }
     // A master started by USR2 stays where its parent is (Gunicorn skips daemonizing then).
     if settings.bool("daemon") && reexec::inherited_fds().is_none() {
         if std::env::var_os("NOTIFY_SOCKET").is_some() {
@@ -480,6 +483,12 @@ fn open(settings: &Settings, parent_master: libc::pid_t, tls: bool) -> Result<Op
         std::process::id()
     ));
     log::info(format_args!("Using worker: {}", settings.worker_class()));
+    if settings.worker_class() == "asgi" && settings.uint("threads") > 1 {
+        // Gunicorn's words: the event loop, not threads, serves many clients at once.
+        log::warning(format_args!(
+            "ASGI worker does not use threads configuration. Use worker_connections instead."
+        ));
+    }
     let heartbeat = Heartbeat::new(HEARTBEAT_SLOTS)
         .map_err(|e| failed(format!("cannot map the heartbeat region: {e}")))?;
     signals::install().map_err(|e| failed(format!("cannot install signal handlers: {e}")))?;

@@ -42,6 +42,9 @@ pub struct Settings {
     pub app_uri: Option<String>,
     /// `sync` or `gthread`, from `worker_class` before the `threads` rule.
     worker_base: &'static str,
+    /// Warnings for the master to log once logging is set up (a worker class's keywords
+    /// that have no meaning here).
+    pub notes: Vec<String>,
 }
 
 /// Request-head limits after Gunicorn's clamping.
@@ -253,6 +256,59 @@ impl Builder {
         Ok(())
     }
 
+    /// A worker class named by dotted path that subclasses one of uvicorn's workers runs on
+    /// the native ASGI worker, its `CONFIG_KWARGS` applied as the settings they mean here
+    /// (`notes` names each keyword that has no meaning here). True for such a class.
+    fn uvicorn_subclass(&mut self, notes: &mut Vec<String>) -> Result<bool, StartError> {
+        let Some(i) = table::index_of("worker_class") else {
+            return Ok(false);
+        };
+        let name = match &self.values[i] {
+            // Gunicorn's own classes are never uvicorn's; importing them could patch the
+            // master (gevent).
+            Value::Str(name)
+                if name.contains('.')
+                    && !name.starts_with("gunicorn.")
+                    && normalize_worker_class(&self.values[i]).is_err() =>
+            {
+                name.clone()
+            }
+            _ => return Ok(false),
+        };
+        type Found = (Vec<(String, Py<PyAny>)>, Vec<String>);
+        let found = Python::attach(|py| -> Result<Option<Found>, StartError> {
+            let answer = validate::helpers(py)
+                .and_then(|h| h.getattr("uvicorn_subclass")?.call1((&name,)))
+                .map_err(|e| StartError::config(e.value(py).to_string()))?;
+            if answer.is_none() {
+                return Ok(None);
+            }
+            if let Ok(message) = answer.extract::<String>() {
+                return Err(StartError::config(message));
+            }
+            answer
+                .extract::<Found>()
+                .map(Some)
+                .map_err(|e| StartError::config(e.value(py).to_string()))
+        })?;
+        let Some((kwargs, ignored)) = found else {
+            return Ok(false);
+        };
+        for (setting, value) in kwargs {
+            if let Some(at) = table::index_of(&setting) {
+                let raw = Python::attach(|py| Raw::from_py(value.bind(py)));
+                self.set(at, raw)?;
+            }
+        }
+        for key in ignored {
+            notes.push(format!(
+                "worker class {}: CONFIG_KWARGS {key:?} has no meaning in ferrocorn; ignored",
+                table::py_repr_str(&name)
+            ));
+        }
+        Ok(true)
+    }
+
     fn set_default(&mut self, name: &str, value: Value) {
         if let Some(i) = table::index_of(name) {
             self.values[i] = value;
@@ -283,12 +339,15 @@ impl Builder {
     }
 
     /// The merged settings; `need_app`: an APP_MODULE (or `wsgi_app`) is required.
-    fn finish_with(self, need_app: bool) -> Result<Settings, StartError> {
+    fn finish_with(mut self, need_app: bool) -> Result<Settings, StartError> {
+        let mut notes = Vec::new();
+        let subclass = self.uvicorn_subclass(&mut notes)?;
         let mut settings = Settings {
             values: self.values,
             explicit: self.explicit,
             app_uri: self.app_uri,
             worker_base: "sync",
+            notes,
         };
         if settings.app_uri.is_none() {
             settings.app_uri = settings.str("wsgi_app").map(str::to_owned);
@@ -296,8 +355,20 @@ impl Builder {
         if need_app && settings.app_uri.is_none() {
             return Err(StartError::config("No application module specified."));
         }
-        settings.worker_base =
-            normalize_worker_class(settings.get("worker_class")).map_err(StartError::config)?;
+        settings.worker_base = if subclass {
+            "asgi"
+        } else {
+            normalize_worker_class(settings.get("worker_class")).map_err(StartError::config)?
+        };
+        let protocols = settings.list("http_protocols");
+        if settings.worker_base == "asgi" && protocols.iter().any(|p| p == "h2") {
+            return Err(StartError::config(format!(
+                "http_protocols = {}: HTTP/2 is not served to ASGI applications yet; leave \
+                 http_protocols at 'h1' with the ASGI worker (HTTP/2 is served with -k sync \
+                 and -k gthread)",
+                table::py_repr_list(protocols.iter().map(String::as_str))
+            )));
+        }
         // Only a `--paste` application reads these, so only then are they checked (before
         // any worker starts, where a bad one would otherwise stop the load).
         if settings.str("paste").is_some() {
@@ -386,7 +457,7 @@ fn control_socket_default(env: &dyn Fn(&str) -> Option<String>) -> String {
     format!("{}/.gunicorn/gunicorn.ctl", home.trim_end_matches('/'))
 }
 
-/// Maps a `worker_class` value to `sync` or `gthread`; any other worker class is refused
+/// Maps a `worker_class` value to `sync`, `gthread` or `asgi`; any other worker class is refused
 /// with a message naming the value and what to use instead.
 pub fn normalize_worker_class(value: &Value) -> Result<&'static str, String> {
     let name = match value {
@@ -410,6 +481,12 @@ pub fn normalize_worker_class(value: &Value) -> Result<&'static str, String> {
         "gthread" | "gunicorn.workers.gthread.ThreadWorker" | "egg:gunicorn#gthread" => {
             return Ok("gthread")
         }
+        "asgi" | "gunicorn.workers.gasgi.ASGIWorker" | "egg:gunicorn#asgi" => return Ok("asgi"),
+        // uvicorn's workers for Gunicorn serve ASGI applications: the native worker does.
+        "uvicorn.workers.UvicornWorker"
+        | "uvicorn.workers.UvicornH11Worker"
+        | "uvicorn_worker.UvicornWorker"
+        | "uvicorn_worker.UvicornH11Worker" => return Ok("asgi"),
         _ => {}
     }
     let lower = name.to_ascii_lowercase();
@@ -422,16 +499,10 @@ pub fn normalize_worker_class(value: &Value) -> Result<&'static str, String> {
             "worker class {shown} is not supported: ferrocorn's gthread worker (--threads N) \
              keeps thousands of idle connections cheaply in Rust; use -k gthread"
         ))
-    } else if lower.contains("asgi") || lower.contains("uvicorn") {
-        Err(format!(
-            "worker class {shown} is not supported: ferrocorn serves WSGI applications only \
-             for now; run an ASGI app with an ASGI server, or serve a WSGI app with -k sync or \
-             -k gthread"
-        ))
     } else {
         Err(format!(
             "worker class {shown} is not supported: ferrocorn runs only its built-in workers; \
-             use -k sync or -k gthread"
+             use -k sync, -k gthread or -k asgi"
         ))
     }
 }

@@ -344,8 +344,10 @@ pub static SETTINGS: &[Setting] = &[
         .meta("STRING")
         .on()
         .doc(
-            "The worker type: `sync` (one request at a time per process) or `gthread` (a thread \
-              pool per process). Default `sync`; other Gunicorn worker classes are refused.",
+            "The worker type: `sync` (one request at a time per process), `gthread` (a thread \
+              pool per process) or `asgi` (an asyncio loop per process, for ASGI \
+              applications; uvicorn's worker names and their subclasses run on it). Default \
+              `sync`; other Gunicorn worker classes are refused.",
         ),
     set("threads", WORKERS, V::PosInt, D::Int(1))
         .cli(&["--threads"])
@@ -360,7 +362,7 @@ pub static SETTINGS: &[Setting] = &[
         .int()
         .on()
         .doc(
-            "The most connections one worker keeps open at once (both worker classes). At \
+            "The most connections one worker keeps open at once (every worker class). At \
               the cap a new connection is still accepted: the connection that has waited \
               longest without sending a byte is closed to make room, or, when every open \
               connection has sent something, the new one is answered `503 Service \
@@ -1173,6 +1175,7 @@ pub static SETTINGS: &[Setting] = &[
     )
     .cli(&["--asgi-loop"])
     .meta("STRING")
+    .on()
     .doc("The event loop of the ASGI worker: `auto`, `asyncio` or `uvloop`. Default `auto`."),
     set(
         "asgi_lifespan",
@@ -1182,6 +1185,7 @@ pub static SETTINGS: &[Setting] = &[
     )
     .cli(&["--asgi-lifespan"])
     .meta("STRING")
+    .on()
     .doc("Whether ASGI lifespan events are sent: `auto`, `on` or `off`. Default `auto`."),
     set(
         "asgi_disconnect_grace_period",
@@ -1191,6 +1195,7 @@ pub static SETTINGS: &[Setting] = &[
     )
     .cli(&["--asgi-disconnect-grace-period"])
     .int()
+    .on()
     .doc(
         "Seconds an ASGI app may keep running after its client went away before it is \
               cancelled. Default 3.",
@@ -1220,6 +1225,7 @@ pub static SETTINGS: &[Setting] = &[
     set("root_path", MECHANICS, V::String, D::Str(""))
         .cli(&["--root-path"])
         .meta("STRING")
+        .on()
         .doc("The mount prefix passed to ASGI apps as `root_path`. Default empty."),
     // Dirty Arbiters
     set("dirty_apps", DIRTY, V::ListString, D::List(&[]))

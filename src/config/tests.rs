@@ -183,10 +183,17 @@ fn worker_classes() {
     assert_eq!(e.exit_code, 1);
     assert!(e.message.contains("worker class 'gevent' is not supported"));
     assert!(e.message.contains("use -k gthread"));
-    let e = s("-k uvicorn.workers.UvicornWorker app:x").expect_err("uvicorn");
-    assert!(e.message.contains("WSGI applications only"));
+    for name in [
+        "asgi",
+        "egg:gunicorn#asgi",
+        "uvicorn.workers.UvicornWorker",
+        "uvicorn_worker.UvicornH11Worker",
+    ] {
+        assert_eq!(s(&format!("-k {name} app:x")).expect(name), "asgi");
+    }
+    assert_eq!(s("-k asgi --threads 4 app:x").expect("threads"), "asgi");
     let e = s("-k my.Worker app:x").expect_err("custom");
-    assert!(e.message.contains("use -k sync or -k gthread"));
+    assert!(e.message.contains("use -k sync, -k gthread or -k asgi"));
 }
 
 #[test]

@@ -16,7 +16,7 @@ use tokio::time::{sleep_until, timeout_at, Instant, Sleep};
 
 use super::body::{BodyState, BodyTarget};
 use super::buffers::{self, READ_CHUNK};
-use super::output::{OutQueue, Progress, Then};
+use super::output::{write_all, OutQueue, Then};
 use super::{h2, log_invalid_request, ConnInfo, Outcome, Request, Service};
 use crate::http::{self, proxy, BodyDecoder, HttpError};
 use crate::log;
@@ -633,8 +633,7 @@ impl<S> Conn<S> {
         Ok(true)
     }
 
-    /// Writes the whole queue. The client may take as long as it likes overall, but a stall
-    /// (no room to write at all) longer than the write timeout ends the connection.
+    /// Writes the whole queue (see [`write_all`]) within the write timeout's stalls.
     async fn write_out<T: Transport>(
         &self,
         io: &T,
@@ -645,18 +644,7 @@ impl<S> Conn<S> {
     where
         S: Service<T>,
     {
-        if let Progress::Done = out.write_to(io, then)? {
-            return Ok(());
-        }
-        let deadline = Instant::now() + service.options().write_timeout;
-        let written = io.when_writable(|io| match out.write_to(io, then)? {
-            Progress::Done => Ok(Some(())),
-            Progress::Blocked => Ok(None),
-        });
-        match timeout_at(deadline, written).await {
-            Ok(result) => result,
-            Err(_) => Err(io::ErrorKind::TimedOut.into()),
-        }
+        write_all(io, out, then, service.options().write_timeout).await
     }
 
     /// The worker is at `--worker-connections`: answer 503 and close.

@@ -211,6 +211,29 @@ pub trait Service<T: Io + 'static> {
     async fn hold_response(&self);
 }
 
+/// Why an application interface could not build what it hands the application (the environ,
+/// the scope): the request itself (answered with its error), or Python.
+pub enum BuildError {
+    Http(HttpError),
+    Py(pyo3::PyErr),
+}
+
+impl From<pyo3::PyErr> for BuildError {
+    fn from(e: pyo3::PyErr) -> BuildError {
+        BuildError::Py(e)
+    }
+}
+
+impl BuildError {
+    /// The answer: the request's own error, or a 500 naming `what` could not be built.
+    pub fn into_http(self, what: &str) -> HttpError {
+        match self {
+            BuildError::Http(e) => e,
+            BuildError::Py(e) => HttpError::internal(format!("cannot build the {what}: {e}")),
+        }
+    }
+}
+
 /// Gunicorn's line for a request refused as malformed, naming the peer's address (empty on a
 /// unix socket).
 pub fn log_invalid_request(peer: Option<SocketAddr>, err: &HttpError) {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use crate::net::{Interest, Io};
+use crate::net::{Interest, Io, Transport};
 
 /// Python `bytes` shorter than this are copied into the current buffer; longer ones are
 /// referenced.
@@ -265,5 +265,27 @@ impl OutQueue {
                 }
             }
         }
+    }
+}
+
+/// Writes the whole queue on the event loop. The client may take as long as it likes overall,
+/// but a stall (no room to write at all) longer than `stall_timeout` ends the connection.
+pub async fn write_all<T: Transport>(
+    io: &T,
+    out: &mut OutQueue,
+    then: Then,
+    stall_timeout: Duration,
+) -> io::Result<()> {
+    if let Progress::Done = out.write_to(io, then)? {
+        return Ok(());
+    }
+    let deadline = tokio::time::Instant::now() + stall_timeout;
+    let written = io.when_writable(|io| match out.write_to(io, then)? {
+        Progress::Done => Ok(Some(())),
+        Progress::Blocked => Ok(None),
+    });
+    match tokio::time::timeout_at(deadline, written).await {
+        Ok(result) => result,
+        Err(_) => Err(io::ErrorKind::TimedOut.into()),
     }
 }

@@ -156,6 +156,19 @@ impl ForwardedPolicy {
         self.trusted.allows(peer)
     }
 
+    /// Whether the request is to be taken as HTTPS: a `trusted` peer's secure-scheme headers
+    /// say so when they are there, as in Gunicorn, else the connection (`tls`). Contradicting
+    /// headers are an error (400).
+    pub fn is_https<'a>(
+        &self,
+        trusted: bool,
+        tls: bool,
+        headers: impl Iterator<Item = (&'a str, &'a [u8])>,
+    ) -> Result<bool, HttpError> {
+        let announced = if trusted { self.scheme(headers)? } else { None };
+        Ok(announced.map_or(tls, |scheme| scheme == "https"))
+    }
+
     /// The URL scheme a trusted peer's headers announce, if any; contradicting headers are an
     /// error (400).
     pub fn scheme<'a>(
@@ -179,6 +192,21 @@ impl ForwardedPolicy {
             }
         }
         Ok(scheme)
+    }
+
+    /// Whether the header field `name` from a peer (`trusted`: one `--forwarded-allow-ips`
+    /// allows) reaches the application. A name with `_` is ambiguous with its `-` spelling once
+    /// mapped (`HTTP_X_A`), so `--header-map` decides, unless a trusted forwarder sends it as
+    /// one of `--forwarder-headers`. `Err`: the request is refused.
+    pub fn admits(&self, name: &str, trusted: bool) -> Result<bool, HttpError> {
+        if !name.contains('_') || (trusted && self.forwards(name)) {
+            return Ok(true);
+        }
+        match self.header_map {
+            HeaderMap::Drop => Ok(false),
+            HeaderMap::Refuse => Err(HttpError::invalid_header_name(name.as_bytes())),
+            HeaderMap::Dangerous => Ok(true),
+        }
     }
 
     /// Whether a trusted forwarder may send the header `name` that contains `_`.

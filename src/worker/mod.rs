@@ -6,6 +6,7 @@
 //! `gthread` hands complete requests to `--threads` Python threads. Either way a slow client
 //! costs a little memory and a task, never a Python thread.
 
+mod asgi;
 mod burst;
 #[cfg(test)]
 mod corpus_tests;
@@ -24,6 +25,7 @@ use std::time::Duration;
 use pyo3::prelude::*;
 use tokio::sync::Notify;
 
+use crate::asgi::cycle::Context as AsgiContext;
 use crate::config::Value;
 use crate::config::{Settings, StartError};
 use crate::driver::body::BodyTarget;
@@ -76,6 +78,8 @@ pub struct Options {
 enum Mode {
     Sync,
     Threads(pool::Pool),
+    /// ASGI on the asyncio loop that drives this worker's event loop (see [`asgi`]).
+    Asgi(Arc<AsgiContext>),
 }
 
 /// The worker's shared state, owned by its event loop thread.
@@ -211,10 +215,16 @@ pub fn run(py: Python<'_>, ctx: WorkerContext<'_>) -> i32 {
     log::info(format_args!("Booting worker with pid: {pid}"));
     steady_malloc();
     let listeners = ctx.listeners;
+    let settings = ctx.settings;
     let (worker, wake_fd) = match boot(py, ctx) {
         Ok(booted) => booted,
         Err(err) => return log::start_failed(err),
     };
+    if settings.worker_class() == "asgi" {
+        let code = asgi::run(py, worker, settings, listeners, wake_fd);
+        log::info(format_args!("Worker exiting (pid: {pid})"));
+        return code;
+    }
     let result = py.detach(move || -> io::Result<()> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -325,9 +335,41 @@ fn secs(settings: &Settings, name: &str) -> Duration {
     Duration::from_secs(settings.uint(name))
 }
 
+/// How the ASGI interface reaches a connection: with the event loop's waits, which a
+/// transport has and an HTTP/2 stream has not.
+#[allow(async_fn_in_trait)] // Used through generics on one thread; no `Send` bound wanted.
+pub trait AsgiIo: Io + Sized + 'static {
+    async fn call_asgi(
+        ctx: &Arc<AsgiContext>,
+        request: Request<Self>,
+        reports: bool,
+    ) -> Option<Outcome<Self, Paused, AccessData>>;
+}
+
+impl<T: Transport + 'static> AsgiIo for T {
+    async fn call_asgi(
+        ctx: &Arc<AsgiContext>,
+        request: Request<T>,
+        reports: bool,
+    ) -> Option<Outcome<T, Paused, AccessData>> {
+        Some(crate::asgi::cycle::handle(ctx, request, reports).await)
+    }
+}
+
+impl AsgiIo for h2::Stream {
+    /// Never reached: the settings refuse HTTP/2 with the ASGI worker. The stream is reset.
+    async fn call_asgi(
+        _ctx: &Arc<AsgiContext>,
+        _request: Request<h2::Stream>,
+        _reports: bool,
+    ) -> Option<Outcome<h2::Stream, Paused, AccessData>> {
+        None
+    }
+}
+
 /// The worker as the connection driver sees it: WSGI, called on the event loop's thread
-/// (`sync`) or on the thread pool (`gthread`).
-impl<T: Io + 'static> Service<T> for Worker {
+/// (`sync`) or on the thread pool (`gthread`); ASGI on the event loop's thread.
+impl<T: AsgiIo> Service<T> for Worker {
     type Paused = Paused;
     type Record = AccessData;
 
@@ -392,6 +434,7 @@ impl<T: Io + 'static> Service<T> for Worker {
                 Some(outcome)
             }
             Mode::Threads(pool) => pool.run(Arc::clone(&self.app), request).await,
+            Mode::Asgi(ctx) => T::call_asgi(ctx, request, self.reports).await,
         }
     }
 
@@ -566,9 +609,17 @@ fn max_requests(settings: &Settings) -> u64 {
 
 /// The event loop: accept on every listener, watch signals and the parent, stop gracefully.
 async fn serve(worker: Rc<Worker>, listeners: &[Listener], wake_fd: RawFd) -> io::Result<()> {
+    let acceptors = listeners
+        .iter()
+        .map(Acceptor::new)
+        .collect::<io::Result<Vec<_>>>()?;
+    serve_on(worker, acceptors, wake_fd).await
+}
+
+/// [`serve`] on listeners ready to accept.
+async fn serve_on(worker: Rc<Worker>, acceptors: Vec<Acceptor>, wake_fd: RawFd) -> io::Result<()> {
     let ppid = std::os::unix::process::parent_id();
-    for (index, listener) in listeners.iter().enumerate() {
-        let listener = Acceptor::new(listener)?;
+    for (index, listener) in acceptors.into_iter().enumerate() {
         tokio::task::spawn_local(accept_loop(Rc::clone(&worker), listener, index));
     }
     let wake = signals::Wakeup::new(wake_fd)?;

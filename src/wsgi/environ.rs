@@ -11,8 +11,8 @@ use pyo3::types::{PyDict, PyString, PyTuple};
 use super::errors::ErrorStream;
 use super::file_wrapper::FileWrapper;
 use super::response::EarlyHints;
-use crate::driver::ConnInfo;
-use crate::http::forwarded::{ForwardedPolicy, HeaderMap};
+use crate::driver::{BuildError as Fill, ConnInfo};
+use crate::http::forwarded::ForwardedPolicy;
 use crate::http::{HttpError, RequestHead};
 use crate::net::tls::TlsInfo;
 use crate::net::Peer;
@@ -222,10 +222,8 @@ impl EnvironBuilder {
         conn: &ConnInfo,
         input: Bound<'py, PyAny>,
     ) -> Result<Bound<'py, PyDict>, HttpError> {
-        self.fill(py, head, conn, input).map_err(|e| match e {
-            Fill::Http(e) => e,
-            Fill::Py(e) => HttpError::internal(format!("cannot build the environ: {e}")),
-        })
+        self.fill(py, head, conn, input)
+            .map_err(|e| e.into_http("environ"))
     }
 
     fn fill<'py>(
@@ -264,15 +262,8 @@ impl EnvironBuilder {
         let mut repeated: Vec<(Bound<'py, PyString>, Vec<&[u8]>)> = Vec::new();
         for (name, mut value) in head.headers().iter() {
             let name: &str = name;
-            if name.contains('_') && !(trusted && self.forwarded.forwards(name)) {
-                // Ambiguous with the `-` spelling once mapped to the environ.
-                match self.forwarded.header_map {
-                    HeaderMap::Drop => continue,
-                    HeaderMap::Refuse => {
-                        return Err(Fill::Http(HttpError::invalid_header_name(name.as_bytes())))
-                    }
-                    HeaderMap::Dangerous => {}
-                }
+            if !self.forwarded.admits(name, trusted).map_err(Fill::Http)? {
+                continue;
             }
             if name.eq_ignore_ascii_case("host") {
                 // RFC 9112 section 3.2.2: an absolute-form target's host replaces Host's.
@@ -314,18 +305,10 @@ impl EnvironBuilder {
             env.set_item(key, py_latin1(py, &joined)?)?;
         }
 
-        let scheme = if trusted {
-            self.forwarded
-                .scheme(head.headers().iter())
-                .map_err(Fill::Http)?
-        } else {
-            None
-        };
-        // A trusted proxy's scheme header wins, as in Gunicorn; else the listener's.
-        let https = match scheme {
-            Some(scheme) => scheme == "https",
-            None => conn.tls.is_some(),
-        };
+        let https = self
+            .forwarded
+            .is_https(trusted, conn.tls.is_some(), head.headers().iter())
+            .map_err(Fill::Http)?;
         env.set_item(&k.url_scheme, if https { &k.https } else { &k.http })?;
 
         match peer {
@@ -437,15 +420,4 @@ fn set_tls_keys(env: &Bound<'_, PyDict>, tls: &TlsInfo) -> PyResult<()> {
         None => env.set_item("SSL_CLIENT_VERIFY", "NONE")?,
     }
     Ok(())
-}
-
-enum Fill {
-    Http(HttpError),
-    Py(PyErr),
-}
-
-impl From<PyErr> for Fill {
-    fn from(e: PyErr) -> Fill {
-        Fill::Py(e)
-    }
 }
