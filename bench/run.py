@@ -612,8 +612,16 @@ def run_load(sc: Scenario, port: int, seconds: float) -> WrkResult:
     """Drives the scenario's load (wrk, or h2load for HTTP/2) for `seconds`."""
     argv = load_argv(sc, port, seconds)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    proc = subprocess.run(argv, check=False, capture_output=True, text=True,
-                          timeout=seconds + 30)
+    # h2load has no per-request timeout: it waits for a connection that is never answered
+    # (a server with a thread per HTTP/2 connection and fewer threads than connections)
+    grace = 30 if sc.proto == "h1" else 10
+    try:
+        proc = subprocess.run(argv, check=False, capture_output=True, text=True,
+                              timeout=seconds + grace)
+    except subprocess.TimeoutExpired as exc:
+        raise ServerError(f"{argv[3]} had not finished {grace} s after the end of the run: "
+                          f"the server left some of the {sc.connections} connections "
+                          "unanswered") from exc
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         msg = (proc.stderr.strip() or proc.stdout.strip())[-300:]
