@@ -197,7 +197,7 @@ CONFIGS: list[Config] = [
            h2_flags=("--http", "2"), h2c_flags=("--http", "2")),
     Config("uvicorn", "uvicorn", "--interface wsgi (default thread pool)", False, _uvicorn,
            _exe("uvicorn"), _uvicorn_tls_flags, tls_only=True),
-    Config("nginx-ferrocorn", "nginx", "nginx TLS → ferrocorn sync over a unix socket", False,
+    Config("nginx-ferrocorn", "nginx", "TLS → ferrocorn sync over a unix socket", False,
            _nginx_front, _nginx_available, _certfile_flags, tls_only=True),
     Config("uwsgi", "uwsgi", "http11-socket, 1 thread", False, _uwsgi([]), _exe("uwsgi")),
     Config("uwsgi-t8", "uwsgi", "http11-socket --threads 8", True, _uwsgi(["--threads", "8"]),
