@@ -1357,7 +1357,7 @@ def run_all(args: argparse.Namespace, idle_policy: str, argv: Sequence[str] | No
     for c in args.configs:
         for proto, name in (("h2", "HTTP/2 over TLS"), ("h2c", "HTTP/2 cleartext")):
             if c.extra_flags(proto):
-                commands[c.key] += f" (+ `{' '.join(c.extra_flags(proto))}` for {name})"
+                commands[f"{c.key}, {name}"] = " ".join([commands[c.key], *c.extra_flags(proto)])
     cells: dict[str, dict[str, Cell]] = {}
     try:
         for sc, cfgs in plan:
