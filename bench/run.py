@@ -54,6 +54,7 @@ RSS_FLAT_KIB = 4 * 1024  # "flat": the worker grew by less than this over the me
 # A connection with neither a byte received nor a byte sent for this long, while wrk keeps every
 # connection busy, was left unanswered (for example never accepted): see stalled_connections().
 STALL_MS = 3000
+H2_CONNECTIONS, H2_STREAMS = 10, 10  # h2load -c and -m
 DOCS_BEGIN = "<!-- results:begin (written by bench/run.py --update-docs) -->"
 DOCS_END = "<!-- results:end -->"
 
@@ -71,6 +72,7 @@ class Launch:
     python: str  # the venv's python
     bindir: str  # the venv's bin directory
     tls: tuple[str, str] | None = None  # certificate and key files, for the TLS scenarios
+    proto: str = "h1"  # the scenario's protocol: h1, h2 (TLS, ALPN) or h2c (prior knowledge)
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,24 @@ class Config:
     # The options that serve TLS with a certificate and key file; None: no TLS scenarios.
     tls_flags: Callable[[str, str], list[str]] | None = None
     interface: str = "wsgi"  # the scenarios it runs: those of the same interface
+    # The options that serve HTTP/2 over TLS (ALPN) and over cleartext with prior knowledge;
+    # None: not in that scenario.
+    h2_flags: tuple[str, ...] | None = None
+    h2c_flags: tuple[str, ...] | None = None
+    tls_only: bool = False  # in the HTTP/1 TLS scenarios only (a front for TLS, for example)
+
+    def extra_flags(self, proto: str) -> tuple[str, ...]:
+        return {"h2": self.h2_flags, "h2c": self.h2c_flags}.get(proto) or ()
+
+    def serves(self, sc: Scenario) -> bool:
+        """Whether this configuration takes part in a scenario."""
+        if sc.interface != self.interface:
+            return False
+        if (sc.threaded_only and not self.threaded) or (sc.tls and not self.tls_flags):
+            return False
+        if sc.proto != "h1":
+            return bool(self.extra_flags(sc.proto))
+        return sc.tls or not self.tls_only
 
 
 def _exe(name: str) -> Callable[[Launch], bool]:
@@ -136,6 +156,17 @@ def _uwsgi(extra: list[str]) -> Callable[[Launch], list[str]]:
     ]
 
 
+def _uvicorn_wsgi(ln: Launch) -> list[str]:
+    return [
+        f"{ln.bindir}/uvicorn", "--interface", "wsgi", "--host", HOST, "--port", str(ln.port),
+        "--no-access-log", "--log-level", "warning", f"{ln.module}:app",
+    ]
+
+
+def _nginx_front(ln: Launch) -> list[str]:
+    return [ln.python, str(BENCH / "nginx_front.py"), f"{ln.module}:app", HOST, str(ln.port)]
+
+
 def _bjoern(ln: Launch) -> list[str]:
     return [ln.python, str(BENCH / "bjoern_runner.py"), f"{ln.module}:app", HOST, str(ln.port)]
 
@@ -148,23 +179,44 @@ def _granian_tls_flags(cert: str, key: str) -> list[str]:
     return ["--ssl-certificate", cert, "--ssl-keyfile", key]
 
 
+def _uvicorn_tls_flags(cert: str, key: str) -> list[str]:
+    return ["--ssl-certfile", cert, "--ssl-keyfile", key]
+
+
+def _nginx_available(ln: Launch) -> bool:
+    return _exe("ferrocorn")(ln) and shutil.which("nginx", path=NGINX_PATH) is not None
+
+
+NGINX_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
+FERRO_H2 = ("--http-protocols", "h2,h1")
+FERRO_H2C = (*FERRO_H2, "--http2-cleartext", "prior-knowledge")
+
+
 CONFIGS: list[Config] = [
     Config("gunicorn-sync", "gunicorn", "sync", False, _gunicorn(["-k", "sync"]),
            _exe("gunicorn"), _certfile_flags),
     Config("gunicorn-gthread", "gunicorn", "gthread --threads 8", True,
-           _gunicorn(["-k", "gthread", "--threads", "8"]), _exe("gunicorn"), _certfile_flags),
+           _gunicorn(["-k", "gthread", "--threads", "8"]), _exe("gunicorn"), _certfile_flags,
+           h2_flags=("--http-protocols", "h2,h1")),
     Config("granian", "granian", "wsgi, default blocking threads", False, _granian([]),
-           _exe("granian"), _granian_tls_flags),
+           _exe("granian"), _granian_tls_flags, h2_flags=("--http", "2"),
+           h2c_flags=("--http", "2")),
     Config("granian-bt8", "granian", "wsgi --blocking-threads 8", True,
-           _granian(["--blocking-threads", "8"]), _exe("granian"), _granian_tls_flags),
+           _granian(["--blocking-threads", "8"]), _exe("granian"), _granian_tls_flags,
+           h2_flags=("--http", "2"), h2c_flags=("--http", "2")),
+    Config("uvicorn-wsgi", "uvicorn", "--interface wsgi (default thread pool)", False, _uvicorn_wsgi,
+           _exe("uvicorn"), _uvicorn_tls_flags, tls_only=True),
+    Config("nginx-ferrocorn", "nginx", "TLS → ferrocorn sync over a unix socket", False,
+           _nginx_front, _nginx_available, _certfile_flags, tls_only=True),
     Config("uwsgi", "uwsgi", "http11-socket, 1 thread", False, _uwsgi([]), _exe("uwsgi")),
     Config("uwsgi-t8", "uwsgi", "http11-socket --threads 8", True, _uwsgi(["--threads", "8"]),
            _exe("uwsgi")),
     Config("bjoern", "bjoern", "bjoern.run", False, _bjoern, _importable("bjoern")),
     Config("ferrocorn-sync", "ferrocorn", "sync", False, _ferrocorn([]), _exe("ferrocorn"),
-           _certfile_flags),
+           _certfile_flags, h2_flags=FERRO_H2, h2c_flags=FERRO_H2C),
     Config("ferrocorn-gthread", "ferrocorn", "gthread --threads 8", True,
-           _ferrocorn(["-k", "gthread", "--threads", "8"]), _exe("ferrocorn"), _certfile_flags),
+           _ferrocorn(["-k", "gthread", "--threads", "8"]), _exe("ferrocorn"), _certfile_flags,
+           h2_flags=FERRO_H2, h2c_flags=FERRO_H2C),
     Config("uvicorn", "uvicorn", "httptools, uvloop", False, _uvicorn, _exe("uvicorn"),
            interface="asgi"),
     Config("granian-asgi", "granian", "asgi", False,
@@ -190,6 +242,7 @@ class Scenario:
     rss_before: bool = False  # also sample RSS before the measured run (file_wrapper)
     must_close: bool = False  # the server must close after each response (Connection: close)
     tls: bool = False  # HTTPS, for the servers that serve TLS themselves
+    proto: str = "h1"  # h2: HTTP/2 over TLS (ALPN); h2c: cleartext, prior knowledge; h2load
     note: str = ""
     interface: str = "wsgi"  # the servers it runs on: those of the same interface
 
@@ -215,6 +268,13 @@ SCENARIOS: list[Scenario] = [
              note="a new TCP connection and a full TLS handshake for every request"),
     Scenario("asgi-hello", "ASGI hello world, keep-alive", "hello_asgi", 50, interface="asgi",
              note="ASGI servers only"),
+    Scenario("h2-hello", "Hello world over HTTP/2 (TLS, ALPN)", "hello", H2_CONNECTIONS,
+             tls=True, proto="h2",
+             note=f"{H2_CONNECTIONS} connections × {H2_STREAMS} concurrent streams; h2load "
+                  "reports no percentiles, so p50 / p99 are left empty"),
+    Scenario("h2c-hello", "Hello world over HTTP/2 cleartext (prior knowledge)", "hello",
+             H2_CONNECTIONS, proto="h2c",
+             note=f"{H2_CONNECTIONS} connections × {H2_STREAMS} concurrent streams, no TLS"),
 ]
 
 
@@ -374,6 +434,7 @@ class Server:
         self.argv = config.argv(launch)
         if launch.tls and config.tls_flags:
             self.argv += config.tls_flags(*launch.tls)
+        self.argv += config.extra_flags(launch.proto)
         self.log_path = logdir / f"{config.key}-{launch.module}-{launch.port}.log"
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
@@ -399,21 +460,36 @@ class Server:
         ctx.verify_mode = ssl.CERT_NONE
         return ctx.wrap_socket(s)
 
-    def wait_ready(self, deadline: float = START_DEADLINE) -> None:
-        """Polls until a GET / answers 200 (connect, request, status line), with a deadline."""
-        end = time.monotonic() + deadline
+    def answers(self) -> bool:
+        """Whether one GET / answers 200 now: over HTTP/1.1, or with h2load over HTTP/2."""
+        if self.launch.proto != "h1":
+            argv = ["h2load", "-n1", "-c1", self.url()]
+            try:
+                out = subprocess.run(argv, check=False, capture_output=True, text=True,
+                                     timeout=10).stdout
+            except (OSError, subprocess.SubprocessError):
+                return False
+            return re.search(r"status codes: 1 2xx", out) is not None
         request = f"GET / HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n".encode()
+        try:
+            with self.connect() as s:
+                s.sendall(request)
+                head = s.recv(64)
+        except OSError:
+            return False
+        return head.startswith((b"HTTP/1.1 200", b"HTTP/1.0 200"))
+
+    def url(self) -> str:
+        return f"{'https' if self.launch.tls else 'http'}://{HOST}:{self.launch.port}/"
+
+    def wait_ready(self, deadline: float = START_DEADLINE) -> None:
+        """Polls until a GET / answers 200, with a deadline."""
+        end = time.monotonic() + deadline
         while True:
             if self.proc.poll() is not None:
                 raise ServerError(f"exited with {self.proc.returncode}: {self.log_tail()}")
-            try:
-                with self.connect() as s:
-                    s.sendall(request)
-                    head = s.recv(64)
-                if head.startswith((b"HTTP/1.1 200", b"HTTP/1.0 200")):
-                    return
-            except OSError:
-                pass
+            if self.answers():
+                return
             if time.monotonic() > end:
                 raise ServerError(f"not ready after {deadline:.0f}s: {self.log_tail()}")
             time.sleep(0.05)
@@ -521,24 +597,55 @@ def parse_wrk(out: str) -> WrkResult:
     return r
 
 
-def wrk_argv(sc: Scenario, port: int, seconds: float) -> list[str]:
+def parse_h2load(out: str) -> WrkResult:
+    """h2load's summary: rate, requests done, failures and status classes (no percentiles)."""
+    r = WrkResult()
+    m = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out)
+    if not m:
+        raise ValueError("no req/s in h2load output")
+    r.rps = float(m.group(1))
+    m = re.search(r"requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed, "
+                  r"(\d+) errored", out)
+    if not m:
+        raise ValueError("no request counts in h2load output")
+    succeeded, failed, errored = (int(g) for g in m.groups())
+    # "failed" counts the HTTP-level failures and the "errored" ones (timeouts among them)
+    r.requests = succeeded
+    r.non2xx = failed - errored
+    r.socket_errors = {"errored": errored}
+    return r
+
+
+def load_argv(sc: Scenario, port: int, seconds: float) -> list[str]:
+    url = f"{'https' if sc.tls else 'http'}://{HOST}:{port}/"
+    if sc.proto != "h1":
+        return ["taskset", "-c", CLIENT_CPU, "h2load", "-t1", f"-c{sc.connections}",
+                f"-m{H2_STREAMS}", f"-D{seconds:g}", url]
     return [
         "taskset", "-c", CLIENT_CPU, "wrk", "-t1", f"-c{sc.connections}", f"-d{seconds:g}s",
-        "--timeout", "5s", "--latency", *sc.wrk_extra,
-        f"{'https' if sc.tls else 'http'}://{HOST}:{port}/",
+        "--timeout", "5s", "--latency", *sc.wrk_extra, url,
     ]
 
 
-def run_wrk(sc: Scenario, port: int, seconds: float) -> WrkResult:
-    argv = wrk_argv(sc, port, seconds)
+def run_load(sc: Scenario, port: int, seconds: float) -> WrkResult:
+    """Drives the scenario's load (wrk, or h2load for HTTP/2) for `seconds`."""
+    argv = load_argv(sc, port, seconds)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    proc = subprocess.run(argv, check=False, capture_output=True, text=True,
-                          timeout=seconds + 30)
+    # h2load has no per-request timeout: it waits for a connection that is never answered
+    # (a server with a thread per HTTP/2 connection and fewer threads than connections)
+    grace = 30 if sc.proto == "h1" else 10
+    try:
+        proc = subprocess.run(argv, check=False, capture_output=True, text=True,
+                              timeout=seconds + grace)
+    except subprocess.TimeoutExpired as exc:
+        raise ServerError(f"{argv[3]} had not finished {grace} s after the end of the run: "
+                          f"the server left some of the {sc.connections} connections "
+                          "unanswered") from exc
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         msg = (proc.stderr.strip() or proc.stdout.strip())[-300:]
-        raise ServerError(f"wrk exited {proc.returncode}: {msg}")
-    res = parse_wrk(proc.stdout)
+        raise ServerError(f"{argv[3]} exited {proc.returncode}: {msg}")
+    res = parse_wrk(proc.stdout) if sc.proto == "h1" else parse_h2load(proc.stdout)
     # wrk is the only child reaped meanwhile (servers are reaped when they are stopped)
     res.client_cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return res
@@ -618,7 +725,7 @@ def measure_once(
     logdir: Path, warmup: float, duration: float,
 ) -> None:
     launch = dataclasses.replace(launch_base, port=free_port(), module=sc.module,
-                                 tls=launch_base.tls if sc.tls else None)
+                                 tls=launch_base.tls if sc.tls else None, proto=sc.proto)
     run: dict[str, Any] = {"rps": None}
     server: Server | None = None
     try:
@@ -626,7 +733,7 @@ def measure_once(
         server.wait_ready()
         root = server.proc.pid
         if warmup > 0:
-            run_wrk(sc, launch.port, warmup)
+            run_load(sc, launch.port, warmup)
         if sc.must_close:
             run["closes"] = server.closes_on_request()
         if sc.rss_before:
@@ -636,7 +743,7 @@ def measure_once(
         probe_at = duration - 1.5
         stalled = (probe_during(probe_at, lambda: stalled_connections(launch.port))
                    if probe_at >= STALL_MS / 1000 + 1 else None)
-        res = run_wrk(sc, launch.port, duration)
+        res = run_load(sc, launch.port, duration)
         if stalled is not None:
             run["stalled"] = stalled()
         cpu, cores1 = tree_cpu_s(root) - cpu0, core_ticks()
@@ -811,9 +918,10 @@ def _cpu_note(cells: dict[str, dict[str, Cell]], sc: str, a: str, b: str) -> str
     sa, sb = _s(cells, sc, a), _s(cells, sc, b)
     if not sa or not sb or not sa["cpu_us_per_req"] or not sb["cpu_us_per_req"]:
         return ""
+    r = sb["cpu_us_per_req"] / sa["cpu_us_per_req"]
     return (f"; server CPU per request {sa['cpu_us_per_req']:,.1f} µs vs "
-            f"{sb['cpu_us_per_req']:,.1f} µs ({sb['cpu_us_per_req'] / sa['cpu_us_per_req']:.2f}× "
-            "less)")
+            f"{sb['cpu_us_per_req']:,.1f} µs ("
+            + (f"{r:.2f}× less)" if r >= 1 else f"{1 / r:.2f}× more)"))
 
 
 def _client_ceiling_note(summary: dict[str, Any], peer: tuple[str, float]) -> str:
@@ -910,6 +1018,21 @@ def check_bar(cells: dict[str, dict[str, Cell]], sleep_ms: float | None = None) 
                            f"worker RSS growth {gtxt} (worst run)"
                            + _cpu_note(cells, "file-10mib", f[0], g[0])))
 
+    # TLS and HTTP/2: ferrocorn's best config against Granian's best, or against every peer
+    for sc, label, peers in (("tls-hello", "TLS hello keep-alive", ["granian"]),
+                             ("h2-hello", "HTTP/2 hello over TLS", ["granian"]),
+                             ("h2c-hello", "HTTP/2 cleartext hello", ["granian"]),
+                             ("tls-close", "TLS handshakes per second (Connection: close)", None)):
+        text = f"{label}: ferrocorn ≥ {'granian' if peers else 'the best peer'}"
+        f, p = _best_ferro(cells, sc), _best_peer(cells, sc, peers)
+        if not f or not p:
+            skip(text, "ferrocorn or its peers not measured")
+            continue
+        r = f[1] / p[1]
+        out.append(BarLine(text, verdict(r >= 1.0),
+                           f"{f[0]} {f[1]:,.0f} req/s = {r:.2f}× {p[0]} ({p[1]:,.0f})"
+                           + _left_out(cells, sc) + _cpu_note(cells, sc, f[0], p[0])))
+
     text = "every ferrocorn run answered all of its connections"
     checked = [(sc, key, s["stalled"]) for sc, by_key in cells.items()
                for key, cell in by_key.items()
@@ -958,8 +1081,8 @@ def versions(python: str, bindir: str) -> dict[str, str]:
     code = (
         "import importlib.metadata as m, json, sys\n"
         "out = {'python': sys.version.split()[0]}\n"
-        "for name in ('ferrocorn', 'gunicorn', 'granian', 'uWSGI', 'bjoern', 'flask',"
-        " 'matplotlib'):\n"
+        "for name in ('ferrocorn', 'gunicorn', 'granian', 'uWSGI', 'bjoern', 'uvicorn', 'h2',"
+        " 'flask', 'matplotlib'):\n"
         "    try:\n"
         "        out[name.lower()] = m.version(name)\n"
         "    except m.PackageNotFoundError:\n"
@@ -973,13 +1096,17 @@ def versions(python: str, bindir: str) -> dict[str, str]:
         vers = json.loads(probe.stdout)
     except (ValueError, subprocess.SubprocessError, OSError):
         pass
-    try:
-        wrk = subprocess.run(["wrk", "-v"], check=False, capture_output=True, text=True,
-                             timeout=10)
-        m = re.search(r"wrk (\S+)", wrk.stdout + wrk.stderr)
-        vers["wrk"] = m.group(1) if m else "unknown"
-    except (subprocess.SubprocessError, OSError):
-        vers["wrk"] = "missing"
+    for tool, flag, pattern in (("wrk", "-v", r"wrk (\S+)"),
+                                ("h2load", "--version", r"nghttp2/(\S+)"),
+                                ("nginx", "-v", r"nginx/(\S+)")):
+        exe = shutil.which(tool, path=NGINX_PATH)
+        try:
+            found = subprocess.run([exe or tool, flag], check=False, capture_output=True,
+                                   text=True, timeout=10)
+            m = re.search(pattern, found.stdout + found.stderr)
+            vers[tool] = m.group(1) if m else "unknown"
+        except (subprocess.SubprocessError, OSError):
+            vers[tool] = "missing"
     return vers
 
 
@@ -1051,7 +1178,7 @@ def render_markdown(meta: dict[str, Any], scenarios: list[Scenario],
     for sc in scenarios:
         if sc.key not in cells:
             continue
-        wrk = " ".join(shlex.quote(a) for a in wrk_argv(sc, 0, opts["duration"]))
+        wrk = " ".join(shlex.quote(a) for a in load_argv(sc, 0, opts["duration"]))
         wrk = wrk.replace(str(BENCH), "bench").replace(f"{HOST}:0", f"{HOST}:PORT")
         out.append(f"{h}# {sc.title} (`{sc.key}`)")
         out.append("")
@@ -1193,7 +1320,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    for tool in ("wrk", "taskset"):
+    tools = ["wrk", "taskset"] + (["h2load"] if any(s.proto != "h1" for s in args.scenarios)
+                                  else [])
+    for tool in tools:
         if shutil.which(tool) is None:
             print(f"{tool} is missing: run bash bench/run.sh, which installs it", file=sys.stderr)
             return 1
@@ -1218,10 +1347,7 @@ def run_all(args: argparse.Namespace, idle_policy: str, argv: Sequence[str] | No
     started = time.monotonic()
     deadline = started + args.max_minutes * 60
 
-    plan = [(sc, [c for c in args.configs
-                  if (c.threaded or not sc.threaded_only) and c.interface == sc.interface
-                  and (c.tls_flags or not sc.tls)])
-            for sc in args.scenarios]
+    plan = [(sc, [c for c in args.configs if c.serves(sc)]) for sc in args.scenarios]
     n_meas = sum(len(cfgs) for _, cfgs in plan) * args.runs
     estimate = n_meas * (args.warmup + args.duration + 2.5)
     print(f"{len(plan)} scenario(s), {n_meas} measured runs, about {estimate / 60:.0f} min "
@@ -1247,6 +1373,10 @@ def run_all(args: argparse.Namespace, idle_policy: str, argv: Sequence[str] | No
         .replace(f"{HOST}:0", f"{HOST}:PORT").replace("--port 0", "--port PORT")
         .replace(f"{HOST} 0", f"{HOST} PORT")
         for c in args.configs}
+    for c in args.configs:
+        for proto, name in (("h2", "HTTP/2 over TLS"), ("h2c", "HTTP/2 cleartext")):
+            if c.extra_flags(proto):
+                commands[f"{c.key}, {name}"] = " ".join([commands[c.key], *c.extra_flags(proto)])
     cells: dict[str, dict[str, Cell]] = {}
     try:
         for sc, cfgs in plan:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One command for the whole benchmark:
-#   1. Debian packages wrk (load generator) and libev-dev (needed to build bjoern), installed with
-#      apt-get when missing and running as root;
+#   1. Debian packages wrk and h2load (load generators; h2load is in nghttp2-client), nginx (a TLS
+#      front for ferrocorn) and libev-dev (needed to build bjoern), installed with apt-get when
+#      missing and running as root;
 #   2. a virtualenv bench/.venv (reused when present) with the peer servers, Flask, matplotlib and
 #      ferrocorn built from this checkout (release build of the Rust extension);
 #   3. bench/run.py with every argument passed through (--quick, --only, --servers, --runs, ...).
@@ -17,6 +18,8 @@ log() { printf '==> %s\n' "$*" >&2; }
 if [[ ${BENCH_SKIP_SETUP:-0} != 1 ]]; then
     missing=()
     command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+    command -v h2load >/dev/null 2>&1 || missing+=(nghttp2-client)
+    PATH="$PATH:/usr/sbin:/sbin" command -v nginx >/dev/null 2>&1 || missing+=(nginx)
     dpkg -s libev-dev >/dev/null 2>&1 || missing+=(libev-dev)
     python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
     command -v taskset >/dev/null 2>&1 || missing+=(util-linux)
@@ -40,10 +43,10 @@ if [[ ${BENCH_SKIP_SETUP:-0} != 1 ]]; then
     export PIP_DISABLE_PIP_VERSION_CHECK=1
     pip=("$venv/bin/python" -m pip install -q)
 
-    log "installing gunicorn, flask, matplotlib, uvicorn (httptools, uvloop)"
-    "${pip[@]}" "gunicorn==27.0.1" flask matplotlib uvicorn httptools uvloop
+    log "installing gunicorn (with h2 for its HTTP/2), flask, matplotlib, uvicorn (httptools, uvloop)"
+    "${pip[@]}" "gunicorn==27.0.1" h2 flask matplotlib uvicorn httptools uvloop
     # Each peer separately: one that fails to build must not stop the others.
-    for peer in granian uwsgi bjoern; do
+    for peer in granian uwsgi bjoern "uvicorn[standard]"; do
         log "installing $peer"
         "${pip[@]}" "$peer" || log "WARNING: $peer failed to install; it is reported as not installed"
     done
