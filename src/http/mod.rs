@@ -18,7 +18,7 @@ pub mod scrape;
 
 pub use body::BodyDecoder;
 pub use error::HttpError;
-pub use head::{Framing, H1Framing, Limits, RequestHead};
+pub use head::{Framing, H1Framing, Limits, RequestHead, Upgrade};
 
 // Defined at the bottom layer, where the logs use it too.
 pub use crate::log::latin1;
