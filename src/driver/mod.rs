@@ -7,6 +7,8 @@
 //! - [`body`]: a request body as the driver reads it and the application consumes it.
 //! - [`output`]: owned buffers, Python `bytes` and file ranges waiting to be written.
 //! - [`shed`]: which connections make room at `--worker-connections`.
+//! - [`ws`]: one WebSocket connection after its `101`, and its seam to the application
+//!   interface (a [`ws::Session`]).
 //!
 //! The driver owns the transport except while the application runs: it moves it into the
 //! [`Request`] and gets it back in the [`Outcome`].
@@ -18,6 +20,9 @@ pub mod h1;
 mod h1_tests;
 pub mod output;
 pub mod shed;
+pub mod ws;
+#[cfg(test)]
+mod ws_tests;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
