@@ -763,7 +763,11 @@ async fn accept_loop(worker: Rc<Worker>, listener: Acceptor, index: usize) {
                     // code as without TLS. HTTP/2 comes through ALPN on TLS, or through the
                     // preface on a cleartext connection allowed to speak it.
                     match &w.tls {
-                        Some(tls) => serve_as_h2(conn.serve_tls(sock, tls).await, &w).await,
+                        // Boxed: a plain connection's task stays as small as without TLS
+                        // (an idle kept-alive connection costs the size of its task).
+                        Some(tls) => {
+                            serve_as_h2(Box::pin(conn.serve_tls(sock, tls)).await, &w).await
+                        }
                         None => serve_as_h2(conn.serve(sock).await, &w).await,
                     }
                     w.closed_connection();
