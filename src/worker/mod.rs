@@ -42,7 +42,7 @@ use crate::log::access::AccessFormat;
 use crate::log::python::log_exception;
 use crate::net::listeners::Listener;
 use crate::net::tls::TlsAcceptor;
-use crate::net::{Acceptor, Io, Transport};
+use crate::net::{Acceptor, Io, Socket, Transport};
 use crate::process::heartbeat::HeartbeatSlot;
 use crate::process::lifecycle as signals;
 use crate::wsgi::app::{load_app, load_embedded, syntax_error_stand_in, LoadError};
@@ -710,6 +710,11 @@ fn steady_malloc() {
     }
 }
 
+/// A TLS connection: the handshake, then HTTP/1 or, as ALPN decided, HTTP/2.
+async fn serve_tls(conn: Conn<Worker>, sock: Socket, tls: &TlsAcceptor, worker: &Rc<Worker>) {
+    serve_as_h2(conn.serve_tls(sock, tls).await, worker).await;
+}
+
 /// Goes on with a connection the HTTP/1 driver handed over as HTTP/2 (ALPN or the preface).
 async fn serve_as_h2<T: Transport>(handoff: Option<Handoff<T>>, worker: &Rc<Worker>) {
     if let Some(h) = handoff {
@@ -765,9 +770,7 @@ async fn accept_loop(worker: Rc<Worker>, listener: Acceptor, index: usize) {
                     match &w.tls {
                         // Boxed: a plain connection's task stays as small as without TLS
                         // (an idle kept-alive connection costs the size of its task).
-                        Some(tls) => {
-                            serve_as_h2(Box::pin(conn.serve_tls(sock, tls)).await, &w).await
-                        }
+                        Some(tls) => Box::pin(serve_tls(conn, sock, tls, &w)).await,
                         None => serve_as_h2(conn.serve(sock).await, &w).await,
                     }
                     w.closed_connection();
