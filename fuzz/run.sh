@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 seconds=${1:-60}
-targets=(request proxy)
+targets=(request proxy ws_frame)
 
 if ! command -v cargo-fuzz >/dev/null 2>&1; then
     echo "==> installing cargo-fuzz"

@@ -8,6 +8,8 @@
 //! - [`body`]: a request body as the driver reads it and the application consumes it.
 //! - [`output`]: owned buffers, Python `bytes` and file ranges waiting to be written.
 //! - [`shed`]: which connections make room at `--worker-connections`.
+//! - [`ws`]: one WebSocket connection after its `101`, and its seam to the application
+//!   interface (a [`ws::Session`]).
 //!
 //! The driver owns the transport except while the application runs: it moves it into the
 //! [`Request`] and gets it back in the [`Outcome`].
@@ -20,6 +22,9 @@ mod h1_tests;
 pub mod h2;
 pub mod output;
 pub mod shed;
+pub mod ws;
+#[cfg(test)]
+mod ws_tests;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

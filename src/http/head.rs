@@ -30,6 +30,38 @@ pub struct H1Framing {
     pub keep_alive: bool,
     /// `Expect: 100-continue` was sent on HTTP/1.1.
     pub expect_continue: bool,
+    /// The protocol the client asks to switch to: an `Upgrade` field named by a `Connection:
+    /// upgrade` option, on HTTP/1.1 (RFC 9110 section 7.8 ignores it on 1.0).
+    pub upgrade: Option<Upgrade>,
+}
+
+/// A protocol an HTTP/1.1 request asks to switch to (RFC 9110 section 7.8).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Upgrade {
+    /// `websocket` (RFC 6455), among the protocols offered.
+    WebSocket,
+    /// `h2c`, HTTP/2 over cleartext (RFC 7540 section 3.2).
+    H2c,
+    /// Only protocols this server does not speak.
+    Other,
+}
+
+impl Upgrade {
+    /// The protocol of an `Upgrade` field's value, a list of `name[/version]`: the one this
+    /// server speaks when any is offered.
+    fn of(value: &[u8]) -> Upgrade {
+        let mut found = Upgrade::Other;
+        for offered in value.split(|&b| b == b',').map(trim) {
+            let name = offered.split(|&b| b == b'/').next().unwrap_or_default();
+            if name.eq_ignore_ascii_case(b"websocket") {
+                return Upgrade::WebSocket;
+            }
+            if name.eq_ignore_ascii_case(b"h2c") {
+                found = Upgrade::H2c;
+            }
+        }
+        found
+    }
 }
 
 /// Parsing limits and strictness, from the `limit_request_*` and security settings.
@@ -673,6 +705,8 @@ fn finish(
     let mut chunked = false;
     let mut connection: Option<bool> = None;
     let mut expect_continue = false;
+    let mut connection_upgrade = false;
+    let mut upgrade: Option<&[u8]> = None;
     let mut seen_host = false;
     let mut seen_type = false;
     let mut fields = Vec::with_capacity(raw.headers.len());
@@ -725,8 +759,12 @@ fn finish(
                     connection = Some(false);
                 } else if token.eq_ignore_ascii_case(b"keep-alive") && connection.is_none() {
                     connection = Some(true);
+                } else if token.eq_ignore_ascii_case(b"upgrade") {
+                    connection_upgrade = true;
                 }
             }
+        } else if name.eq_ignore_ascii_case(b"upgrade") {
+            upgrade = Some(value);
         } else if name.eq_ignore_ascii_case(b"expect") {
             if value.eq_ignore_ascii_case(b"100-continue") {
                 // RFC 9110 section 10.1.1: ignored on HTTP/1.0.
@@ -783,10 +821,15 @@ fn finish(
         fields,
         version,
     };
+    let upgrade = match upgrade {
+        Some(value) if connection_upgrade && version.is_1_1_or_later() => Some(Upgrade::of(value)),
+        _ => None,
+    };
     let framing = H1Framing {
         body: framing,
         keep_alive,
         expect_continue,
+        upgrade,
     };
     Ok((head, framing))
 }
@@ -1106,9 +1149,47 @@ mod tests {
             H1Framing {
                 body: Framing::None,
                 keep_alive: true,
-                expect_continue: false
+                expect_continue: false,
+                upgrade: None,
             }
         );
+    }
+
+    #[test]
+    fn upgrade_needs_the_connection_option_and_http_1_1() {
+        let upgrade = |fields: &str| {
+            let request = format!("GET /chat HTTP/1.1\r\nHost: h\r\n{fields}\r\n");
+            framed(request.as_bytes()).upgrade
+        };
+        let ws = "Upgrade: websocket\r\nConnection: Upgrade\r\n";
+        assert_eq!(upgrade(ws), Some(Upgrade::WebSocket));
+        assert_eq!(
+            upgrade("upgrade: WebSocket\r\nConnection: keep-alive, UPGRADE\r\n"),
+            Some(Upgrade::WebSocket)
+        );
+        assert_eq!(
+            upgrade("Upgrade: h2c, websocket/13\r\nConnection: upgrade\r\n"),
+            Some(Upgrade::WebSocket)
+        );
+        assert_eq!(
+            upgrade("Upgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\n"),
+            Some(Upgrade::H2c)
+        );
+        assert_eq!(
+            upgrade("Upgrade: irc/6.9\r\nConnection: Upgrade\r\n"),
+            Some(Upgrade::Other)
+        );
+        // Without the connection option, or on HTTP/1.0, the field is ignored.
+        assert_eq!(upgrade("Upgrade: websocket\r\n"), None);
+        assert_eq!(upgrade("Connection: Upgrade\r\n"), None);
+        let old = framed(b"GET / HTTP/1.0\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n");
+        assert_eq!(old.upgrade, None);
+        // An opening handshake is an ordinary body-less GET that stays alive if not taken up.
+        let f = framed(
+            b"GET /chat HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        );
+        assert_eq!((f.body, f.keep_alive), (Framing::None, true));
     }
 
     #[test]

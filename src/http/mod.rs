@@ -6,6 +6,7 @@
 //! - [`response`]: the response head, and the HTTP/1 encoding of every answer.
 //! - [`date`]: the cached `Date` header value.
 //! - [`scrape`]: the one route of the master's metrics endpoint.
+//! - [`ws`]: WebSocket (RFC 6455): the opening handshake, frames, permessage-deflate.
 
 pub mod body;
 pub mod date;
@@ -15,10 +16,11 @@ pub mod head;
 pub mod proxy;
 pub mod response;
 pub mod scrape;
+pub mod ws;
 
 pub use body::BodyDecoder;
 pub use error::HttpError;
-pub use head::{Framing, H1Framing, Limits, RequestHead};
+pub use head::{Framing, H1Framing, Limits, RequestHead, Upgrade};
 
 // Defined at the bottom layer, where the logs use it too.
 pub use crate::log::latin1;
