@@ -21,6 +21,7 @@ use crate::driver::output::{write_all, OutQueue, Then};
 use crate::driver::ws::{self, Incoming, Outgoing, Session, WsOptions};
 use crate::driver::{self, log_invalid_request, Outcome, Request};
 use crate::http::head::{Framing, H1Framing, Upgrade};
+use crate::http::ws::close as ws_close;
 use crate::http::ws::handshake::{self, Accepted};
 use crate::http::{date, response, HttpError, RequestHead};
 use crate::log;
@@ -143,8 +144,6 @@ impl WsReceiver {
         Ok(future)
     }
 }
-
-use crate::http::ws::close as ws_close;
 
 /// The `send` callable of one WebSocket connection.
 #[pyclass(unsendable, name = "WebSocketSend", module = "ferrocorn._ferrocorn")]
@@ -376,11 +375,13 @@ pub async fn handle<T: Transport, P>(
     // Until the application accepts or refuses.
     loop {
         let woken = ex.wake.notified();
-        let st = ex.state.borrow();
-        if st.phase != Phase::Connecting || st.app_done {
+        let decided = {
+            let st = ex.state.borrow();
+            st.phase != Phase::Connecting || st.app_done
+        };
+        if decided {
             break;
         }
-        drop(st);
         woken.await;
     }
     let (phase, accept) = {
@@ -390,7 +391,7 @@ pub async fn handle<T: Transport, P>(
     let accepted = match (phase, accept) {
         (Phase::Accepted, Some(accept)) => accept,
         (Phase::Refused, _) => {
-            finish(&ex, &task).await;
+            finish(&ex).await;
             let response = answer(handshake::forbidden(), 403, head);
             return Outcome {
                 transport,
@@ -449,7 +450,7 @@ pub async fn handle<T: Transport, P>(
     } else {
         drop(link);
         drop(session);
-        finish(&ex, &task).await;
+        finish(&ex).await;
     }
     if let Some(err) = ex.state.borrow_mut().failure.take() {
         Python::attach(|py| {
@@ -495,7 +496,7 @@ fn cancel(task: &Py<PyAny>) {
 }
 
 /// Lets the application's task run to its end, its `receive` told the connection is gone.
-async fn finish(ex: &Exchange, task: &Py<PyAny>) {
+async fn finish(ex: &Exchange) {
     ex.state.borrow_mut().phase = Phase::Refused;
     loop {
         let woken = ex.wake.notified();
@@ -512,7 +513,6 @@ async fn finish(ex: &Exchange, task: &Py<PyAny>) {
             st.app_done
         });
         if done {
-            let _ = task;
             return;
         }
         woken.await;
