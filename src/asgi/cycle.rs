@@ -72,6 +72,8 @@ pub struct Options {
     pub output_bound: u64,
     /// Something reads the response headers after the response (the access log).
     pub keep_headers: bool,
+    /// The largest WebSocket message taken (`--websocket-max-message-size`).
+    pub ws_max_message: usize,
 }
 
 impl Context {
@@ -100,6 +102,19 @@ impl Context {
             options,
         })
     }
+
+    pub(super) fn create_future(&self) -> &Py<PyAny> {
+        &self.create_future
+    }
+
+    pub(super) fn create_task(&self) -> &Py<PyAny> {
+        &self.create_task
+    }
+
+    /// The completed awaitable of no value.
+    pub(super) fn done(&self, py: Python<'_>) -> Py<PyAny> {
+        self.done.clone_ref(py)
+    }
 }
 
 /// An awaitable that is done already: awaiting it gives `value` without suspending.
@@ -109,7 +124,7 @@ pub struct Ready {
 }
 
 impl Ready {
-    fn wrap(py: Python<'_>, value: Option<Py<PyAny>>) -> PyResult<Py<PyAny>> {
+    pub(super) fn wrap(py: Python<'_>, value: Option<Py<PyAny>>) -> PyResult<Py<PyAny>> {
         Ok(Py::new(py, Ready { value })?.into_any())
     }
 }
@@ -196,7 +211,7 @@ fn disconnect_event(py: Python<'_>, ev: &Events) -> PyResult<Py<PyAny>> {
 }
 
 /// Whether a loop future still waits for its result (the application may have cancelled it).
-fn waiting(future: &Bound<'_, PyAny>) -> bool {
+pub(super) fn waiting(future: &Bound<'_, PyAny>) -> bool {
     future
         .call_method0("done")
         .and_then(|d| d.is_truthy())
@@ -205,7 +220,7 @@ fn waiting(future: &Bound<'_, PyAny>) -> bool {
 }
 
 /// Gives a waiting loop future its result.
-fn resolve(py: Python<'_>, future: Py<PyAny>, value: Py<PyAny>) {
+pub(super) fn resolve(py: Python<'_>, future: Py<PyAny>, value: Py<PyAny>) {
     let future = future.bind(py);
     if waiting(future) {
         if let Err(e) = future.call_method1("set_result", (value,)) {
@@ -356,6 +371,9 @@ pub async fn handle<T: Transport, P>(
     req: Request<T>,
     reports: bool,
 ) -> Outcome<T, P, AccessData> {
+    if super::websocket::is_upgrade(&req.head) {
+        return super::websocket::handle(ctx, req, reports).await;
+    }
     let Request {
         head,
         body,
@@ -396,17 +414,7 @@ pub async fn handle<T: Transport, P>(
     if hook.is_some() {
         ex.state.borrow_mut().response.keep_headers = true;
     }
-    let task = if is_websocket_upgrade(&head) {
-        // The WebSocket scope is not served yet: say so instead of passing an upgrade to the
-        // application as a plain HTTP request.
-        Err(NotStarted::Refused(HttpError {
-            status: 501,
-            reason: "Not Implemented",
-            message: "WebSocket upgrades are not supported yet".into(),
-        }))
-    } else {
-        Python::attach(|py| start(py, ctx, &ex, &head, &conn))
-    };
+    let task = Python::attach(|py| start(py, ctx, &ex, &head, &conn));
     let task = match task {
         Ok(task) => task,
         Err(not_started) => {
@@ -469,16 +477,6 @@ impl State {
         );
         std::mem::replace(&mut self.body, empty)
     }
-}
-
-/// Whether the request asks to upgrade the connection to WebSocket (RFC 6455 section 4.1).
-fn is_websocket_upgrade(head: &RequestHead) -> bool {
-    head.headers().iter().any(|(name, value)| {
-        name.eq_ignore_ascii_case("upgrade")
-            && value
-                .split(|&b| b == b',')
-                .any(|v| v.trim_ascii().eq_ignore_ascii_case(b"websocket"))
-    })
 }
 
 /// Builds the scope and starts the application's task.
@@ -768,7 +766,7 @@ fn post_request(py: Python<'_>, req: &Py<PyAny>, status: u16, view: Option<Respo
     }
 }
 
-fn record(
+pub(super) fn record(
     head: RequestHead,
     conn: &ConnInfo,
     status: u16,
@@ -790,6 +788,6 @@ fn record(
 }
 
 /// `GET /path?query`, as requests are named in error messages.
-fn uri(head: &RequestHead) -> String {
+pub(super) fn uri(head: &RequestHead) -> String {
     format!("{} {}", head.method, String::from_utf8_lossy(head.target()))
 }

@@ -4,12 +4,14 @@
 //! - [`scope`]: the per-request scope dict.
 //! - [`cycle`]: one request's cycle: the application's task, `receive`, `send`.
 //! - [`response`]: `http.response.*` messages turned into HTTP/1 bytes.
+//! - [`websocket`]: one WebSocket connection: its scope, handshake and messages.
 //!
 //! Lifespan events are Python (`ferrocorn._asgi`): they run once per worker.
 
 pub mod cycle;
 pub mod response;
 pub mod scope;
+pub mod websocket;
 
 use pyo3::exceptions::PyBaseException;
 use pyo3::prelude::*;
@@ -40,5 +42,8 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<cycle::Receiver>()?;
     m.add_class::<cycle::Sender>()?;
     m.add_class::<cycle::Done>()?;
+    m.add_class::<websocket::WsReceiver>()?;
+    m.add_class::<websocket::WsSender>()?;
+    m.add_class::<websocket::WsDone>()?;
     Ok(())
 }

@@ -1208,6 +1208,7 @@ pub static SETTINGS: &[Setting] = &[
     )
     .cli(&["--websocket-max-message-size"])
     .int()
+    .on()
     .doc("The largest WebSocket message accepted, in bytes. Default 16777216."),
     set(
         "http_parser",

@@ -322,6 +322,12 @@ impl<T: Transport> Driver<'_, T> {
             if self.phase != Phase::Open || !self.slot_full() {
                 self.decode_buffered();
             }
+            // Written before deciding whether to read: a write that empties the output makes
+            // room to read, and nothing else would wake the loop for it.
+            if let Err(e) = self.write_now() {
+                log_ended(&e);
+                return;
+            }
             // Keepalive time counts only while reading: a client is not silent while the
             // application holds us from reading it.
             // Nor while our output piles up unread (pongs to a flood of pings).
@@ -333,10 +339,6 @@ impl<T: Transport> Driver<'_, T> {
                 self.pinged = None;
             }
             reading = can_read;
-            if let Err(e) = self.write_now() {
-                log_ended(&e);
-                return;
-            }
             let pending = self.written < self.output.len();
             if let Phase::Closing(deadline) = self.phase {
                 if !pending {

@@ -161,6 +161,7 @@ pub(super) fn run<'py>(
                 write_timeout: worker.app.write_timeout,
                 output_bound: worker.app.output_bound,
                 keep_headers: worker.app.access.is_some(),
+                ws_max_message: settings.uint("websocket_max_message_size") as usize,
             },
         )?;
         worker.mode = Mode::Asgi(std::sync::Arc::new(ctx));
