@@ -345,15 +345,21 @@ impl Done {
     fn __call__(&self, task: &Bound<'_, PyAny>) -> PyResult<()> {
         let mut st = self.ex.state.borrow_mut();
         st.app_done = true;
-        if !task.call_method0("cancelled")?.is_truthy()? {
-            let raised = task.call_method0("exception")?;
-            if !raised.is_none() {
-                st.failure = Some(PyErr::from_value(raised));
-            }
+        if let Some(err) = task_failure(task)? {
+            st.failure = Some(err);
         }
         self.ex.wake.notify_one();
         Ok(())
     }
+}
+
+/// What a finished application task raised, if anything (a cancelled task raised nothing).
+pub(super) fn task_failure(task: &Bound<'_, PyAny>) -> PyResult<Option<PyErr>> {
+    if task.call_method0("cancelled")?.is_truthy()? {
+        return Ok(None);
+    }
+    let raised = task.call_method0("exception")?;
+    Ok((!raised.is_none()).then(|| PyErr::from_value(raised)))
 }
 
 /// Why a request never reached the application's task.

@@ -276,11 +276,8 @@ impl WsDone {
     fn __call__(&self, task: &Bound<'_, PyAny>) -> PyResult<()> {
         let mut st = self.ex.state.borrow_mut();
         st.app_done = true;
-        if !task.call_method0("cancelled")?.is_truthy()? {
-            let raised = task.call_method0("exception")?;
-            if !raised.is_none() {
-                st.failure = Some(PyErr::from_value(raised));
-            }
+        if let Some(err) = super::cycle::task_failure(task)? {
+            st.failure = Some(err);
         }
         self.ex.wake.notify_one();
         Ok(())
