@@ -1,9 +1,6 @@
 //! The opening handshake (RFC 6455 section 4.2): what an upgrade request asks for, the `101`
 //! answer that accepts it, and the answers that refuse it.
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
-
 use super::deflate::{self, Params};
 use crate::http::head::{is_token, Framing, H1Framing, RequestHead, Upgrade};
 use crate::http::response::{self, InvalidHeader};
@@ -125,7 +122,10 @@ pub fn check(head: &RequestHead, framing: &H1Framing) -> Result<Offer, Refusal> 
 
 /// A key is the base64 encoding of 16 bytes (RFC 6455 section 4.1).
 fn is_key(key: &[u8]) -> bool {
-    key.len() == 24 && STANDARD.decode(key).is_ok_and(|bytes| bytes.len() == 16)
+    key.len() == 24
+        && data_encoding::BASE64
+            .decode(key)
+            .is_ok_and(|bytes| bytes.len() == 16)
 }
 
 /// The `Sec-WebSocket-Accept` value for `key`: base64 of the SHA-1 of the key and the GUID.
@@ -133,7 +133,7 @@ pub fn accept_key(key: &[u8]) -> String {
     let mut sha = sha1_smol::Sha1::new();
     sha.update(key);
     sha.update(GUID);
-    STANDARD.encode(sha.digest().bytes())
+    data_encoding::BASE64.encode(&sha.digest().bytes())
 }
 
 /// What the `101` answer says besides the accept key.
