@@ -338,3 +338,17 @@ def test_http2_with_the_asgi_worker_is_refused_with_what_to_do():
     assert out.returncode == 1, out.stdout
     assert "http_protocols = ['h2', 'h1']: HTTP/2 is not served to ASGI applications yet" in out.stdout
     assert "Traceback" not in out.stdout
+
+
+@pytest.mark.parametrize("factory", [False, True])
+def test_application_runs_in_its_task(run_server, asgi_loop, factory):
+    """The application sees its own task from its first line (also where tasks start eagerly),
+    and a task factory the application installs makes that task."""
+    env = {"TASK_FACTORY": "1"} if factory else {}
+    srv = run_server("-k", "asgi", "--asgi-loop", asgi_loop, "asgi_apps:task_app", env=env)
+    with srv.connect() as s:
+        status, _, body, _ = exchange(s, req("GET", "/"))
+    assert status == 200
+    seen = json.loads(body)
+    assert seen["in_task"] and seen["same_after_wait"]
+    assert (seen["name"] == "from-factory") == factory

@@ -53,6 +53,11 @@ pub struct Context {
     pub app: Py<PyAny>,
     pub scope: ScopeBuilder,
     create_task: Py<PyAny>,
+    /// `asyncio.Task` and its keyword arguments for an eager start (Python 3.12 and later).
+    eager_task: Option<(Py<PyAny>, Py<pyo3::types::PyDict>)>,
+    /// The loop's `get_task_factory`: a task factory set by the application wins over the
+    /// eager start.
+    task_factory: Py<PyAny>,
     create_future: Py<PyAny>,
     events: Events,
     /// The completed awaitable of no value that `send` returns: it holds no state, so one
@@ -90,6 +95,8 @@ impl Context {
             app,
             scope,
             create_task: event_loop.getattr("create_task")?.unbind(),
+            eager_task: eager_task(py, event_loop)?,
+            task_factory: event_loop.getattr("get_task_factory")?.unbind(),
             create_future: event_loop.getattr("create_future")?.unbind(),
             events: Events {
                 kind: intern("type"),
@@ -107,14 +114,41 @@ impl Context {
         &self.create_future
     }
 
-    pub(super) fn create_task(&self) -> &Py<PyAny> {
-        &self.create_task
+    /// Starts the application's task for `coro`. Where Python has eager tasks and the
+    /// application set no task factory, the coroutine runs at once up to its first real wait:
+    /// a request that never waits needs no loop iteration of its own.
+    pub(super) fn start_task<'py>(
+        &self,
+        py: Python<'py>,
+        coro: Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        match &self.eager_task {
+            Some((class, kwargs)) if self.task_factory.bind(py).call0()?.is_none() => {
+                class.bind(py).call((coro,), Some(kwargs.bind(py)))
+            }
+            _ => self.create_task.bind(py).call1((coro,)),
+        }
     }
 
     /// The completed awaitable of no value.
     pub(super) fn done(&self, py: Python<'_>) -> Py<PyAny> {
         self.done.clone_ref(py)
     }
+}
+
+/// `asyncio.Task` with `loop` and `eager_start=True` where Python has eager tasks.
+fn eager_task(
+    py: Python<'_>,
+    event_loop: &Bound<'_, PyAny>,
+) -> PyResult<Option<(Py<PyAny>, Py<pyo3::types::PyDict>)>> {
+    if py.version_info() < (3, 12) {
+        return Ok(None);
+    }
+    let kwargs = pyo3::types::PyDict::new(py);
+    kwargs.set_item("loop", event_loop)?;
+    kwargs.set_item("eager_start", true)?;
+    let class = py.import("asyncio")?.getattr("Task")?;
+    Ok(Some((class.unbind(), kwargs.unbind())))
 }
 
 /// An awaitable that is done already: awaiting it gives `value` without suspending.
@@ -513,7 +547,7 @@ fn start(
             },
         )?;
         let coro = ctx.app.bind(py).call1((scope, receive, send))?;
-        let task = ctx.create_task.bind(py).call1((coro,))?;
+        let task = ctx.start_task(py, coro)?;
         task.call_method1(
             "add_done_callback",
             (Py::new(py, Done { ex: Rc::clone(ex) })?,),

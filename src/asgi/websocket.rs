@@ -601,7 +601,7 @@ fn start(
             },
         )?;
         let coro = ctx.app.bind(py).call1((scope, receive, send))?;
-        let task = ctx.create_task().bind(py).call1((coro,))?;
+        let task = ctx.start_task(py, coro)?;
         task.call_method1(
             "add_done_callback",
             (Py::new(py, WsDone { ex: Rc::clone(ex) })?,),

@@ -105,3 +105,30 @@ async def no_lifespan(scope: dict, receive: Any, send: Any) -> None:
     """An application that knows only HTTP, as many do."""
     assert scope["type"] == "http", f"unsupported scope {scope['type']}"
     await _answer(send, 200, b"plain")
+
+
+async def task_app(scope: dict, receive: Any, send: Any) -> None:
+    """Answers whether the request runs in a task, and in one the loop's task factory made;
+    with TASK_FACTORY set, lifespan startup installs that factory."""
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                if os.environ.get("TASK_FACTORY"):
+                    loop = asyncio.get_running_loop()
+
+                    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kw: Any) -> Any:
+                        task = asyncio.Task(coro, loop=loop, **kw)
+                        task.set_name("from-factory")
+                        return task
+
+                    loop.set_task_factory(factory)
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    task = asyncio.current_task()
+    before = {"in_task": task is not None, "name": task.get_name() if task else None}
+    await asyncio.sleep(0)
+    after = asyncio.current_task() is task
+    await _answer(send, 200, json.dumps({**before, "same_after_wait": after}).encode())
