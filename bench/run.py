@@ -1141,7 +1141,8 @@ def asgi_bar(cells: dict[str, dict[str, Cell]]) -> list[BarLine]:
         out.append(BarLine(text, "PASS" if r >= 1.0 and fw["errors"] == 0 else "FAIL",
                            f"ferrocorn asgi {fw['rps_median']:,.0f} msg/s = {r:.2f}× granian asgi "
                            f"({gw['rps_median']:,.0f}), {fw['errors']} echo errors"
-                           + _cpu_note(cells, "asgi-ws-echo", "ferrocorn-asgi", "granian-asgi")))
+                           + _cpu_note(cells, "asgi-ws-echo", "ferrocorn-asgi", "granian-asgi")
+                           .replace("per request", "per message")))
     return out
 
 
@@ -1283,8 +1284,10 @@ def render_markdown(meta: dict[str, Any], scenarios: list[Scenario],
     out.append(f"Each runs as `taskset -c {SERVER_CPU} COMMAND` in `bench/apps`, MODULE being the "
                "scenario's app:")
     out.append("")
+    measured = {key for per in cells.values() for key in per}
     for c, cmd in meta["commands"].items():
-        out.append(f"- {c}: `{cmd}`")
+        if c.split(",")[0] in measured:
+            out.append(f"- {c}: `{cmd}`")
     out.append("")
     return "\n".join(out)
 
