@@ -1409,6 +1409,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if bad := [x for x in wanted if x not in known]:
         p.error(f"unknown server(s): {', '.join(bad)}")
     args.configs = [c for c in CONFIGS if not wanted or c.server in wanted or c.key in wanted]
+    if args.update_docs and (args.only or wanted):
+        # The page's results section is written as a whole: a partial run would drop the rest.
+        p.error("--update-docs needs a run of every scenario and server (no --only, --servers)")
     return args
 
 
