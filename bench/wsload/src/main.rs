@@ -258,8 +258,13 @@ fn connection(opts: &Options, conn: usize, start: &Barrier, deadline: &OnceLock<
             Ok(op) => tally.error(
                 |t| &mut t.mismatch,
                 format!(
-                    "echo of message {seq}: opcode {op:#x}, {} bytes, expected {}",
+                    "echo of message {seq}: opcode {op:#x}, {} bytes{} (sent a text of {})",
                     echo.len(),
+                    if op == 0x1 && echo.len() == opts.size {
+                        ", other content"
+                    } else {
+                        ""
+                    },
                     opts.size
                 ),
             ),
