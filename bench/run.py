@@ -56,8 +56,7 @@ RSS_FLAT_KIB = 4 * 1024  # "flat": the worker grew by less than this over the me
 STALL_MS = 3000
 H2_CONNECTIONS, H2_STREAMS = 10, 10  # h2load -c and -m
 WS_CONNECTIONS, WS_MESSAGE = 50, 32  # WebSocket echo clients and their message size in bytes
-WSLOAD_DIR = BENCH / "wsload"
-WSLOAD = WSLOAD_DIR / "target" / "release" / "wsload"
+WSLOAD = BENCH / "wsload" / "target" / "release" / "wsload"  # built by bench/run.sh
 DOCS_BEGIN = "<!-- results:begin (written by bench/run.py --update-docs) -->"
 DOCS_END = "<!-- results:end -->"
 
