@@ -203,6 +203,33 @@ fn read_frame(reader: &mut BufReader<TcpStream>, buf: &mut Vec<u8>) -> Result<u8
     Ok(head[0] & 0x0f)
 }
 
+/// Reads frames until one that is not a ping or a pong; answers pings (servers may send them
+/// on their own schedule) so that they neither count as wrong echoes nor shift the next ones.
+fn read_data_frame(
+    reader: &mut BufReader<TcpStream>,
+    writer: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    rng: &mut Rng,
+) -> Result<u8, String> {
+    loop {
+        match read_frame(reader, buf)? {
+            0x9 => {
+                let mut pong = Vec::new();
+                encode_frame(buf, mask_key(rng), &mut pong);
+                pong[0] = 0x8A; // FIN, pong
+                writer.write_all(&pong).map_err(|e| format!("write: {e}"))?;
+            }
+            0xA => {}
+            op => return Ok(op),
+        }
+    }
+}
+
+fn mask_key(rng: &mut Rng) -> [u8; 4] {
+    let [a, b, c, d, ..] = rng.next().to_le_bytes();
+    [a, b, c, d]
+}
+
 /// Fills `payload` with printable text that differs from one message to the next.
 fn fill_payload(payload: &mut [u8], conn: usize, seq: u64) {
     let tag = format!("{conn:04}:{seq:011}:");
@@ -235,19 +262,13 @@ fn connection(opts: &Options, conn: usize, start: &Barrier, deadline: &OnceLock<
     let mut seq = 0u64;
     while Instant::now() < end {
         fill_payload(&mut payload, conn, seq);
-        encode_frame(
-            &payload,
-            rng.next().to_le_bytes()[..4]
-                .try_into()
-                .unwrap_or([1, 2, 3, 4]),
-            &mut frame,
-        );
+        encode_frame(&payload, mask_key(&mut rng), &mut frame);
         let sent = Instant::now();
         if let Err(e) = writer.write_all(&frame) {
             tally.error(|t| &mut t.write, format!("write: {e}"));
             return tally;
         }
-        match read_frame(&mut reader, &mut echo) {
+        match read_data_frame(&mut reader, &mut writer, &mut echo, &mut rng) {
             Ok(0x1) if echo == payload => {
                 tally.messages += 1;
                 let us = sent.elapsed().as_micros();
