@@ -55,6 +55,14 @@ def main() -> int:
         print("wrk is missing: run bash bench/run.sh first", file=sys.stderr)
         return 1
     config, sc = configs[args.server], scenarios[args.scenario]
+    if sc.load != "wrk" or sc.proto != "h1":
+        print(f"--scenario {sc.key}: only the plain HTTP/1.1 scenarios driven by wrk are counted "
+              "here", file=sys.stderr)
+        return 1
+    if sc.interface != config.interface:
+        print(f"--server {config.key} serves the {config.interface.upper()} scenarios, not "
+              f"{sc.key}", file=sys.stderr)
+        return 1
     conns = args.connections or sc.connections
     python = sys.executable
     bindir = str(Path(python).parent)
@@ -68,7 +76,8 @@ def main() -> int:
     # the counting script replaces the scenario's own script, so it sends the POST body itself
     extra = [a for a in sc.wrk_extra if not a.endswith(".lua") and a != "-s"]
     wrk_env = dict(os.environ, BENCH_REQUESTS=str(args.requests),
-                   BENCH_POST_BYTES="65536" if sc.key == "post-64kib" else "0")
+                   BENCH_POST_BYTES="65536" if any(a.endswith("post64k.lua")
+                                                   for a in sc.wrk_extra) else "0")
     url = f"http://{harness.HOST}:{launch.port}/"
     server = harness.Server(config, launch, env, tmp)
     try:

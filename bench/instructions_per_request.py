@@ -12,6 +12,7 @@ of one request without start-up and shutdown.
     bench/.venv/bin/python bench/instructions_per_request.py                 # hello, sync
     bench/.venv/bin/python bench/instructions_per_request.py --app flask_hello:app
     bench/.venv/bin/python bench/instructions_per_request.py -- -k gthread --threads 8
+    bench/.venv/bin/python bench/instructions_per_request.py --app hello_asgi:app -- -k asgi
 
 Needs valgrind (`apt-get install valgrind`) and bench/.venv (`bash bench/run.sh` creates it).
 """
@@ -90,15 +91,19 @@ def worker_instructions(args: argparse.Namespace, count: int) -> int:
         finally:
             master.terminate()
             master.wait(timeout=120)
-        totals = {}
+        totals, dumps = {}, {}
         for dump in Path(out).glob("callgrind.out.*"):
             for line in dump.read_text(errors="replace").splitlines():
                 if line.startswith("summary:"):
-                    totals[int(dump.name.rsplit(".", 1)[1])] = int(line.split()[1])
+                    pid = int(dump.name.rsplit(".", 1)[1])
+                    totals[pid], dumps[pid] = int(line.split()[1]), dump
         workers = {pid: n for pid, n in totals.items() if pid != master.pid}
         if len(workers) != 1:
             raise SystemExit(f"expected one worker's profile, found {sorted(totals)}")
-        return next(iter(workers.values()))
+        pid, total = next(iter(workers.items()))
+        if args.save:
+            shutil.copyfile(dumps[pid], f"{args.save}.{count}")
+        return total
 
 
 def main() -> int:
@@ -106,6 +111,10 @@ def main() -> int:
     p.add_argument("--app", default="hello:app", help="MODULE:app in bench/apps")
     p.add_argument("--short", type=int, default=1000, help="requests of the first run")
     p.add_argument("--long", type=int, default=3000, help="requests of the second run")
+    p.add_argument("--save", metavar="PREFIX",
+                   help="keep the worker's callgrind profiles as PREFIX.SHORT and PREFIX.LONG "
+                        "(request counts), for callgrind_annotate: the difference between the "
+                        "two is the request path")
     p.add_argument("server_args", nargs="*", help="more ferrocorn arguments (after --)")
     args = p.parse_args()
     if shutil.which("valgrind") is None:

@@ -55,6 +55,8 @@ RSS_FLAT_KIB = 4 * 1024  # "flat": the worker grew by less than this over the me
 # connection busy, was left unanswered (for example never accepted): see stalled_connections().
 STALL_MS = 3000
 H2_CONNECTIONS, H2_STREAMS = 10, 10  # h2load -c and -m
+WS_CONNECTIONS, WS_MESSAGE = 50, 32  # WebSocket echo clients and their message size in bytes
+WSLOAD = BENCH / "wsload" / "target" / "release" / "wsload"  # built by bench/run.sh
 DOCS_BEGIN = "<!-- results:begin (written by bench/run.py --update-docs) -->"
 DOCS_END = "<!-- results:end -->"
 
@@ -148,6 +150,12 @@ def _uvicorn(ln: Launch) -> list[str]:
             "--host", HOST, "--port", str(ln.port), f"{ln.module}:app"]
 
 
+def _hypercorn(ln: Launch) -> list[str]:
+    return [f"{ln.bindir}/hypercorn", "--workers", "1", "--worker-class", "uvloop",
+            "--log-level", "warning", "--keep-alive", "600", "--bind", f"{HOST}:{ln.port}",
+            f"{ln.module}:app"]
+
+
 def _uwsgi(extra: list[str]) -> Callable[[Launch], list[str]]:
     return lambda ln: [
         f"{ln.bindir}/uwsgi", "--http11-socket", f"{HOST}:{ln.port}", "--master",
@@ -190,6 +198,7 @@ def _nginx_available(ln: Launch) -> bool:
 NGINX_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
 FERRO_H2 = ("--http-protocols", "h2,h1")
 FERRO_H2C = (*FERRO_H2, "--http2-cleartext", "prior-knowledge")
+FERRO_KEYS = ("ferrocorn-sync", "ferrocorn-gthread", "ferrocorn-asgi")  # ratio columns
 
 
 CONFIGS: list[Config] = [
@@ -222,6 +231,10 @@ CONFIGS: list[Config] = [
     Config("granian-asgi", "granian", "asgi", False,
            lambda ln: [a if a != "wsgi" else "asgi" for a in _granian([])(ln)],
            _exe("granian"), interface="asgi"),
+    Config("gunicorn-asgi", "gunicorn", "asgi, uvloop", False,
+           _gunicorn(["-k", "asgi", "--asgi-loop", "uvloop"]), _exe("gunicorn"), interface="asgi"),
+    Config("hypercorn", "hypercorn", "uvloop", False, _hypercorn, _exe("hypercorn"),
+           interface="asgi"),
     Config("ferrocorn-asgi", "ferrocorn", "asgi, uvloop", False,
            _ferrocorn(["-k", "asgi", "--asgi-loop", "uvloop"]), _exe("ferrocorn"), interface="asgi"),
 ]
@@ -245,6 +258,11 @@ class Scenario:
     proto: str = "h1"  # h2: HTTP/2 over TLS (ALPN); h2c: cleartext, prior knowledge; h2load
     note: str = ""
     interface: str = "wsgi"  # the servers it runs on: those of the same interface
+    load: str = "wrk"  # the load client: wrk (h2load for HTTP/2), or ws: bench/wsload
+
+    @property
+    def unit(self) -> str:
+        return "msg/s" if self.load == "ws" else "req/s"
 
 
 SCENARIOS: list[Scenario] = [
@@ -268,6 +286,20 @@ SCENARIOS: list[Scenario] = [
              note="a new TCP connection and a full TLS handshake for every request"),
     Scenario("asgi-hello", "ASGI hello world, keep-alive", "hello_asgi", 50, interface="asgi",
              note="ASGI servers only"),
+    Scenario("asgi-post-64kib", "ASGI 64 KiB POST read fully by the app", "upload_asgi", 50,
+             ("-s", str(BENCH / "post64k.lua")), interface="asgi",
+             note="the app reads every `http.request` message until `more_body` is false"),
+    Scenario("asgi-stream", "ASGI streaming response, 8 chunks of 1 KiB", "stream_asgi", 50,
+             interface="asgi",
+             note="eight `http.response.body` messages with `more_body`, no Content-Length: "
+                  "chunked encoding"),
+    Scenario("asgi-fastapi", "FastAPI route", "fastapi_hello", 50, interface="asgi",
+             note="a FastAPI route answering a small JSON document"),
+    Scenario("asgi-ws-echo", "WebSocket echo, 50 clients", "ws_echo", WS_CONNECTIONS,
+             interface="asgi", load="ws",
+             note=f"{WS_CONNECTIONS} connections, each sending a {WS_MESSAGE}-byte masked text "
+                  "message and waiting for its echo, in a loop; messages per second, latency "
+                  "is the round trip; every echo is checked"),
     Scenario("h2-hello", "Hello world over HTTP/2 (TLS, ALPN)", "hello", H2_CONNECTIONS,
              tls=True, proto="h2",
              note=f"{H2_CONNECTIONS} connections × {H2_STREAMS} concurrent streams; h2load "
@@ -616,7 +648,28 @@ def parse_h2load(out: str) -> WrkResult:
     return r
 
 
+def parse_wsload(out: str) -> WrkResult:
+    """bench/wsload's summary: messages echoed and per second, latency percentiles, errors."""
+    r = WrkResult()
+    m = re.search(r"messages: (\d+) echoed, ([\d.]+) messages/s", out)
+    if not m:
+        raise ValueError("no messages/s in wsload output")
+    r.requests, r.rps = int(m.group(1)), float(m.group(2))
+    m = re.search(r"latency: p50 ([\d.]+) ms, p99 ([\d.]+) ms", out)
+    if m:
+        r.p50_ms, r.p99_ms = float(m.group(1)), float(m.group(2))
+    m = re.search(r"errors: handshake (\d+), read (\d+), write (\d+), mismatch (\d+)", out)
+    if not m:
+        raise ValueError("no error counts in wsload output")
+    r.socket_errors = dict(zip(("handshake", "read", "write", "mismatch"),
+                               (int(g) for g in m.groups())))
+    return r
+
+
 def load_argv(sc: Scenario, port: int, seconds: float) -> list[str]:
+    if sc.load == "ws":
+        return ["taskset", "-c", CLIENT_CPU, str(WSLOAD), "-c", str(sc.connections),
+                "-d", f"{seconds:g}", "-s", str(WS_MESSAGE), f"ws://{HOST}:{port}/"]
     url = f"{'https' if sc.tls else 'http'}://{HOST}:{port}/"
     if sc.proto != "h1":
         return ["taskset", "-c", CLIENT_CPU, "h2load", "-t1", f"-c{sc.connections}",
@@ -644,8 +697,11 @@ def run_load(sc: Scenario, port: int, seconds: float) -> WrkResult:
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         msg = (proc.stderr.strip() or proc.stdout.strip())[-300:]
-        raise ServerError(f"{argv[3]} exited {proc.returncode}: {msg}")
-    res = parse_wrk(proc.stdout) if sc.proto == "h1" else parse_h2load(proc.stdout)
+        raise ServerError(f"{Path(argv[3]).name} exited {proc.returncode}: {msg}")
+    if sc.load == "ws":
+        res = parse_wsload(proc.stdout)
+    else:
+        res = parse_wrk(proc.stdout) if sc.proto == "h1" else parse_h2load(proc.stdout)
     # wrk is the only child reaped meanwhile (servers are reaped when they are stopped)
     res.client_cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return res
@@ -810,13 +866,13 @@ def ratio_text(num: float | None, den: float | None) -> str:
 
 def scenario_table(sc: Scenario, cells: list[Cell]) -> list[str]:
     by_key = {c.config: c for c in cells}
-    ferro = {k: by_key[k].summary() for k in ("ferrocorn-sync", "ferrocorn-gthread")
-             if k in by_key}
+    ferro = {k: by_key[k].summary() for k in FERRO_KEYS if k in by_key}
     ferro_rps = {k: (v["rps_median"] if v else None) for k, v in ferro.items()}
     rss_head = "RSS before → after MiB" if sc.rss_before else "RSS MiB"
-    cols = ["server", "config", "req/s (median ± spread)", "p50 ms", "p99 ms", "errors",
-            "CPU µs/req", "busy: server / wrk", "other load", rss_head]
-    ratio_cols = [k for k in ("ferrocorn-sync", "ferrocorn-gthread") if k in ferro_rps]
+    cols = ["server", "config", f"{sc.unit} (median ± spread)", "p50 ms", "p99 ms", "errors",
+            "CPU µs/msg" if sc.load == "ws" else "CPU µs/req",
+            f"busy: server / {'client' if sc.load == 'ws' else 'wrk'}", "other load", rss_head]
+    ratio_cols = [k for k in FERRO_KEYS if k in ferro_rps]
     cols += [f"{k.replace('ferrocorn-', 'ferrocorn ')} ÷ this" for k in ratio_cols]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     kept_open = False
@@ -1033,6 +1089,8 @@ def check_bar(cells: dict[str, dict[str, Cell]], sleep_ms: float | None = None) 
                            f"{f[0]} {f[1]:,.0f} req/s = {r:.2f}× {p[0]} ({p[1]:,.0f})"
                            + _left_out(cells, sc) + _cpu_note(cells, sc, f[0], p[0])))
 
+    out.extend(asgi_bar(cells))
+
     text = "every ferrocorn run answered all of its connections"
     checked = [(sc, key, s["stalled"]) for sc, by_key in cells.items()
                for key, cell in by_key.items()
@@ -1052,6 +1110,38 @@ def check_bar(cells: dict[str, dict[str, Cell]], sleep_ms: float | None = None) 
             continue
         out.append(BarLine(text, verdict(fs["rss_kib"] <= gs["rss_kib"]),
                            f"{fs['rss_kib'] / 1024:.1f} MiB vs {gs['rss_kib'] / 1024:.1f} MiB"))
+    return out
+
+
+def asgi_bar(cells: dict[str, dict[str, Cell]]) -> list[BarLine]:
+    out: list[BarLine] = []
+    text = ("ASGI hello: ferrocorn ≥ granian asgi and ≥ 2× uvicorn, server CPU per request below "
+            "both")
+    fa, ga, uv = (_s(cells, "asgi-hello", k) for k in ("ferrocorn-asgi", "granian-asgi",
+                                                       "uvicorn"))
+    if not fa or not ga or not uv:
+        out.append(BarLine(text, "SKIP", "ferrocorn asgi, granian asgi or uvicorn not measured"))
+    else:
+        r1, r2 = fa["rps_median"] / ga["rps_median"], fa["rps_median"] / uv["rps_median"]
+        cpu = [x["cpu_us_per_req"] or float("inf") for x in (fa, ga, uv)]
+        out.append(BarLine(
+            text, "PASS" if r1 >= 1.0 and r2 >= 2.0 and cpu[0] < min(cpu[1:]) else "FAIL",
+            f"ferrocorn asgi {fa['rps_median']:,.0f} req/s = {r1:.2f}× granian asgi "
+            f"({ga['rps_median']:,.0f}), {r2:.2f}× uvicorn ({uv['rps_median']:,.0f}); server "
+            f"CPU per request {cpu[0]:,.1f} µs vs {cpu[1]:,.1f} µs (granian) and {cpu[2]:,.1f} µs "
+            "(uvicorn)" + _client_ceiling_note(fa, ("granian-asgi", ga["rps_median"]))))
+
+    text = "WebSocket echo: ferrocorn messages/s ≥ granian's, every echo correct"
+    fw, gw = _s(cells, "asgi-ws-echo", "ferrocorn-asgi"), _s(cells, "asgi-ws-echo", "granian-asgi")
+    if not fw or not gw:
+        out.append(BarLine(text, "SKIP", "ferrocorn asgi or granian asgi not measured"))
+    else:
+        r = fw["rps_median"] / gw["rps_median"]
+        out.append(BarLine(text, "PASS" if r >= 1.0 and fw["errors"] == 0 else "FAIL",
+                           f"ferrocorn asgi {fw['rps_median']:,.0f} msg/s = {r:.2f}× granian asgi "
+                           f"({gw['rps_median']:,.0f}), {fw['errors']} echo errors"
+                           + _cpu_note(cells, "asgi-ws-echo", "ferrocorn-asgi", "granian-asgi")
+                           .replace("per request", "per message")))
     return out
 
 
@@ -1082,7 +1172,8 @@ def versions(python: str, bindir: str) -> dict[str, str]:
         "import importlib.metadata as m, json, sys\n"
         "out = {'python': sys.version.split()[0]}\n"
         "for name in ('ferrocorn', 'gunicorn', 'granian', 'uWSGI', 'bjoern', 'uvicorn', 'h2',"
-        " 'flask', 'matplotlib'):\n"
+        " 'flask', 'matplotlib', 'hypercorn', 'uvloop', 'httptools', 'websockets',"
+        " 'fastapi'):\n"
         "    try:\n"
         "        out[name.lower()] = m.version(name)\n"
         "    except m.PackageNotFoundError:\n"
@@ -1192,8 +1283,10 @@ def render_markdown(meta: dict[str, Any], scenarios: list[Scenario],
     out.append(f"Each runs as `taskset -c {SERVER_CPU} COMMAND` in `bench/apps`, MODULE being the "
                "scenario's app:")
     out.append("")
+    measured = {key for per in cells.values() for key in per}
     for c, cmd in meta["commands"].items():
-        out.append(f"- {c}: `{cmd}`")
+        if c.split(",")[0] in measured:
+            out.append(f"- {c}: `{cmd}`")
     out.append("")
     return "\n".join(out)
 
@@ -1223,7 +1316,7 @@ def render_chart(scenarios: list[Scenario], cells: dict[str, dict[str, Cell]],
         ax.barh(ys, rps, xerr=[lo, hi], color=colors, capsize=2)
         ax.set_yticks(ys, names, fontsize=7)
         ax.invert_yaxis()
-        ax.set_title(f"{sc.title}: req/s (higher is better)", fontsize=9)
+        ax.set_title(f"{sc.title}: {sc.unit} (higher is better)", fontsize=9)
         ax.tick_params(axis="x", labelsize=7)
         if sc.key == "sleep-10ms":
             ax.axvline(IDEAL_SLEEP_RPS, color="k", linestyle="--", linewidth=0.8)
@@ -1315,6 +1408,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if bad := [x for x in wanted if x not in known]:
         p.error(f"unknown server(s): {', '.join(bad)}")
     args.configs = [c for c in CONFIGS if not wanted or c.server in wanted or c.key in wanted]
+    if args.update_docs and (args.only or wanted):
+        # The page's results section is written as a whole: a partial run would drop the rest.
+        p.error("--update-docs needs a run of every scenario and server (no --only, --servers)")
     return args
 
 
@@ -1385,6 +1481,11 @@ def run_all(args: argparse.Namespace, idle_policy: str, argv: Sequence[str] | No
             for c in cfgs:
                 if not installed[c.key]:
                     cells[sc.key][c.key].status = "not installed"
+                elif sc.load == "ws" and not WSLOAD.exists():
+                    cells[sc.key][c.key].status = "skipped"
+                    cells[sc.key][c.key].error = (
+                        "the WebSocket client is not built: cargo build --release "
+                        "--manifest-path bench/wsload/Cargo.toml (bench/run.sh does it)")
 
             def measure(c: Config, tag: str, sc: Scenario = sc) -> None:
                 cell = cells[sc.key][c.key]
@@ -1397,13 +1498,13 @@ def run_all(args: argparse.Namespace, idle_policy: str, argv: Sequence[str] | No
                 if last["rps"] is None:
                     msg = f"FAILED {last.get('error', '')[:200]}"
                 else:
-                    msg = (f"{last['rps']:>10,.0f} req/s  p99 {fmt_ms(last['p99_ms']):>6} ms  "
+                    msg = (f"{last['rps']:>10,.0f} {sc.unit}  p99 {fmt_ms(last['p99_ms']):>6} ms  "
                            f"err {last['errors']}  rss {fmt_mib(last['rss_kib'])} MiB  "
                            f"other load {last.get('other_load_pct', '?')}%")
                 print(f"[{(time.monotonic() - started) / 60:5.1f} min] {sc.key:<14} "
                       f"{tag:<9} {c.key:<18} {msg}", flush=True)
 
-            live = [c for c in cfgs if installed[c.key]]
+            live = [c for c in cfgs if cells[sc.key][c.key].status == "ok"]
             for run in range(args.runs):
                 # rotate the order each run so that no server always goes first or last
                 k = run % len(live) if live else 0

@@ -5,7 +5,8 @@
 #      missing and running as root;
 #   2. a virtualenv bench/.venv (reused when present) with the peer servers, Flask, matplotlib and
 #      ferrocorn built from this checkout (release build of the Rust extension);
-#   3. bench/run.py with every argument passed through (--quick, --only, --servers, --runs, ...).
+#   3. the WebSocket load client bench/wsload, built with cargo (release) when cargo is there;
+#   4. bench/run.py with every argument passed through (--quick, --only, --servers, --runs, ...).
 # A peer that fails to install is left out here and reported as "not installed" in the results.
 # Set BENCH_SKIP_SETUP=1 to reuse an existing bench/.venv without touching it.
 set -euo pipefail
@@ -43,16 +44,25 @@ if [[ ${BENCH_SKIP_SETUP:-0} != 1 ]]; then
     export PIP_DISABLE_PIP_VERSION_CHECK=1
     pip=("$venv/bin/python" -m pip install -q)
 
-    log "installing gunicorn (with h2 for its HTTP/2), flask, matplotlib, uvicorn (httptools, uvloop)"
-    "${pip[@]}" "gunicorn==27.0.1" h2 flask matplotlib uvicorn httptools uvloop
+    log "installing gunicorn (with h2 for its HTTP/2), flask, fastapi, matplotlib, uvicorn (httptools, uvloop)"
+    "${pip[@]}" "gunicorn==27.0.1" h2 flask fastapi matplotlib uvicorn httptools uvloop
     # Each peer separately: one that fails to build must not stop the others.
-    for peer in granian uwsgi bjoern "uvicorn[standard]"; do
+    for peer in granian uwsgi bjoern "uvicorn[standard]" "hypercorn[uvloop]"; do
         log "installing $peer"
         "${pip[@]}" "$peer" || log "WARNING: $peer failed to install; it is reported as not installed"
     done
 
     log "installing ferrocorn from this checkout (release build with LTO)"
     "${pip[@]}" --force-reinstall --no-deps "$root"
+
+    # The WebSocket echo scenario needs it; without cargo that scenario is reported as skipped.
+    if command -v cargo >/dev/null 2>&1; then
+        log "building the WebSocket load client bench/wsload"
+        cargo build --quiet --release --manifest-path "$root/bench/wsload/Cargo.toml" \
+            || log "WARNING: bench/wsload failed to build; the WebSocket scenario is skipped"
+    else
+        log "WARNING: cargo is missing: bench/wsload is not built and the WebSocket scenario is skipped"
+    fi
 fi
 
 export PATH="$venv/bin:$PATH"
