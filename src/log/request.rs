@@ -27,7 +27,11 @@ pub trait LoggedRequest {
 /// Bytes from the wire as text, one code point per byte (latin-1, as PEP 3333 and Gunicorn
 /// decode request lines and header values).
 pub fn latin1(bytes: &[u8]) -> String {
-    bytes.iter().map(|&b| char::from(b)).collect()
+    // ASCII, nearly every header, is the same text in one copy; the rest a code point a byte.
+    match std::str::from_utf8(bytes) {
+        Ok(text) if text.is_ascii() => text.to_owned(),
+        _ => bytes.iter().map(|&b| char::from(b)).collect(),
+    }
 }
 
 #[cfg(test)]
@@ -36,5 +40,6 @@ mod tests {
     fn latin1_maps_every_byte() {
         assert_eq!(super::latin1(b"caf\xe9"), "caf\u{e9}");
         assert_eq!(super::latin1(b""), "");
+        assert_eq!(super::latin1(b"caf\xc3\xa9"), "caf\u{c3}\u{a9}");
     }
 }
