@@ -11,12 +11,13 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError};
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 use tokio::sync::Notify;
 
 use super::cycle::{record, resolve, uri, waiting, AccessData, Context, Ready};
+use super::response::{Facts, Response, Stage};
 use crate::driver::output::{write_all, OutQueue, Then};
 use crate::driver::ws::{self, Incoming, Outgoing, Session, WsOptions};
 use crate::driver::{self, log_invalid_request, Outcome, Request};
@@ -50,6 +51,18 @@ enum Phase {
     Accepted,
     /// The application closed before accepting: `403`.
     Refused,
+    /// The application started an HTTP response instead (the `websocket.http.response`
+    /// extension): its body follows.
+    Denying,
+    /// That response is complete.
+    Denied,
+}
+
+impl Phase {
+    /// No WebSocket connection will follow: `receive` tells the application so.
+    fn is_over(self) -> bool {
+        matches!(self, Phase::Refused | Phase::Denied)
+    }
 }
 
 struct State {
@@ -64,6 +77,12 @@ struct State {
     sending: Option<Py<PyAny>>,
     app_done: bool,
     failure: Option<PyErr>,
+    /// What the request's HTTP/1 response needs to know of it, for a denial response.
+    facts: Facts,
+    /// The denial response, from its `websocket.http.response.start`.
+    denial: Option<Response>,
+    /// The denial response could not be written: the client left.
+    gone: bool,
 }
 
 struct Exchange {
@@ -127,7 +146,7 @@ impl WsReceiver {
             return Ready::wrap(py, Some(ev.into_any().unbind()));
         }
         match st.phase {
-            Phase::Refused => {
+            phase if phase.is_over() => {
                 let ev = disconnect(py, ws_close::ABNORMAL, "")?;
                 return Ready::wrap(py, Some(ev.into_any().unbind()));
             }
@@ -136,7 +155,7 @@ impl WsReceiver {
                     return Ready::wrap(py, Some(incoming_event(py, message)?));
                 }
             }
-            Phase::Connecting => {}
+            _ => {}
         }
         let future = self.ctx.create_future().call0(py)?;
         st.receiving = Some(future.clone_ref(py));
@@ -211,6 +230,49 @@ impl WsSender {
                 self.ex.wake.notify_one();
                 return Ok(self.ctx.done(py));
             }
+            ("websocket.http.response.start", Phase::Connecting) => {
+                let status = match message.get_item(pyo3::intern!(py, "status"))? {
+                    Some(status) => status.extract::<u16>()?,
+                    None => {
+                        return Err(PyTypeError::new_err(
+                            "websocket.http.response.start needs a 'status'",
+                        ))
+                    }
+                };
+                // A final answer: no interim one, and no upgrade without an accept.
+                if !(200..=599).contains(&status) {
+                    return Err(PyValueError::new_err(format!(
+                        "invalid status {status} for a WebSocket denial response"
+                    )));
+                }
+                let keep_headers = self.ctx.options.keep_headers;
+                let mut response = Response::new(st.facts, keep_headers);
+                response.start(status, message.get_item("headers")?.as_ref())?;
+                st.denial = Some(response);
+                st.phase = Phase::Denying;
+                self.ex.wake.notify_one();
+                return Ok(self.ctx.done(py));
+            }
+            ("websocket.http.response.body", Phase::Denying) => {
+                return self.deny_body(py, &mut st, message);
+            }
+            (other, Phase::Connecting) => {
+                return Err(PyRuntimeError::new_err(format!(
+                    "Expected ASGI message 'websocket.accept', 'websocket.close' or \
+                     'websocket.http.response.start', but got '{other}'."
+                )))
+            }
+            (other, Phase::Denying) => {
+                return Err(PyRuntimeError::new_err(format!(
+                    "Expected ASGI message 'websocket.http.response.body', but got '{other}'."
+                )))
+            }
+            (other, Phase::Refused | Phase::Denied) => {
+                return Err(PyRuntimeError::new_err(format!(
+                    "Unexpected ASGI message '{other}', after sending 'websocket.close' or \
+                     response already completed."
+                )))
+            }
             ("websocket.send", Phase::Accepted) => {
                 let text = opt_str(message, "text")?;
                 match (text, message.get_item("bytes")?) {
@@ -262,6 +324,48 @@ impl WsSender {
             }
             Err(ws::Closed) => Err(PyOSError::new_err("the WebSocket connection is closed")),
         }
+    }
+}
+
+impl WsSender {
+    /// `websocket.http.response.body`: queued for the connection's task, which writes it;
+    /// past the output bound, the application waits until it is written.
+    fn deny_body(
+        &self,
+        py: Python<'_>,
+        st: &mut State,
+        message: &Bound<'_, PyDict>,
+    ) -> PyResult<Py<PyAny>> {
+        let body = match message.get_item(pyo3::intern!(py, "body"))? {
+            Some(b) => Some(b.cast_into::<PyBytes>().map_err(|_| {
+                PyTypeError::new_err("the 'body' of websocket.http.response.body must be bytes")
+            })?),
+            None => None,
+        };
+        let more = match message.get_item(pyo3::intern!(py, "more_body"))? {
+            Some(more) => more.is_truthy()?,
+            None => false,
+        };
+        if st.gone {
+            // The client left: nothing is written any more, quietly.
+            return Ok(self.ctx.done(py));
+        }
+        let Some(response) = st.denial.as_mut() else {
+            return Err(PyRuntimeError::new_err(
+                "no WebSocket denial response started",
+            ));
+        };
+        response.body(body.as_ref(), more)?;
+        if !more {
+            st.phase = Phase::Denied;
+        }
+        self.ex.wake.notify_one();
+        if more && response.out.pending() >= self.ctx.options.output_bound {
+            let future = self.ctx.create_future().call0(py)?;
+            st.sending = Some(future.clone_ref(py));
+            return Ok(future);
+        }
+        Ok(self.ctx.done(py))
     }
 }
 
@@ -356,6 +460,15 @@ pub async fn handle<T: Transport, P>(
             sending: None,
             app_done: false,
             failure: None,
+            // The connection ends after a denial response, as after the `403`.
+            facts: Facts {
+                version: head.version,
+                is_head: false,
+                keep_alive: false,
+                closing: true,
+            },
+            denial: None,
+            gone: false,
         }),
         wake: Notify::new(),
     });
@@ -387,6 +500,25 @@ pub async fn handle<T: Transport, P>(
     };
     let accepted = match (phase, accept) {
         (Phase::Accepted, Some(accept)) => accept,
+        (Phase::Denying | Phase::Denied, _) => {
+            let response = deny(ctx, &ex, io, &task, &head).await;
+            let mut answer = driver::Response::ended(OutQueue::new(), None, response.status);
+            if reports {
+                let line = Some(response.status_line().to_owned());
+                answer.record = Some(record(
+                    head,
+                    &conn,
+                    response.status,
+                    response.sent,
+                    response.headers,
+                    line,
+                ));
+            }
+            return Outcome {
+                transport,
+                response: answer,
+            };
+        }
         (Phase::Refused, _) => {
             finish(&ex).await;
             let response = answer(handshake::forbidden(), 403, head);
@@ -397,7 +529,7 @@ pub async fn handle<T: Transport, P>(
         }
         _ => {
             let failure = ex.state.borrow_mut().failure.take();
-            log_ended_early(&head, failure);
+            log_ended_early(&head, failure, "accepting or closing the WebSocket");
             let err = HttpError::internal(String::new());
             let response = answer(response::error_answer(&err), 500, head);
             return Outcome {
@@ -468,7 +600,7 @@ pub async fn handle<T: Transport, P>(
     }
 }
 
-fn log_ended_early(head: &RequestHead, failure: Option<PyErr>) {
+fn log_ended_early(head: &RequestHead, failure: Option<PyErr>, what: &str) {
     match failure {
         Some(err) => Python::attach(|py| {
             log_exception(
@@ -478,7 +610,7 @@ fn log_ended_early(head: &RequestHead, failure: Option<PyErr>) {
             )
         }),
         None => log::error(format_args!(
-            "ASGI callable returned without accepting or closing the WebSocket (request {})",
+            "ASGI callable returned without {what} (request {})",
             uri(head)
         )),
     }
@@ -490,6 +622,92 @@ fn cancel(task: &Py<PyAny>) {
             log_exception(py, "cannot cancel the ASGI application", &e);
         }
     });
+}
+
+/// Writes the application's denial response as it comes, until its task ends (cancelled
+/// `grace` after the client left); a task that failed before the response's head went out
+/// gets a 500 instead. Gives back the response, for the access log.
+async fn deny<T: Transport>(
+    ctx: &Context,
+    ex: &Exchange,
+    io: &T,
+    task: &Py<PyAny>,
+    head: &RequestHead,
+) -> Response {
+    let mut grace: Option<tokio::time::Instant> = None;
+    loop {
+        let woken = ex.wake.notified();
+        let out = {
+            let mut st = ex.state.borrow_mut();
+            let st = &mut *st;
+            match st.denial.as_mut() {
+                Some(r) if !r.out.is_empty() && !st.gone => Some(std::mem::take(&mut r.out)),
+                _ => None,
+            }
+        };
+        if let Some(mut out) = out {
+            if write_all(io, &mut out, Then::Continue, ctx.options.write_timeout)
+                .await
+                .is_err()
+            {
+                ex.state.borrow_mut().gone = true;
+            }
+            continue;
+        }
+        let done = Python::attach(|py| {
+            let mut st = ex.state.borrow_mut();
+            if let Some(future) = st.sending.take() {
+                resolve(py, future, py.None());
+            }
+            if st.phase == Phase::Denied || st.gone {
+                if let Some(future) = st.receiving.take() {
+                    if let Ok(ev) = disconnect(py, ws_close::ABNORMAL, "") {
+                        resolve(py, future, ev.into_any().unbind());
+                    }
+                }
+            }
+            st.app_done
+        });
+        if done {
+            break;
+        }
+        if ex.state.borrow().gone && grace.is_none() {
+            grace = Some(tokio::time::Instant::now() + ctx.options.grace);
+        }
+        let sleep_to = grace.unwrap_or_else(tokio::time::Instant::now);
+        tokio::select! {
+            biased;
+            _ = woken => {}
+            _ = tokio::time::sleep_until(sleep_to), if grace.is_some() => {
+                cancel(task);
+                grace = Some(tokio::time::Instant::now() + Duration::from_secs(3600));
+            }
+        }
+    }
+    let (denial, failure, gone) = {
+        let mut st = ex.state.borrow_mut();
+        st.receiving = None;
+        st.sending = None;
+        let denial = st.denial.take().ok_or(st.facts);
+        (denial, st.failure.take(), st.gone)
+    };
+    let mut response = match denial {
+        Ok(response) => response,
+        Err(facts) => return Response::new(facts, false),
+    };
+    let complete = response.stage == Stage::Complete;
+    if failure.is_some() || !complete {
+        log_ended_early(head, failure, "completing its WebSocket denial response");
+        if !response.head_sent() && !gone {
+            // Nothing of it went out: the error answer replaces it.
+            let err = HttpError::internal(String::new());
+            let mut out = OutQueue::new();
+            out.push_slice(&response::error_answer(&err));
+            let _ = write_all(io, &mut out, Then::Continue, ctx.options.write_timeout).await;
+            response.status = err.status;
+        }
+    }
+    response
 }
 
 /// Lets the application's task run to its end, its `receive` told the connection is gone.
@@ -586,6 +804,9 @@ fn start(
             .is_some_and(|s| s.cast::<PyString>().is_ok_and(|s| s == "https"));
         scope.set_item("scheme", if https { "wss" } else { "ws" })?;
         scope.set_item("subprotocols", PyList::new(py, subprotocols)?)?;
+        let extensions = PyDict::new(py);
+        extensions.set_item("websocket.http.response", PyDict::new(py))?;
+        scope.set_item("extensions", extensions)?;
         let receive = Py::new(
             py,
             WsReceiver {
