@@ -16,14 +16,18 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 use tokio::sync::Notify;
 
-use super::cycle::{record, resolve, uri, waiting, AccessData, Context, Ready};
+use super::cycle::{
+    post_request, pre_request, record, resolve, uri, waiting, AccessData, Context, Ready,
+};
 use super::response::{Facts, Response, Stage};
+use crate::driver::body::BodyState;
 use crate::driver::output::{write_all, OutQueue, Then};
 use crate::driver::ws::{self, Incoming, Outgoing, Session, WsOptions};
 use crate::driver::{self, log_invalid_request, Outcome, Request};
+use crate::hooks::ResponseView;
 use crate::http::head::{Framing, H1Framing, Upgrade};
 use crate::http::ws::close as ws_close;
-use crate::http::ws::handshake::{self, Accepted};
+use crate::http::ws::handshake::{self, Accepted, Offer};
 use crate::http::{date, response, HttpError, RequestHead};
 use crate::log;
 use crate::log::python::log_exception;
@@ -81,6 +85,8 @@ struct State {
     facts: Facts,
     /// The denial response, from its `websocket.http.response.start`.
     denial: Option<Response>,
+    /// Something reads the denial response's headers afterwards (hooks, the access log).
+    keep_headers: bool,
     /// The denial response could not be written: the client left.
     gone: bool,
 }
@@ -245,8 +251,7 @@ impl WsSender {
                         "invalid status {status} for a WebSocket denial response"
                     )));
                 }
-                let keep_headers = self.ctx.options.keep_headers;
-                let mut response = Response::new(st.facts, keep_headers);
+                let mut response = Response::new(st.facts, st.keep_headers);
                 response.start(status, message.get_item("headers")?.as_ref())?;
                 st.denial = Some(response);
                 st.phase = Phase::Denying;
@@ -388,7 +393,41 @@ impl WsDone {
     }
 }
 
-/// Serves a request that asks for a WebSocket upgrade, until the connection ends.
+/// How a WebSocket request ended, for its hooks and its access log line.
+struct Ended {
+    /// An answer still to write (the `403`, a `500`).
+    out: OutQueue,
+    status: u16,
+    /// Bytes written after the response's head: the WebSocket frames, or the body of a
+    /// denial response.
+    sent: u64,
+    /// The status line and headers of a response the application made.
+    made: Option<(String, Vec<(String, String)>)>,
+}
+
+impl Ended {
+    /// An answer of the server's (`bytes`), `status` and `reason` its status line; its body
+    /// is not counted as sent, as for the HTTP cycle's error answers.
+    fn answer(bytes: &[u8], status: u16, reason: &str) -> Ended {
+        let mut out = OutQueue::new();
+        out.push_slice(bytes);
+        Ended {
+            out,
+            status,
+            sent: 0,
+            made: Some((format!("{status} {reason}"), Vec::new())),
+        }
+    }
+
+    fn internal_error() -> Ended {
+        let err = HttpError::internal(String::new());
+        Ended::answer(&response::error_answer(&err), err.status, err.reason)
+    }
+}
+
+/// Serves a request that asks for a WebSocket upgrade, until the connection ends. The
+/// request hooks run around the whole connection, and its access log line (the time it
+/// took, the bytes sent) covers it too.
 pub async fn handle<T: Transport, P>(
     ctx: &Arc<Context>,
     req: Request<T>,
@@ -396,22 +435,12 @@ pub async fn handle<T: Transport, P>(
 ) -> Outcome<T, P, AccessData> {
     let Request {
         head,
-        mut body,
+        body,
         conn,
         transport,
         keep_alive,
         ..
     } = req;
-    let io = &*transport;
-    let answer = |bytes: Vec<u8>, status: u16, head: RequestHead| {
-        let mut out = OutQueue::new();
-        out.push_slice(&bytes);
-        let mut response = driver::Response::ended(out, None, status);
-        if reports {
-            response.record = Some(record(head, &conn, status, 0, Vec::new(), None));
-        }
-        response
-    };
     // The parser's framing is not in the request: what the handshake needs of it is known.
     let framing = H1Framing {
         body: if body.is_finished() && body.available() == 0 {
@@ -423,8 +452,16 @@ pub async fn handle<T: Transport, P>(
         expect_continue: false,
         upgrade: Some(Upgrade::WebSocket),
     };
-    let offer = match handshake::check(&head, &framing) {
-        Ok(offer) => offer,
+    let (ended, hook) = match handshake::check(&head, &framing) {
+        Ok(offer) => match Python::attach(|py| pre_request(py, &head, &conn)) {
+            Ok(hook) => {
+                let keep_headers = (ctx.options.keep_headers && reports) || hook.is_some();
+                let io = &*transport;
+                let ended = connect(ctx, io, &head, &conn, body, offer, keep_headers).await;
+                (ended, hook)
+            }
+            Err(()) => (Ended::internal_error(), None),
+        },
         Err(refusal) => {
             let err = HttpError {
                 status: refusal.status,
@@ -432,13 +469,48 @@ pub async fn handle<T: Transport, P>(
                 message: refusal.message.clone(),
             };
             log_invalid_request(conn.peer.socket_addr(), &err);
-            let response = answer(refusal.answer(), refusal.status, head);
-            return Outcome {
-                transport,
-                response,
-            };
+            let ended = Ended::answer(&refusal.answer(), refusal.status, refusal.reason);
+            (ended, None)
         }
     };
+    let Ended {
+        out,
+        status,
+        sent,
+        made,
+    } = ended;
+    if let Some(req) = &hook {
+        let view = made.as_ref().map(|(line, headers)| ResponseView {
+            status: Some(line.clone()),
+            status_code: status,
+            headers: headers.clone(),
+            sent,
+            headers_sent: true,
+        });
+        Python::attach(|py| post_request(py, req, status, view));
+    }
+    let mut response = driver::Response::ended(out, None, status);
+    if reports {
+        let (line, headers) = made.map_or((None, Vec::new()), |(l, h)| (Some(l), h));
+        response.record = Some(record(head, &conn, status, sent, headers, line));
+    }
+    Outcome {
+        transport,
+        response,
+    }
+}
+
+/// Runs the application on a checked handshake: its accept, refusal or denial response,
+/// then the connection, until both end.
+async fn connect<T: Transport>(
+    ctx: &Arc<Context>,
+    io: &T,
+    head: &RequestHead,
+    conn: &driver::ConnInfo,
+    mut body: BodyState,
+    offer: Offer,
+    keep_headers: bool,
+) -> Ended {
     let options = WsOptions {
         max_message: ctx.options.ws_max_message,
         output_bound: ctx.options.output_bound as usize,
@@ -468,21 +540,16 @@ pub async fn handle<T: Transport, P>(
                 closing: true,
             },
             denial: None,
+            keep_headers,
             gone: false,
         }),
         wake: Notify::new(),
     });
-    let task = match Python::attach(|py| start(py, ctx, &ex, &head, &conn, &offer.subprotocols)) {
+    let task = match Python::attach(|py| start(py, ctx, &ex, head, conn, &offer.subprotocols)) {
         Ok(task) => task,
-        Err(err) => {
-            let response = answer(response::error_answer(&err), err.status, head);
-            return Outcome {
-                transport,
-                response,
-            };
-        }
+        Err(err) => return Ended::answer(&response::error_answer(&err), err.status, err.reason),
     };
-    // Until the application accepts or refuses.
+    // Until the application accepts, refuses or answers.
     loop {
         let woken = ex.wake.notified();
         let decided = {
@@ -498,47 +565,27 @@ pub async fn handle<T: Transport, P>(
         let mut st = ex.state.borrow_mut();
         (st.phase, st.accept.take())
     };
-    let accepted = match (phase, accept) {
+    let (subprotocol, lines) = match (phase, accept) {
         (Phase::Accepted, Some(accept)) => accept,
         (Phase::Denying | Phase::Denied, _) => {
-            let response = deny(ctx, &ex, io, &task, &head).await;
-            let mut answer = driver::Response::ended(OutQueue::new(), None, response.status);
-            if reports {
-                let line = Some(response.status_line().to_owned());
-                answer.record = Some(record(
-                    head,
-                    &conn,
-                    response.status,
-                    response.sent,
-                    response.headers,
-                    line,
-                ));
-            }
-            return Outcome {
-                transport,
-                response: answer,
+            let response = deny(ctx, &ex, io, &task, head).await;
+            return Ended {
+                out: OutQueue::new(),
+                status: response.status,
+                sent: response.sent,
+                made: Some((response.status_line().to_owned(), response.headers)),
             };
         }
         (Phase::Refused, _) => {
             finish(&ex).await;
-            let response = answer(handshake::forbidden(), 403, head);
-            return Outcome {
-                transport,
-                response,
-            };
+            return Ended::answer(&handshake::forbidden(), 403, "Forbidden");
         }
         _ => {
             let failure = ex.state.borrow_mut().failure.take();
-            log_ended_early(&head, failure, "accepting or closing the WebSocket");
-            let err = HttpError::internal(String::new());
-            let response = answer(response::error_answer(&err), 500, head);
-            return Outcome {
-                transport,
-                response,
-            };
+            log_ended_early(head, failure, "accepting or closing the WebSocket");
+            return Ended::internal_error();
         }
     };
-    let (subprotocol, lines) = accepted;
     let mut hello = Vec::new();
     let fields = Accepted {
         accept: &offer.accept,
@@ -549,19 +596,14 @@ pub async fn handle<T: Transport, P>(
     if let Err(e) = handshake::push_accept(&mut hello, &fields, &date::now()) {
         log::error(format_args!(
             "Invalid websocket.accept for {}: {e:?}",
-            uri(&head)
+            uri(head)
         ));
         cancel(&task);
-        let err = HttpError::internal(String::new());
-        let response = answer(response::error_answer(&err), 500, head);
-        return Outcome {
-            transport,
-            response,
-        };
+        return Ended::internal_error();
     }
     let mut out = OutQueue::new();
     out.push_slice(&hello);
-    let sent = hello.len() as u64;
+    let mut sent = 0;
     if write_all(io, &mut out, Then::Continue, ctx.options.write_timeout)
         .await
         .is_ok()
@@ -575,7 +617,7 @@ pub async fn handle<T: Transport, P>(
             link,
             std::future::pending(),
         );
-        tokio::join!(serve, bridge(&ex, session, ctx.options.grace, &task));
+        (sent, ()) = tokio::join!(serve, bridge(&ex, session, ctx.options.grace, &task));
     } else {
         drop(link);
         drop(session);
@@ -585,18 +627,16 @@ pub async fn handle<T: Transport, P>(
         Python::attach(|py| {
             log_exception(
                 py,
-                &format!("Exception in ASGI application {}", uri(&head)),
+                &format!("Exception in ASGI application {}", uri(head)),
                 &err,
             )
         });
     }
-    let mut response = driver::Response::ended(OutQueue::new(), None, 101);
-    if reports {
-        response.record = Some(record(head, &conn, 101, sent, Vec::new(), None));
-    }
-    Outcome {
-        transport,
-        response,
+    Ended {
+        out: OutQueue::new(),
+        status: 101,
+        sent,
+        made: Some(("101 Switching Protocols".to_owned(), Vec::new())),
     }
 }
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 
@@ -13,11 +14,18 @@ async def app(scope: dict, receive: Any, send: Any) -> None:
     /extensions: accepts and sends the scope's extensions; /accept-after: starts a response,
     then accepts (an error); /twice: a complete response, then another body (an error);
     /raise: starts a response, then raises; /receive: waits on `receive` while denying and
-    reports what it got in the body's second part."""
+    reports what it got in the body's second part; /echo accepts and echoes until the client
+    leaves; /slow-echo does so after waiting half a second; /refuse closes before accepting."""
     if scope["type"] == "lifespan":
         raise RuntimeError("no lifespan")
     assert (await receive())["type"] == "websocket.connect"
     path = scope["path"]
+    if path in ("/echo", "/slow-echo"):
+        await echo(path, receive, send)
+        return
+    if path == "/refuse":
+        await send({"type": "websocket.close"})
+        return
     if path == "/extensions":
         await send({"type": "websocket.accept"})
         await send({"type": "websocket.send", "text": repr(scope.get("extensions"))})
@@ -44,3 +52,15 @@ async def app(scope: dict, receive: Any, send: Any) -> None:
     await send({"type": "websocket.http.response.body", "body": b"entry"})
     if path == "/twice":
         await send({"type": "websocket.http.response.body", "body": b"more"})
+
+
+async def echo(path: str, receive: Any, send: Any) -> None:
+    await send({"type": "websocket.accept"})
+    if path == "/slow-echo":
+        await asyncio.sleep(0.5)
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        await send({"type": "websocket.send", "text": message.get("text"),
+                    "bytes": message.get("bytes")})
