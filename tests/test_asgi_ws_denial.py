@@ -95,3 +95,14 @@ def test_body_after_the_response_completed_is_an_error(server):
     assert (status, body, rest) == (401, b"no entry", b"")
     server.wait_for_line(r"Unexpected ASGI message 'websocket.http.response.body', after "
                          r"sending 'websocket.close' or response already completed")
+
+
+def test_denial_without_headers_or_body(server):
+    status, headers, body, rest = raw_answer(server, "/bare")
+    assert (status, headers["content-length"], body, rest) == (404, "0", b"", b"")
+
+
+def test_interim_status_is_refused(server):
+    status, _, _, _ = raw_answer(server, "/interim")
+    assert status == 500
+    server.wait_for_line("invalid status 101 for a WebSocket denial response")

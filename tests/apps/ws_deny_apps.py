@@ -15,7 +15,9 @@ async def app(scope: dict, receive: Any, send: Any) -> None:
     then accepts (an error); /twice: a complete response, then another body (an error);
     /raise: starts a response, then raises; /receive: waits on `receive` while denying and
     reports what it got in the body's second part; /echo accepts and echoes until the client
-    leaves; /slow-echo does so after waiting half a second; /refuse closes before accepting."""
+    leaves; /slow-echo does so after waiting half a second; /refuse closes before accepting;
+    /interim starts a response with status 101 (an error); /bare answers 404 with neither
+    headers nor body."""
     if scope["type"] == "lifespan":
         raise RuntimeError("no lifespan")
     assert (await receive())["type"] == "websocket.connect"
@@ -30,6 +32,13 @@ async def app(scope: dict, receive: Any, send: Any) -> None:
         await send({"type": "websocket.accept"})
         await send({"type": "websocket.send", "text": repr(scope.get("extensions"))})
         await send({"type": "websocket.close"})
+        return
+    if path == "/interim":
+        # Not a final status: refused by `send`.
+        await send({"type": "websocket.http.response.start", "status": 101})
+    if path == "/bare":
+        await send({"type": "websocket.http.response.start", "status": 404})
+        await send({"type": "websocket.http.response.body"})
         return
     headers = [(b"content-type", b"text/plain"), (b"x-why", b"token")]
     if path == "/length":
