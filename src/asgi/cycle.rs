@@ -781,7 +781,7 @@ fn conclude<P>(
 
 /// `pre_request(worker, req)` when request hooks are set: `Ok(Some(req))` for
 /// `post_request`, `Err` when the hook raised (answered 500).
-fn pre_request(
+pub(super) fn pre_request(
     py: Python<'_>,
     head: &RequestHead,
     conn: &ConnInfo,
@@ -800,7 +800,12 @@ fn pre_request(
 
 /// `post_request(worker, req, environ, resp)`; an ASGI request has no environ, so it gets an
 /// empty dict, as the logs' atoms read it.
-fn post_request(py: Python<'_>, req: &Py<PyAny>, status: u16, view: Option<ResponseView>) {
+pub(super) fn post_request(
+    py: Python<'_>,
+    req: &Py<PyAny>,
+    status: u16,
+    view: Option<ResponseView>,
+) {
     if let Some(hooks) = hooks::request_hooks(py) {
         hooks.post_request(py, req, None, || view, status);
     }

@@ -11,18 +11,23 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError};
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 use tokio::sync::Notify;
 
-use super::cycle::{record, resolve, uri, waiting, AccessData, Context, Ready};
+use super::cycle::{
+    post_request, pre_request, record, resolve, uri, waiting, AccessData, Context, Ready,
+};
+use super::response::{Facts, Response, Stage};
+use crate::driver::body::BodyState;
 use crate::driver::output::{write_all, OutQueue, Then};
 use crate::driver::ws::{self, Incoming, Outgoing, Session, WsOptions};
 use crate::driver::{self, log_invalid_request, Outcome, Request};
+use crate::hooks::ResponseView;
 use crate::http::head::{Framing, H1Framing, Upgrade};
 use crate::http::ws::close as ws_close;
-use crate::http::ws::handshake::{self, Accepted};
+use crate::http::ws::handshake::{self, Accepted, Offer};
 use crate::http::{date, response, HttpError, RequestHead};
 use crate::log;
 use crate::log::python::log_exception;
@@ -50,6 +55,18 @@ enum Phase {
     Accepted,
     /// The application closed before accepting: `403`.
     Refused,
+    /// The application started an HTTP response instead (the `websocket.http.response`
+    /// extension): its body follows.
+    Denying,
+    /// That response is complete.
+    Denied,
+}
+
+impl Phase {
+    /// No WebSocket connection will follow: `receive` tells the application so.
+    fn is_over(self) -> bool {
+        matches!(self, Phase::Refused | Phase::Denied)
+    }
 }
 
 struct State {
@@ -64,6 +81,14 @@ struct State {
     sending: Option<Py<PyAny>>,
     app_done: bool,
     failure: Option<PyErr>,
+    /// What the request's HTTP/1 response needs to know of it, for a denial response.
+    facts: Facts,
+    /// The denial response, from its `websocket.http.response.start`.
+    denial: Option<Response>,
+    /// Something reads the denial response's headers afterwards (hooks, the access log).
+    keep_headers: bool,
+    /// The denial response could not be written: the client left.
+    gone: bool,
 }
 
 struct Exchange {
@@ -127,7 +152,7 @@ impl WsReceiver {
             return Ready::wrap(py, Some(ev.into_any().unbind()));
         }
         match st.phase {
-            Phase::Refused => {
+            phase if phase.is_over() => {
                 let ev = disconnect(py, ws_close::ABNORMAL, "")?;
                 return Ready::wrap(py, Some(ev.into_any().unbind()));
             }
@@ -136,7 +161,7 @@ impl WsReceiver {
                     return Ready::wrap(py, Some(incoming_event(py, message)?));
                 }
             }
-            Phase::Connecting => {}
+            _ => {}
         }
         let future = self.ctx.create_future().call0(py)?;
         st.receiving = Some(future.clone_ref(py));
@@ -211,6 +236,48 @@ impl WsSender {
                 self.ex.wake.notify_one();
                 return Ok(self.ctx.done(py));
             }
+            ("websocket.http.response.start", Phase::Connecting) => {
+                let status = match message.get_item(pyo3::intern!(py, "status"))? {
+                    Some(status) => status.extract::<u16>()?,
+                    None => {
+                        return Err(PyTypeError::new_err(
+                            "websocket.http.response.start needs a 'status'",
+                        ))
+                    }
+                };
+                // A final answer: no interim one, and no upgrade without an accept.
+                if !(200..=599).contains(&status) {
+                    return Err(PyValueError::new_err(format!(
+                        "invalid status {status} for a WebSocket denial response"
+                    )));
+                }
+                let mut response = Response::new(st.facts, st.keep_headers);
+                response.start(status, message.get_item("headers")?.as_ref())?;
+                st.denial = Some(response);
+                st.phase = Phase::Denying;
+                self.ex.wake.notify_one();
+                return Ok(self.ctx.done(py));
+            }
+            ("websocket.http.response.body", Phase::Denying) => {
+                return self.deny_body(py, &mut st, message);
+            }
+            (other, Phase::Connecting) => {
+                return Err(PyRuntimeError::new_err(format!(
+                    "Expected ASGI message 'websocket.accept', 'websocket.close' or \
+                     'websocket.http.response.start', but got '{other}'."
+                )))
+            }
+            (other, Phase::Denying) => {
+                return Err(PyRuntimeError::new_err(format!(
+                    "Expected ASGI message 'websocket.http.response.body', but got '{other}'."
+                )))
+            }
+            (other, Phase::Refused | Phase::Denied) => {
+                return Err(PyRuntimeError::new_err(format!(
+                    "Unexpected ASGI message '{other}', after sending 'websocket.close' or \
+                     response already completed."
+                )))
+            }
             ("websocket.send", Phase::Accepted) => {
                 let text = opt_str(message, "text")?;
                 match (text, message.get_item("bytes")?) {
@@ -265,6 +332,48 @@ impl WsSender {
     }
 }
 
+impl WsSender {
+    /// `websocket.http.response.body`: queued for the connection's task, which writes it;
+    /// past the output bound, the application waits until it is written.
+    fn deny_body(
+        &self,
+        py: Python<'_>,
+        st: &mut State,
+        message: &Bound<'_, PyDict>,
+    ) -> PyResult<Py<PyAny>> {
+        let body = match message.get_item(pyo3::intern!(py, "body"))? {
+            Some(b) => Some(b.cast_into::<PyBytes>().map_err(|_| {
+                PyTypeError::new_err("the 'body' of websocket.http.response.body must be bytes")
+            })?),
+            None => None,
+        };
+        let more = match message.get_item(pyo3::intern!(py, "more_body"))? {
+            Some(more) => more.is_truthy()?,
+            None => false,
+        };
+        if st.gone {
+            // The client left: nothing is written any more, quietly.
+            return Ok(self.ctx.done(py));
+        }
+        let Some(response) = st.denial.as_mut() else {
+            return Err(PyRuntimeError::new_err(
+                "no WebSocket denial response started",
+            ));
+        };
+        response.body(body.as_ref(), more)?;
+        if !more {
+            st.phase = Phase::Denied;
+        }
+        self.ex.wake.notify_one();
+        if more && response.out.pending() >= self.ctx.options.output_bound {
+            let future = self.ctx.create_future().call0(py)?;
+            st.sending = Some(future.clone_ref(py));
+            return Ok(future);
+        }
+        Ok(self.ctx.done(py))
+    }
+}
+
 /// Called by the loop when the application's task ends.
 #[pyclass(unsendable, name = "WebSocketDone", module = "ferrocorn._ferrocorn")]
 pub struct WsDone {
@@ -284,7 +393,41 @@ impl WsDone {
     }
 }
 
-/// Serves a request that asks for a WebSocket upgrade, until the connection ends.
+/// How a WebSocket request ended, for its hooks and its access log line.
+struct Ended {
+    /// An answer still to write (the `403`, a `500`).
+    out: OutQueue,
+    status: u16,
+    /// Bytes written after the response's head: the WebSocket frames, or the body of a
+    /// denial response.
+    sent: u64,
+    /// The status line and headers of a response the application made.
+    made: Option<(String, Vec<(String, String)>)>,
+}
+
+impl Ended {
+    /// An answer of the server's (`bytes`), `status` and `reason` its status line; its body
+    /// is not counted as sent, as for the HTTP cycle's error answers.
+    fn answer(bytes: &[u8], status: u16, reason: &str) -> Ended {
+        let mut out = OutQueue::new();
+        out.push_slice(bytes);
+        Ended {
+            out,
+            status,
+            sent: 0,
+            made: Some((format!("{status} {reason}"), Vec::new())),
+        }
+    }
+
+    fn internal_error() -> Ended {
+        let err = HttpError::internal(String::new());
+        Ended::answer(&response::error_answer(&err), err.status, err.reason)
+    }
+}
+
+/// Serves a request that asks for a WebSocket upgrade, until the connection ends. The
+/// request hooks run around the whole connection, and its access log line (the time it
+/// took, the bytes sent) covers it too.
 pub async fn handle<T: Transport, P>(
     ctx: &Arc<Context>,
     req: Request<T>,
@@ -292,22 +435,12 @@ pub async fn handle<T: Transport, P>(
 ) -> Outcome<T, P, AccessData> {
     let Request {
         head,
-        mut body,
+        body,
         conn,
         transport,
         keep_alive,
         ..
     } = req;
-    let io = &*transport;
-    let answer = |bytes: Vec<u8>, status: u16, head: RequestHead| {
-        let mut out = OutQueue::new();
-        out.push_slice(&bytes);
-        let mut response = driver::Response::ended(out, None, status);
-        if reports {
-            response.record = Some(record(head, &conn, status, 0, Vec::new(), None));
-        }
-        response
-    };
     // The parser's framing is not in the request: what the handshake needs of it is known.
     let framing = H1Framing {
         body: if body.is_finished() && body.available() == 0 {
@@ -319,8 +452,16 @@ pub async fn handle<T: Transport, P>(
         expect_continue: false,
         upgrade: Some(Upgrade::WebSocket),
     };
-    let offer = match handshake::check(&head, &framing) {
-        Ok(offer) => offer,
+    let (ended, hook) = match handshake::check(&head, &framing) {
+        Ok(offer) => match Python::attach(|py| pre_request(py, &head, &conn)) {
+            Ok(hook) => {
+                let keep_headers = (ctx.options.keep_headers && reports) || hook.is_some();
+                let io = &*transport;
+                let ended = connect(ctx, io, &head, &conn, body, offer, keep_headers).await;
+                (ended, hook)
+            }
+            Err(()) => (Ended::internal_error(), None),
+        },
         Err(refusal) => {
             let err = HttpError {
                 status: refusal.status,
@@ -328,13 +469,48 @@ pub async fn handle<T: Transport, P>(
                 message: refusal.message.clone(),
             };
             log_invalid_request(conn.peer.socket_addr(), &err);
-            let response = answer(refusal.answer(), refusal.status, head);
-            return Outcome {
-                transport,
-                response,
-            };
+            let ended = Ended::answer(&refusal.answer(), refusal.status, refusal.reason);
+            (ended, None)
         }
     };
+    let Ended {
+        out,
+        status,
+        sent,
+        made,
+    } = ended;
+    if let Some(req) = &hook {
+        let view = made.as_ref().map(|(line, headers)| ResponseView {
+            status: Some(line.clone()),
+            status_code: status,
+            headers: headers.clone(),
+            sent,
+            headers_sent: true,
+        });
+        Python::attach(|py| post_request(py, req, status, view));
+    }
+    let mut response = driver::Response::ended(out, None, status);
+    if reports {
+        let (line, headers) = made.map_or((None, Vec::new()), |(l, h)| (Some(l), h));
+        response.record = Some(record(head, &conn, status, sent, headers, line));
+    }
+    Outcome {
+        transport,
+        response,
+    }
+}
+
+/// Runs the application on a checked handshake: its accept, refusal or denial response,
+/// then the connection, until both end.
+async fn connect<T: Transport>(
+    ctx: &Arc<Context>,
+    io: &T,
+    head: &RequestHead,
+    conn: &driver::ConnInfo,
+    mut body: BodyState,
+    offer: Offer,
+    keep_headers: bool,
+) -> Ended {
     let options = WsOptions {
         max_message: ctx.options.ws_max_message,
         output_bound: ctx.options.output_bound as usize,
@@ -356,20 +532,24 @@ pub async fn handle<T: Transport, P>(
             sending: None,
             app_done: false,
             failure: None,
+            // The connection ends after a denial response, as after the `403`.
+            facts: Facts {
+                version: head.version,
+                is_head: false,
+                keep_alive: false,
+                closing: true,
+            },
+            denial: None,
+            keep_headers,
+            gone: false,
         }),
         wake: Notify::new(),
     });
-    let task = match Python::attach(|py| start(py, ctx, &ex, &head, &conn, &offer.subprotocols)) {
+    let task = match Python::attach(|py| start(py, ctx, &ex, head, conn, &offer.subprotocols)) {
         Ok(task) => task,
-        Err(err) => {
-            let response = answer(response::error_answer(&err), err.status, head);
-            return Outcome {
-                transport,
-                response,
-            };
-        }
+        Err(err) => return Ended::answer(&response::error_answer(&err), err.status, err.reason),
     };
-    // Until the application accepts or refuses.
+    // Until the application accepts, refuses or answers.
     loop {
         let woken = ex.wake.notified();
         let decided = {
@@ -385,28 +565,27 @@ pub async fn handle<T: Transport, P>(
         let mut st = ex.state.borrow_mut();
         (st.phase, st.accept.take())
     };
-    let accepted = match (phase, accept) {
+    let (subprotocol, lines) = match (phase, accept) {
         (Phase::Accepted, Some(accept)) => accept,
+        (Phase::Denying | Phase::Denied, _) => {
+            let response = deny(ctx, &ex, io, &task, head).await;
+            return Ended {
+                out: OutQueue::new(),
+                status: response.status,
+                sent: response.sent,
+                made: Some((response.status_line().to_owned(), response.headers)),
+            };
+        }
         (Phase::Refused, _) => {
             finish(&ex).await;
-            let response = answer(handshake::forbidden(), 403, head);
-            return Outcome {
-                transport,
-                response,
-            };
+            return Ended::answer(&handshake::forbidden(), 403, "Forbidden");
         }
         _ => {
             let failure = ex.state.borrow_mut().failure.take();
-            log_ended_early(&head, failure);
-            let err = HttpError::internal(String::new());
-            let response = answer(response::error_answer(&err), 500, head);
-            return Outcome {
-                transport,
-                response,
-            };
+            log_ended_early(head, failure, "accepting or closing the WebSocket");
+            return Ended::internal_error();
         }
     };
-    let (subprotocol, lines) = accepted;
     let mut hello = Vec::new();
     let fields = Accepted {
         accept: &offer.accept,
@@ -417,19 +596,14 @@ pub async fn handle<T: Transport, P>(
     if let Err(e) = handshake::push_accept(&mut hello, &fields, &date::now()) {
         log::error(format_args!(
             "Invalid websocket.accept for {}: {e:?}",
-            uri(&head)
+            uri(head)
         ));
         cancel(&task);
-        let err = HttpError::internal(String::new());
-        let response = answer(response::error_answer(&err), 500, head);
-        return Outcome {
-            transport,
-            response,
-        };
+        return Ended::internal_error();
     }
     let mut out = OutQueue::new();
     out.push_slice(&hello);
-    let sent = hello.len() as u64;
+    let mut sent = 0;
     if write_all(io, &mut out, Then::Continue, ctx.options.write_timeout)
         .await
         .is_ok()
@@ -443,7 +617,7 @@ pub async fn handle<T: Transport, P>(
             link,
             std::future::pending(),
         );
-        tokio::join!(serve, bridge(&ex, session, ctx.options.grace, &task));
+        (sent, ()) = tokio::join!(serve, bridge(&ex, session, ctx.options.grace, &task));
     } else {
         drop(link);
         drop(session);
@@ -453,22 +627,20 @@ pub async fn handle<T: Transport, P>(
         Python::attach(|py| {
             log_exception(
                 py,
-                &format!("Exception in ASGI application {}", uri(&head)),
+                &format!("Exception in ASGI application {}", uri(head)),
                 &err,
             )
         });
     }
-    let mut response = driver::Response::ended(OutQueue::new(), None, 101);
-    if reports {
-        response.record = Some(record(head, &conn, 101, sent, Vec::new(), None));
-    }
-    Outcome {
-        transport,
-        response,
+    Ended {
+        out: OutQueue::new(),
+        status: 101,
+        sent,
+        made: Some(("101 Switching Protocols".to_owned(), Vec::new())),
     }
 }
 
-fn log_ended_early(head: &RequestHead, failure: Option<PyErr>) {
+fn log_ended_early(head: &RequestHead, failure: Option<PyErr>, what: &str) {
     match failure {
         Some(err) => Python::attach(|py| {
             log_exception(
@@ -478,7 +650,7 @@ fn log_ended_early(head: &RequestHead, failure: Option<PyErr>) {
             )
         }),
         None => log::error(format_args!(
-            "ASGI callable returned without accepting or closing the WebSocket (request {})",
+            "ASGI callable returned without {what} (request {})",
             uri(head)
         )),
     }
@@ -490,6 +662,92 @@ fn cancel(task: &Py<PyAny>) {
             log_exception(py, "cannot cancel the ASGI application", &e);
         }
     });
+}
+
+/// Writes the application's denial response as it comes, until its task ends (cancelled
+/// `grace` after the client left); a task that failed before the response's head went out
+/// gets a 500 instead. Gives back the response, for the access log.
+async fn deny<T: Transport>(
+    ctx: &Context,
+    ex: &Exchange,
+    io: &T,
+    task: &Py<PyAny>,
+    head: &RequestHead,
+) -> Response {
+    let mut grace: Option<tokio::time::Instant> = None;
+    loop {
+        let woken = ex.wake.notified();
+        let out = {
+            let mut st = ex.state.borrow_mut();
+            let st = &mut *st;
+            match st.denial.as_mut() {
+                Some(r) if !r.out.is_empty() && !st.gone => Some(std::mem::take(&mut r.out)),
+                _ => None,
+            }
+        };
+        if let Some(mut out) = out {
+            if write_all(io, &mut out, Then::Continue, ctx.options.write_timeout)
+                .await
+                .is_err()
+            {
+                ex.state.borrow_mut().gone = true;
+            }
+            continue;
+        }
+        let done = Python::attach(|py| {
+            let mut st = ex.state.borrow_mut();
+            if let Some(future) = st.sending.take() {
+                resolve(py, future, py.None());
+            }
+            if st.phase == Phase::Denied || st.gone {
+                if let Some(future) = st.receiving.take() {
+                    if let Ok(ev) = disconnect(py, ws_close::ABNORMAL, "") {
+                        resolve(py, future, ev.into_any().unbind());
+                    }
+                }
+            }
+            st.app_done
+        });
+        if done {
+            break;
+        }
+        if ex.state.borrow().gone && grace.is_none() {
+            grace = Some(tokio::time::Instant::now() + ctx.options.grace);
+        }
+        let sleep_to = grace.unwrap_or_else(tokio::time::Instant::now);
+        tokio::select! {
+            biased;
+            _ = woken => {}
+            _ = tokio::time::sleep_until(sleep_to), if grace.is_some() => {
+                cancel(task);
+                grace = Some(tokio::time::Instant::now() + Duration::from_secs(3600));
+            }
+        }
+    }
+    let (denial, failure, gone) = {
+        let mut st = ex.state.borrow_mut();
+        st.receiving = None;
+        st.sending = None;
+        let denial = st.denial.take().ok_or(st.facts);
+        (denial, st.failure.take(), st.gone)
+    };
+    let mut response = match denial {
+        Ok(response) => response,
+        Err(facts) => return Response::new(facts, false),
+    };
+    let complete = response.stage == Stage::Complete;
+    if failure.is_some() || !complete {
+        log_ended_early(head, failure, "completing its WebSocket denial response");
+        if !response.head_sent() && !gone {
+            // Nothing of it went out: the error answer replaces it.
+            let err = HttpError::internal(String::new());
+            let mut out = OutQueue::new();
+            out.push_slice(&response::error_answer(&err));
+            let _ = write_all(io, &mut out, Then::Continue, ctx.options.write_timeout).await;
+            response.status = err.status;
+        }
+    }
+    response
 }
 
 /// Lets the application's task run to its end, its `receive` told the connection is gone.
@@ -586,6 +844,9 @@ fn start(
             .is_some_and(|s| s.cast::<PyString>().is_ok_and(|s| s == "https"));
         scope.set_item("scheme", if https { "wss" } else { "ws" })?;
         scope.set_item("subprotocols", PyList::new(py, subprotocols)?)?;
+        let extensions = PyDict::new(py);
+        extensions.set_item("websocket.http.response", PyDict::new(py))?;
+        scope.set_item("extensions", extensions)?;
         let receive = Py::new(
             py,
             WsReceiver {

@@ -277,7 +277,8 @@ struct Driver<'a, T> {
 
 /// Serves a connection whose `101` went out, until it ends. `buffered`: bytes read after
 /// the handshake request; `deflate`: the permessage-deflate parameters agreed; `stop`:
-/// resolves when the worker stops, which closes the connection with 1001.
+/// resolves when the worker stops, which closes the connection with 1001. Gives the bytes
+/// written on the connection.
 pub async fn serve<T: Transport>(
     io: &T,
     buffered: Vec<u8>,
@@ -285,7 +286,7 @@ pub async fn serve<T: Transport>(
     options: &WsOptions,
     link: Link,
     stop: impl Future<Output = ()>,
-) {
+) -> u64 {
     let now = Instant::now();
     let mut driver = Driver {
         io,
@@ -307,6 +308,7 @@ pub async fn serve<T: Transport>(
     driver.run(stop).await;
     // However it ended, the application learns that it did.
     driver.ended(close::ABNORMAL, "");
+    driver.sent
 }
 
 impl<T: Transport> Driver<'_, T> {
