@@ -12,6 +12,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import h2.errors
 import h2.events
 import httpx
 import pytest
@@ -114,6 +115,22 @@ def test_a_lost_connection_is_a_disconnect_for_its_streams(h2c):
     with httpx.Client(base_url=h2c.url, http1=False, http2=True, timeout=20) as other:
         wait_until(lambda: other.get("/disconnects").json()["disconnects"] == 3, timeout=10,
                    message="http.disconnect for each stream of a closed connection")
+
+
+@pytest.mark.parametrize("kind", ["raise", "return", "short", "unsent"])
+def test_a_response_cut_short_resets_its_stream(h2c, kind):
+    client = Client(h2c)
+    sid = client.request(f"/cut?{kind}")
+    client.response(sid)
+    events = stream_events(client, sid)
+    resets = [e for e in events if isinstance(e, h2.events.StreamReset)]
+    assert len(resets) == 1 and resets[0].error_code == h2.errors.ErrorCodes.INTERNAL_ERROR, events
+    assert not any(isinstance(e, h2.events.StreamEnded) for e in events), events
+    if kind != "unsent":
+        assert b"".join(e.data for e in events if isinstance(e, h2.events.DataReceived)) == b"partial"
+    # The connection goes on.
+    assert client.response(client.request("/scope"))[0] == 200
+    client.close()
 
 
 def test_a_stopping_worker_sends_goaway_and_finishes_streams(run_server):

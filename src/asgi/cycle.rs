@@ -699,6 +699,7 @@ fn conclude<P>(
     st.receiving = None;
     st.sending = None;
     let failure = st.failure.take();
+    let failed = failure.is_some();
     let body = st.body_take();
     let disconnected = st.disconnected;
     let response = &mut st.response;
@@ -760,6 +761,14 @@ fn conclude<P>(
             answer.record = Some(record(head, conn, err.status, 0, Vec::new(), None));
         }
         return answer;
+    }
+    let cut_short = response.stage == Stage::Started
+        || (response.head_sent() && (failed || response.is_short()));
+    if cut_short {
+        // HTTP/1 closes the connection; an HTTP/2 stream is reset.
+        if let Some(messages) = &response.messages {
+            messages.abort();
+        }
     }
     let body_ok = body.error.is_none() && !body.truncated;
     let keep_alive = !response.must_close

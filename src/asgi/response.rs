@@ -345,6 +345,11 @@ impl Response {
         }
     }
 
+    /// Fewer body bytes were given than the Content-Length announced.
+    pub fn is_short(&self) -> bool {
+        self.framing != BodyFraming::None && self.length.is_some_and(|limit| self.sent < limit)
+    }
+
     /// The status line as the application gave it, for the access log.
     pub fn status_line(&self) -> &str {
         &self.status_line

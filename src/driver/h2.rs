@@ -472,7 +472,10 @@ async fn serve_stream<S: Service<Stream>>(
         response = resumed.response;
     }
     service.request_done();
-    if !stream.head_sent() {
+    if !stream.head_sent() && stream.lock().aborted {
+        // Started, never sent: no response to show.
+        wire.respond_reset();
+    } else if !stream.head_sent() {
         // Refused before the application answered: an error answer, queued as HTTP/1
         // bytes, said again in HTTP/2.
         let reason = ::http::StatusCode::from_u16(response.status)
@@ -487,7 +490,8 @@ async fn serve_stream<S: Service<Stream>>(
             .await
             .is_ok()
         {
-            // Only now: END_STREAM goes with the last of the output.
+            // Only now: END_STREAM (or the trailers, or the reset of a response cut short)
+            // goes with the last of the output.
             stream.end_output();
             let _ = wire.finish(&stream, stall).await;
         }
@@ -651,8 +655,11 @@ impl Wire {
                 return Ok(Pushed::WaitsCapacity);
             }
             let chunk = shared.out.split_to(room).freeze();
-            // Trailers, when there are, end the stream instead.
-            let last = shared.out_end && shared.out.is_empty() && shared.trailers.is_none();
+            // Trailers, when there are, end the stream instead (or a reset).
+            let last = shared.out_end
+                && shared.out.is_empty()
+                && shared.trailers.is_none()
+                && !shared.aborted;
             send.send_data(chunk, last).map_err(|_| ())?;
             self.ended = last;
             drop(shared);
@@ -660,6 +667,11 @@ impl Wire {
             return Ok(Pushed::Moved);
         }
         if shared.out_end {
+            if shared.aborted {
+                send.send_reset(Reason::INTERNAL_ERROR);
+                self.ended = true;
+                return Ok(Pushed::Moved);
+            }
             match shared.trailers.take() {
                 Some(trailers) => send.send_trailers(trailers).map_err(|_| ())?,
                 None => send.send_data(Bytes::new(), true).map_err(|_| ())?,
@@ -737,6 +749,8 @@ struct Shared {
     informational: Vec<(u16, ::http::HeaderMap)>,
     /// Fields of a trailing HEADERS frame that ends the stream after the body.
     trailers: Option<::http::HeaderMap>,
+    /// The response is cut short: RST_STREAM instead of its end.
+    aborted: bool,
     head: Option<(u16, ::http::HeaderMap)>,
     head_given: bool,
     out: BytesMut,
@@ -971,6 +985,11 @@ impl Messages for Stream {
             lines,
         };
         self.lock().trailers = Some(header_map(&head, false));
+    }
+
+    fn abort(&self) {
+        self.lock().aborted = true;
+        self.wake.notify_one();
     }
 
     fn abandoned(&self) -> Pin<Box<dyn Future<Output = ()> + '_>> {

@@ -118,6 +118,9 @@ pub trait Messages: Send + Sync {
     fn head(&self, head: &ResponseHead<'_>);
     /// Trailer fields (`Name: value\r\n` lines) that end the response after its body.
     fn trailers(&self, lines: &[u8]);
+    /// The response is cut short (the application failed or stopped before its end): once
+    /// what was written is out, the client is told so rather than shown an ending.
+    fn abort(&self);
     /// Resolves once the client has abandoned the response (reset the stream, or the
     /// connection is gone).
     fn abandoned(&self) -> Pin<Box<dyn Future<Output = ()> + '_>>;

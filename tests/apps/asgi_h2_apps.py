@@ -88,6 +88,18 @@ async def _wait_disconnect(receive: Any, send: Any) -> None:
     _state["disconnects"] += 1
 
 
+async def _cut(scope: dict, send: Any) -> None:
+    """A response that does not reach its end: the application raises, returns early, or
+    gives fewer bytes than its Content-Length; or starts and never sends the head."""
+    kind = scope["query_string"].decode()
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"100")]})
+    if kind == "unsent":
+        return
+    await send({"type": "http.response.body", "body": b"partial", "more_body": kind != "short"})
+    if kind == "raise":
+        raise RuntimeError("cut short")
+
+
 async def app(scope: dict, receive: Any, send: Any) -> None:
     if scope["type"] == "lifespan":
         while True:
@@ -118,6 +130,8 @@ async def app(scope: dict, receive: Any, send: Any) -> None:
         await _hints(scope, receive, send)
     elif path == "/bad-hint":
         await _bad_hint(scope, send)
+    elif path == "/cut":
+        await _cut(scope, send)
     elif path == "/wait-disconnect":
         await _wait_disconnect(receive, send)
     elif path == "/disconnects":
