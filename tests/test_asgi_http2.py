@@ -1,7 +1,8 @@
 """The ASGI worker over HTTP/2 (TLS with ALPN, and cleartext prior knowledge): streams of one
 connection served at once by the event loop, bodies under flow control, disconnects, GOAWAY on
-stop; and `http.response.informational` and `http.response.trailers` on HTTP/2 and HTTP/1.1.
-Apps in tests/apps/asgi_h2_apps.py."""
+stop; `http.response.informational` and `http.response.trailers` on HTTP/2 and HTTP/1.1; and
+Gunicorn's `gunicorn.http2.send_trailers` for WSGI on HTTP/2. Apps in
+tests/apps/asgi_h2_apps.py."""
 
 from __future__ import annotations
 
@@ -236,3 +237,20 @@ def test_trailers_are_declined_on_http11(run_server):
     assert b"Transfer-Encoding: chunked" in head, head
     # The chunked body ends with no trailer section.
     assert body.endswith(b"0\r\n\r\n") and b"x-checksum" not in data, body
+
+
+@pytest.mark.parametrize("worker", [["-k", "sync"], ["-k", "gthread", "--threads", "2"]])
+def test_wsgi_sends_trailers_as_gunicorn_offers_them_on_http2(run_server, worker):
+    server = run_server(*worker, *H2C, "asgi_h2_apps:wsgi_app")
+    client = Client(server)
+    sid = client.request("/")
+    status, _, body = client.response(sid)
+    assert (status, body) == (200, b"offered")
+    trailers = [e for e in stream_events(client, sid) if isinstance(e, h2.events.TrailersReceived)]
+    assert len(trailers) == 1 and dict(trailers[0].headers) == {b"x-checksum": b"abc123", b"x-status": b"done"}
+    client.close()
+    plain = run_server(*worker, "asgi_h2_apps:wsgi_app")
+    with plain.connect() as s:
+        s.sendall(req("GET", "/", {"Connection": "close"}))
+        assert read_all(s).endswith(b"\r\n\r\nB\r\nnot offered\r\n0\r\n\r\n")
+

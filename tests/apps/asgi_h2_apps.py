@@ -138,3 +138,13 @@ async def app(scope: dict, receive: Any, send: Any) -> None:
         await _json(send, {"disconnects": _state["disconnects"]})
     else:
         await _json(send, {"error": "not found"}, 404)
+
+
+def wsgi_app(environ: dict, start_response: Any) -> list[bytes]:
+    """Gunicorn's HTTP/2 trailers for WSGI: `gunicorn.http2.send_trailers`, HTTP/2 only."""
+    send_trailers = environ.get("gunicorn.http2.send_trailers")
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    if send_trailers is None:
+        return [b"not offered"]
+    send_trailers([("x-checksum", "abc123"), ("x-status", "done")])
+    return [b"offered"]
