@@ -27,9 +27,9 @@ APP = "asgi_h2_apps:app"
 ASGI = ["-k", "asgi"]
 
 
-@pytest.fixture
-def h2c(run_server):
-    return run_server(*ASGI, *H2C, APP)
+@pytest.fixture(params=["asyncio", "uvloop"])
+def h2c(request, run_server):
+    return run_server(*ASGI, "--asgi-loop", request.param, *H2C, APP)
 
 
 def stream_events(client: Client, sid: int) -> list[h2.events.Event]:
@@ -74,9 +74,10 @@ def test_h2load_short_run(h2c):
     assert "300 succeeded, 0 failed, 0 errored" in load.stdout, load.stdout + load.stderr
 
 
-def test_streams_of_one_connection_run_at_once(run_server):
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_streams_of_one_connection_run_at_once(run_server, loop):
     # One connection counts once against --worker-connections, however many streams it has.
-    server = run_server(*ASGI, *H2C, "--worker-connections", "1", APP)
+    server = run_server(*ASGI, "--asgi-loop", loop, *H2C, "--worker-connections", "1", APP)
     client = Client(server)
     started = time.monotonic()
     sids = [client.request("/sleep?ms=1000") for _ in range(10)]

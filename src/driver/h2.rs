@@ -138,6 +138,8 @@ const MAX_SEND_BUFFER: usize = 400 * 1024;
 /// sends (see [`linger`]).
 const LINGER: Duration = Duration::from_secs(1);
 const LINGER_BYTES: usize = 256 * 1024;
+/// Turns given to the connection's task before a response cut short is reset.
+const RESET_YIELDS: usize = 4;
 /// How often a connection checks whether the worker is stopping.
 const STOP_CHECK: Duration = Duration::from_millis(500);
 
@@ -485,11 +487,19 @@ async fn serve_stream<S: Service<Stream>>(
         answer_error(&mut wire.respond, response.status, reason, "");
     } else if !gone {
         let stall = options.write_timeout;
+        let aborted = stream.lock().aborted;
         if wire
-            .deliver(&stream, &mut response.out, stall, false)
+            .deliver(&stream, &mut response.out, stall, aborted)
             .await
             .is_ok()
         {
+            if aborted {
+                // A reset drops the stream's frames still queued in the crate: let the
+                // connection's task take what was written first (best effort).
+                for _ in 0..RESET_YIELDS {
+                    tokio::task::yield_now().await;
+                }
+            }
             // Only now: END_STREAM (or the trailers, or the reset of a response cut short)
             // goes with the last of the output.
             stream.end_output();
