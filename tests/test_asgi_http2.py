@@ -150,6 +150,16 @@ def test_a_stopping_worker_sends_goaway_and_finishes_streams(run_server):
     assert server.wait(timeout=30) == 0
 
 
+def test_request_limits_apply_to_asgi_streams(run_server):
+    server = run_server(*ASGI, *H2C, "--limit-request-line", "40", "--limit-request-fields", "4", APP)
+    client = Client(server)
+    assert client.response(client.request("/" + "p" * 60))[0] == 414
+    assert client.response(client.request("/scope", headers=[(f"x-{i}", "v") for i in range(6)]))[0] in (400, 431)
+    # The connection and its other streams go on.
+    assert client.response(client.request("/scope"))[0] == 200
+    client.close()
+
+
 def test_http2_is_accepted_with_the_asgi_worker(run_server):
     server = run_server(*ASGI, "--http-protocols", "h2,h1", APP)
     # Without TLS or prior knowledge, HTTP/1.1 as before.
