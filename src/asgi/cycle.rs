@@ -22,7 +22,7 @@ use super::response::{Facts, Response, Stage};
 use super::scope::ScopeBuilder;
 use crate::driver::body::BodyState;
 use crate::driver::output::{write_all, OutQueue, Then};
-use crate::driver::{self, log_invalid_request, ConnInfo, Outcome, Request};
+use crate::driver::{self, log_invalid_request, ConnInfo, Messages, Outcome, Request};
 use crate::hooks::{self, ResponseView};
 use crate::http::{HttpError, RequestHead};
 use crate::log;
@@ -331,6 +331,26 @@ impl Sender {
                 };
                 let headers = message.get_item(pyo3::intern!(py, "headers"))?;
                 st.response.start(status, headers.as_ref())?;
+                if st.response.messages.is_some() {
+                    st.response.expects_trailers =
+                        match message.get_item(pyo3::intern!(py, "trailers"))? {
+                            Some(trailers) => trailers.is_truthy()?,
+                            None => false,
+                        };
+                }
+            }
+            "http.response.informational" => {
+                let status = match message.get_item(pyo3::intern!(py, "status"))? {
+                    Some(status) => status.extract::<u16>()?,
+                    None => {
+                        return Err(PyTypeError::new_err(
+                            "http.response.informational needs a 'status'",
+                        ))
+                    }
+                };
+                let headers = message.get_item(pyo3::intern!(py, "headers"))?;
+                st.response.informational(status, headers.as_ref())?;
+                self.ex.wake.notify_one();
             }
             "http.response.body" => {
                 if st.disconnected {
@@ -356,8 +376,15 @@ impl Sender {
                     return Ok(future);
                 }
             }
-            // Trailers are declined on HTTP/1 (the scope does not offer them).
-            "http.response.trailers" => {}
+            // Sent on HTTP/2; declined on HTTP/1 (the scope does not offer them there).
+            "http.response.trailers" => {
+                let headers = message.get_item(pyo3::intern!(py, "headers"))?;
+                let more = match message.get_item(pyo3::intern!(py, "more_trailers"))? {
+                    Some(more) => more.is_truthy()?,
+                    None => false,
+                };
+                st.response.trailers(headers.as_ref(), more)?;
+            }
             other => {
                 return Err(PyRuntimeError::new_err(format!(
                     "Unexpected ASGI message '{other}' sent."
@@ -421,7 +448,7 @@ pub async fn handle<T: Transport, P>(
         transport,
         keep_alive,
         closing,
-        messages: _,
+        messages,
     } = req;
     let facts = Facts {
         version: head.version,
@@ -436,7 +463,8 @@ pub async fn handle<T: Transport, P>(
             receiving: None,
             sending: None,
             disconnected: false,
-            response: Response::new(facts, ctx.options.keep_headers && reports),
+            response: Response::new(facts, ctx.options.keep_headers && reports)
+                .with_messages(messages.clone()),
             app_done: false,
             failure: None,
         }),
@@ -480,7 +508,7 @@ pub async fn handle<T: Transport, P>(
             return refused(transport, &err, body, head, &conn, reports);
         }
     };
-    run(ctx, &ex, &*transport, &task).await;
+    run(ctx, &ex, &*transport, messages.as_deref(), &task).await;
     let response = conclude(&ex, head, &conn, reports, hook);
     Outcome {
         transport,
@@ -573,8 +601,15 @@ enum Wait {
 }
 
 /// Serves the application's task until it ends: writes what it sends, reads the body it
-/// asks for, tells it when the client left.
-async fn run<T: Transport>(ctx: &Context, ex: &Exchange, io: &T, task: &Py<PyAny>) {
+/// asks for, tells it when the client left. `messages`: the HTTP/2 stream's, which tells
+/// when the client reset it (its reads say nothing once the body ended).
+async fn run<T: Transport>(
+    ctx: &Context,
+    ex: &Exchange,
+    io: &T,
+    messages: Option<&dyn Messages>,
+    task: &Py<PyAny>,
+) {
     let mut grace: Option<Instant> = None;
     let mut cancelled = false;
     loop {
@@ -638,6 +673,10 @@ async fn run<T: Transport>(ctx: &Context, ex: &Exchange, io: &T, task: &Py<PyAny
         let woken = ex.wake.notified();
         let reading = async {
             let mut buf = Vec::new();
+            if let (false, Some(messages)) = (need_body, messages) {
+                messages.abandoned().await;
+                return (Ok(0), buf);
+            }
             let read = read_into(io, &mut buf, READ_CHUNK, None).await;
             (read, buf)
         };
@@ -694,6 +733,7 @@ fn conclude<P>(
     st.receiving = None;
     st.sending = None;
     let failure = st.failure.take();
+    let failed = failure.is_some();
     let body = st.body_take();
     let disconnected = st.disconnected;
     let response = &mut st.response;
@@ -755,6 +795,14 @@ fn conclude<P>(
             answer.record = Some(record(head, conn, err.status, 0, Vec::new(), None));
         }
         return answer;
+    }
+    let cut_short = response.stage == Stage::Started
+        || (response.head_sent() && (failed || response.is_short()));
+    if cut_short {
+        // HTTP/1 closes the connection; an HTTP/2 stream is reset.
+        if let Some(messages) = &response.messages {
+            messages.abort();
+        }
     }
     let body_ok = body.error.is_none() && !body.truncated;
     let keep_alive = !response.must_close

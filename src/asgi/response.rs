@@ -1,15 +1,18 @@
 //! The response side of an ASGI HTTP cycle: `http.response.start` and `http.response.body`
 //! turned into HTTP/1 bytes by the encoder of `http::response`, with the framing chosen as
 //! for WSGI (the application's Content-Length, else chunked on HTTP/1.1, else close), and no
-//! body for HEAD, 1xx, 204 and 304.
+//! body for HEAD, 1xx, 204 and 304. On HTTP/2 the heads and trailers go to the stream as
+//! messages of their own ([`Messages`]) and the body as plain bytes.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use crate::driver::output::OutQueue;
+use crate::driver::Messages;
 use crate::http::date;
 use crate::http::head::Version;
 use crate::http::response::{self as h1, BodyFraming, H1Response, ResponseHead};
@@ -63,6 +66,13 @@ pub struct Response {
     /// The connection ends after this response.
     pub must_close: bool,
     pub out: OutQueue,
+    /// HTTP/2: where the heads and trailers go.
+    pub messages: Option<Arc<dyn Messages>>,
+    /// `trailers: True` in `http.response.start`, on a protocol that sends them.
+    pub expects_trailers: bool,
+    /// Trailer lines gathered while `more_trailers` is true.
+    trailer_lines: Vec<u8>,
+    trailers_sent: bool,
 }
 
 impl Response {
@@ -81,7 +91,16 @@ impl Response {
             sent: 0,
             must_close: false,
             out: OutQueue::new(),
+            messages: None,
+            expects_trailers: false,
+            trailer_lines: Vec::new(),
+            trailers_sent: false,
         }
+    }
+
+    /// On HTTP/2: the stream where the heads and trailers go.
+    pub fn with_messages(self, messages: Option<Arc<dyn Messages>>) -> Response {
+        Response { messages, ..self }
     }
 
     /// `http.response.start`: the status and headers, kept until the first body message so
@@ -92,6 +111,29 @@ impl Response {
         }
         let bodiless = h1::forbids_content_length(status);
         let mut rendered = Vec::with_capacity(128);
+        let length = self.render_headers(headers, bodiless, &mut rendered)?;
+        self.status = status;
+        self.status_line = h1::status_text(status);
+        self.rendered = rendered;
+        self.length = length;
+        self.framing = BodyFraming::choose(self.facts.version, self.facts.is_head, status, length);
+        if self.messages.is_some() && self.framing == BodyFraming::Chunked {
+            // The end of the stream delimits the body.
+            self.framing = BodyFraming::Close;
+        }
+        self.stage = Stage::Started;
+        Ok(())
+    }
+
+    /// Checks `headers` and appends them to `rendered` as header lines, leaving out the ones
+    /// the server sets itself (and Content-Length when `bodiless`). Returns the
+    /// Content-Length given.
+    fn render_headers(
+        &mut self,
+        headers: Option<&Bound<'_, PyAny>>,
+        bodiless: bool,
+        rendered: &mut Vec<u8>,
+    ) -> PyResult<Option<u64>> {
         let mut length = None;
         if let Some(headers) = headers {
             for item in headers.try_iter()? {
@@ -117,21 +159,85 @@ impl Response {
                         continue;
                     }
                 }
-                h1::push_header_line(&mut rendered, &name, value);
+                h1::push_header_line(rendered, &name, value);
                 if self.keep_headers {
                     self.headers.push((name.clone(), value.to_owned()));
                 }
             }
         }
-        if bodiless {
-            length = None;
+        Ok(if bodiless { None } else { length })
+    }
+
+    /// `http.response.informational` (a 1xx before the final response, such as `103 Early
+    /// Hints`): sent at once; nothing for an HTTP/1.0 client, which knows no 1xx.
+    pub fn informational(
+        &mut self,
+        status: u16,
+        headers: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        if !(100..200).contains(&status) || status == 101 {
+            return Err(PyValueError::new_err(format!(
+                "invalid informational status {status}: expected 1xx other than 101"
+            )));
         }
-        self.status = status;
-        self.status_line = h1::status_text(status);
-        self.rendered = rendered;
-        self.length = length;
-        self.framing = BodyFraming::choose(self.facts.version, self.facts.is_head, status, length);
-        self.stage = Stage::Started;
+        if self.stage != Stage::Waiting {
+            return Err(PyRuntimeError::new_err(
+                "Informational response after response start",
+            ));
+        }
+        let keep = std::mem::replace(&mut self.keep_headers, false);
+        let mut lines = Vec::with_capacity(128);
+        let rendered = self.render_headers(headers, true, &mut lines);
+        self.keep_headers = keep;
+        rendered?;
+        let status_line = h1::status_text(status);
+        let head = ResponseHead {
+            code: status,
+            status: &status_line,
+            lines: &lines,
+        };
+        if let Some(messages) = &self.messages {
+            messages.informational(&head);
+        } else if self.facts.version.is_1_1_or_later() {
+            let n = h1::push_informational(self.out.tail_buf(), &head);
+            self.out.note_appended(n);
+        }
+        Ok(())
+    }
+
+    /// `http.response.trailers`: on HTTP/2, after a start that announced them, a trailing
+    /// HEADERS frame ends the stream; elsewhere they are declined (the scope does not offer
+    /// them) and dropped.
+    pub fn trailers(&mut self, headers: Option<&Bound<'_, PyAny>>, more: bool) -> PyResult<()> {
+        if self.messages.is_none() {
+            return Ok(());
+        }
+        if self.stage != Stage::Complete {
+            return Err(PyRuntimeError::new_err(
+                "Cannot send trailers before body complete",
+            ));
+        }
+        if !self.expects_trailers {
+            return Err(PyRuntimeError::new_err(
+                "Trailers were not announced in http.response.start",
+            ));
+        }
+        if self.trailers_sent {
+            return Err(PyRuntimeError::new_err("Trailers already sent"));
+        }
+        let keep = std::mem::replace(&mut self.keep_headers, false);
+        let mut lines = std::mem::take(&mut self.trailer_lines);
+        let rendered = self.render_headers(headers, true, &mut lines);
+        self.keep_headers = keep;
+        rendered?;
+        if more {
+            self.trailer_lines = lines;
+            return Ok(());
+        }
+        self.trailers_sent = true;
+        if let Some(messages) = &self.messages {
+            messages.trailers(&lines);
+        }
         Ok(())
     }
 
@@ -158,12 +264,16 @@ impl Response {
             let mut digits = itoa::Buffer::new();
             h1::push_header_line(&mut self.rendered, "content-length", digits.format(len));
         }
-        let close = self.will_close();
         let head = ResponseHead {
             code: self.status,
             status: &self.status_line,
             lines: &self.rendered,
         };
+        if let Some(messages) = &self.messages {
+            messages.head(&head);
+            return;
+        }
+        let close = self.will_close();
         let wire = H1Response {
             version: self.facts.version,
             close,
@@ -233,6 +343,11 @@ impl Response {
                 self.must_close = true;
             }
         }
+    }
+
+    /// Fewer body bytes were given than the Content-Length announced.
+    pub fn is_short(&self) -> bool {
+        self.framing != BodyFraming::None && self.length.is_some_and(|limit| self.sent < limit)
     }
 
     /// The status line as the application gave it, for the access log.
@@ -398,6 +513,36 @@ mod tests {
             "{text}"
         );
         assert!(r.must_close);
+    }
+
+    #[test]
+    fn informational_goes_out_at_once_on_1_1_only() {
+        Python::initialize();
+        Python::attach(|py| {
+            let hints = PyList::empty(py);
+            hints
+                .append((PyBytes::new(py, b"Link"), PyBytes::new(py, b"</a.css>")))
+                .expect("append");
+            let mut r = Response::new(facts(1, false), false);
+            r.informational(103, Some(hints.as_any())).expect("103");
+            assert_eq!(
+                wire(&mut r),
+                "HTTP/1.1 103 Early Hints\r\nlink: </a.css>\r\n\r\n"
+            );
+            for status in [101, 200, 99] {
+                assert!(r.informational(status, None).is_err(), "{status}");
+            }
+            let mut old = Response::new(facts(0, false), false);
+            old.informational(103, Some(hints.as_any())).expect("103");
+            assert!(old.out.is_empty());
+            r.start(200, None).expect("start");
+            let late = r.informational(103, None).expect_err("after the start");
+            assert!(late.to_string().contains("after response start"));
+            // No trailers on HTTP/1: dropped without complaint.
+            r.body(None, false).expect("body");
+            r.trailers(Some(hints.as_any()), false).expect("declined");
+            assert!(!wire(&mut r).contains("a.css"));
+        });
     }
 
     #[test]

@@ -33,6 +33,7 @@ struct Keys {
     server: Py<PyString>,
     client: Py<PyString>,
     state: Py<PyString>,
+    extensions: Py<PyString>,
 }
 
 pub struct ScopeBuilder {
@@ -41,6 +42,9 @@ pub struct ScopeBuilder {
     https: Py<PyString>,
     version_1_0: Py<PyString>,
     version_1_1: Py<PyString>,
+    version_2: Py<PyString>,
+    /// Name of the trailers extension, offered on HTTP/2.
+    trailers: Py<PyString>,
     asgi_version: Py<PyDict>,
     root_path: Py<PyString>,
     /// `server` of each listener, made once.
@@ -89,11 +93,14 @@ impl ScopeBuilder {
                 server: intern(py, "server"),
                 client: intern(py, "client"),
                 state: intern(py, "state"),
+                extensions: intern(py, "extensions"),
             },
             http: intern(py, "http"),
             https: intern(py, "https"),
             version_1_0: intern(py, "1.0"),
             version_1_1: intern(py, "1.1"),
+            version_2: intern(py, "2"),
+            trailers: intern(py, "http.response.trailers"),
             asgi_version: asgi_version.unbind(),
             root_path: PyString::new(py, root_path).unbind(),
             servers,
@@ -125,6 +132,13 @@ impl ScopeBuilder {
         match (head.version.major, head.version.minor) {
             (1, 0) => scope.set_item(&k.http_version, &self.version_1_0)?,
             (1, 1) => scope.set_item(&k.http_version, &self.version_1_1)?,
+            // The ASGI spec's name for HTTP/2; only HTTP/2 offers trailers.
+            (2, _) => {
+                scope.set_item(&k.http_version, &self.version_2)?;
+                let extensions = PyDict::new(py);
+                extensions.set_item(&self.trailers, PyDict::new(py))?;
+                scope.set_item(&k.extensions, extensions)?;
+            }
             (major, minor) => scope.set_item(&k.http_version, format!("{major}.{minor}"))?,
         }
         scope.set_item(&k.method, &*head.method)?;

@@ -360,15 +360,6 @@ impl Builder {
         } else {
             normalize_worker_class(settings.get("worker_class")).map_err(StartError::config)?
         };
-        let protocols = settings.list("http_protocols");
-        if settings.worker_base == "asgi" && protocols.iter().any(|p| p == "h2") {
-            return Err(StartError::config(format!(
-                "http_protocols = {}: HTTP/2 is not served to ASGI applications yet; leave \
-                 http_protocols at 'h1' with the ASGI worker (HTTP/2 is served with -k sync \
-                 and -k gthread)",
-                table::py_repr_list(protocols.iter().map(String::as_str))
-            )));
-        }
         // Only a `--paste` application reads these, so only then are they checked (before
         // any worker starts, where a bad one would otherwise stop the load).
         if settings.str("paste").is_some() {

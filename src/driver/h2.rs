@@ -17,12 +17,16 @@
 //!   `--http2-max-concurrent-streams`); `sync` one at a time, each with its request body
 //!   read whole first, since its application runs on the event loop, which alone moves
 //!   the stream's bytes.
+//! - `asgi` serves them at once too, each stream's application task on the event loop: a
+//!   [`Stream`] is also a [`Transport`], whose readiness waits end when the stream's task has
+//!   moved bytes in or out.
 
 use std::cell::Cell;
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
 use std::os::fd::BorrowedFd;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::Poll;
@@ -85,7 +89,8 @@ pub struct Options {
     pub max_frame_size: u32,
     /// 0: no limit of our own (the crate still refuses absurd header lists).
     pub max_header_list_size: u32,
-    /// Streams of one connection run at once on application threads; else one at a time.
+    /// Streams of one connection run at once (on application threads, or as tasks of the
+    /// event loop); else one at a time.
     pub concurrent: bool,
 }
 
@@ -133,6 +138,8 @@ const MAX_SEND_BUFFER: usize = 400 * 1024;
 /// sends (see [`linger`]).
 const LINGER: Duration = Duration::from_secs(1);
 const LINGER_BYTES: usize = 256 * 1024;
+/// Turns given to the connection's task before a response cut short is reset.
+const RESET_YIELDS: usize = 4;
 /// How often a connection checks whether the worker is stopping.
 const STOP_CHECK: Duration = Duration::from_millis(500);
 
@@ -467,7 +474,10 @@ async fn serve_stream<S: Service<Stream>>(
         response = resumed.response;
     }
     service.request_done();
-    if !stream.head_sent() {
+    if !stream.head_sent() && stream.lock().aborted {
+        // Started, never sent: no response to show.
+        wire.respond_reset();
+    } else if !stream.head_sent() {
         // Refused before the application answered: an error answer, queued as HTTP/1
         // bytes, said again in HTTP/2.
         let reason = ::http::StatusCode::from_u16(response.status)
@@ -477,12 +487,21 @@ async fn serve_stream<S: Service<Stream>>(
         answer_error(&mut wire.respond, response.status, reason, "");
     } else if !gone {
         let stall = options.write_timeout;
+        let aborted = stream.lock().aborted;
         if wire
-            .deliver(&stream, &mut response.out, stall, false)
+            .deliver(&stream, &mut response.out, stall, aborted)
             .await
             .is_ok()
         {
-            // Only now: END_STREAM goes with the last of the output.
+            if aborted {
+                // A reset drops the stream's frames still queued in the crate: let the
+                // connection's task take what was written first (best effort).
+                for _ in 0..RESET_YIELDS {
+                    tokio::task::yield_now().await;
+                }
+            }
+            // Only now: END_STREAM (or the trailers, or the reset of a response cut short)
+            // goes with the last of the output.
             stream.end_output();
             let _ = wire.finish(&stream, stall).await;
         }
@@ -611,10 +630,11 @@ impl Wire {
     /// Sends what the stream holds, as far as the client's window allows.
     fn push(&mut self, stream: &Stream) -> Result<Pushed, ()> {
         let mut shared = stream.lock();
-        for hints in shared.informational.drain(..) {
+        for (code, fields) in shared.informational.drain(..) {
             let mut response = ::http::Response::new(());
-            *response.status_mut() = ::http::StatusCode::EARLY_HINTS;
-            *response.headers_mut() = hints;
+            *response.status_mut() =
+                ::http::StatusCode::from_u16(code).unwrap_or(::http::StatusCode::EARLY_HINTS);
+            *response.headers_mut() = fields;
             // A client that refuses it still gets the response.
             let _ = self.respond.send_informational(response);
         }
@@ -645,14 +665,27 @@ impl Wire {
                 return Ok(Pushed::WaitsCapacity);
             }
             let chunk = shared.out.split_to(room).freeze();
-            let last = shared.out_end && shared.out.is_empty();
+            // Trailers, when there are, end the stream instead (or a reset).
+            let last = shared.out_end
+                && shared.out.is_empty()
+                && shared.trailers.is_none()
+                && !shared.aborted;
             send.send_data(chunk, last).map_err(|_| ())?;
             self.ended = last;
-            stream.ready.notify_all();
+            drop(shared);
+            stream.room_made();
             return Ok(Pushed::Moved);
         }
         if shared.out_end {
-            send.send_data(Bytes::new(), true).map_err(|_| ())?;
+            if shared.aborted {
+                send.send_reset(Reason::INTERNAL_ERROR);
+                self.ended = true;
+                return Ok(Pushed::Moved);
+            }
+            match shared.trailers.take() {
+                Some(trailers) => send.send_trailers(trailers).map_err(|_| ())?,
+                None => send.send_data(Bytes::new(), true).map_err(|_| ())?,
+            }
             self.ended = true;
             return Ok(Pushed::Moved);
         }
@@ -713,13 +746,21 @@ pub struct Stream {
     ready: Condvar,
     /// Wakes the stream's task: something is there to send, or room to receive.
     wake: Notify,
+    /// Wakes a task of the event loop waiting on the stream as a [`Transport`]: body bytes,
+    /// room for output, or the client gone.
+    changed: Notify,
     /// Unsent response bytes past which writes wait.
     output_bound: usize,
 }
 
 #[derive(Default)]
 struct Shared {
-    informational: Vec<::http::HeaderMap>,
+    /// Informational responses (status, fields) to send ahead of the final one.
+    informational: Vec<(u16, ::http::HeaderMap)>,
+    /// Fields of a trailing HEADERS frame that ends the stream after the body.
+    trailers: Option<::http::HeaderMap>,
+    /// The response is cut short: RST_STREAM instead of its end.
+    aborted: bool,
     head: Option<(u16, ::http::HeaderMap)>,
     head_given: bool,
     out: BytesMut,
@@ -740,6 +781,7 @@ impl Stream {
             }),
             ready: Condvar::new(),
             wake: Notify::new(),
+            changed: Notify::new(),
             output_bound,
         }
     }
@@ -768,6 +810,13 @@ impl Stream {
         shared.input_end |= end;
         drop(shared);
         self.ready.notify_all();
+        self.changed.notify_waiters();
+    }
+
+    /// Output went to the client: writers waiting for room may go on.
+    fn room_made(&self) {
+        self.ready.notify_all();
+        self.changed.notify_waiters();
     }
 
     fn end_output(&self) {
@@ -778,6 +827,11 @@ impl Stream {
     fn break_off(&self) {
         self.lock().broken = true;
         self.ready.notify_all();
+        self.changed.notify_waiters();
+    }
+
+    fn is_broken(&self) -> bool {
+        self.lock().broken
     }
 
     fn gone() -> io::Error {
@@ -896,11 +950,68 @@ impl Io for Stream {
     }
 }
 
+/// The event loop's waits on a stream, for an application on the event loop (ASGI): the
+/// stream's task, which runs beside it, moves the bytes and wakes them.
+impl Transport for Stream {
+    async fn when_readable<R>(
+        &self,
+        mut attempt: impl FnMut(&Self) -> io::Result<Option<(R, ReadCount)>>,
+    ) -> io::Result<R> {
+        loop {
+            // Made before the attempt: a change between the two still wakes it.
+            let changed = self.changed.notified();
+            if let Some((value, _)) = attempt(self)? {
+                return Ok(value);
+            }
+            changed.await;
+        }
+    }
+
+    async fn when_writable<R>(
+        &self,
+        mut attempt: impl FnMut(&Self) -> io::Result<Option<R>>,
+    ) -> io::Result<R> {
+        loop {
+            let changed = self.changed.notified();
+            if let Some(value) = attempt(self)? {
+                return Ok(value);
+            }
+            changed.await;
+        }
+    }
+}
+
 impl Messages for Stream {
     fn informational(&self, head: &ResponseHead<'_>) {
         let headers = header_map(head, false);
-        self.lock().informational.push(headers);
+        self.lock().informational.push((head.code, headers));
         self.wake.notify_one();
+    }
+
+    fn trailers(&self, lines: &[u8]) {
+        let head = ResponseHead {
+            code: 0,
+            status: "",
+            lines,
+        };
+        self.lock().trailers = Some(header_map(&head, false));
+    }
+
+    fn abort(&self) {
+        self.lock().aborted = true;
+        self.wake.notify_one();
+    }
+
+    fn abandoned(&self) -> Pin<Box<dyn Future<Output = ()> + '_>> {
+        Box::pin(async move {
+            loop {
+                let changed = self.changed.notified();
+                if self.is_broken() {
+                    return;
+                }
+                changed.await;
+            }
+        })
     }
 
     fn head(&self, head: &ResponseHead<'_>) {

@@ -26,7 +26,9 @@ pub mod ws;
 #[cfg(test)]
 mod ws_tests;
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -114,6 +116,14 @@ pub trait Messages: Send + Sync {
     fn informational(&self, head: &ResponseHead<'_>);
     /// The final response head; the body's bytes follow through the transport.
     fn head(&self, head: &ResponseHead<'_>);
+    /// Trailer fields (`Name: value\r\n` lines) that end the response after its body.
+    fn trailers(&self, lines: &[u8]);
+    /// The response is cut short (the application failed or stopped before its end): once
+    /// what was written is out, the client is told so rather than shown an ending.
+    fn abort(&self);
+    /// Resolves once the client has abandoned the response (reset the stream, or the
+    /// connection is gone).
+    fn abandoned(&self) -> Pin<Box<dyn Future<Output = ()> + '_>>;
 }
 
 /// The answer to a request: the connection back, and the response.

@@ -122,11 +122,26 @@ pub fn push_head(
 /// Appends a `103 Early Hints` informational response carrying the header `lines` (from
 /// [`push_header_line`]); HTTP/1.1 only. Returns the count of bytes appended.
 pub fn push_early_hints(out: &mut Vec<u8>, lines: &[u8]) -> usize {
-    const STATUS_LINE: &[u8] = b"HTTP/1.1 103 Early Hints\r\n";
+    push_informational(
+        out,
+        &ResponseHead {
+            code: 103,
+            status: "103 Early Hints",
+            lines,
+        },
+    )
+}
+
+/// Appends the informational (1xx) response `head`; HTTP/1.1 only. Returns the count of
+/// bytes appended.
+pub fn push_informational(out: &mut Vec<u8>, head: &ResponseHead<'_>) -> usize {
+    const VERSION: &[u8] = b"HTTP/1.1 ";
     let start = out.len();
-    out.reserve(STATUS_LINE.len() + lines.len() + 2);
-    out.extend_from_slice(STATUS_LINE);
-    out.extend_from_slice(lines);
+    out.reserve(VERSION.len() + head.status.len() + head.lines.len() + 4);
+    out.extend_from_slice(VERSION);
+    out.extend_from_slice(head.status.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(head.lines);
     out.extend_from_slice(b"\r\n");
     out.len() - start
 }

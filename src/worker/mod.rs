@@ -335,8 +335,8 @@ fn secs(settings: &Settings, name: &str) -> Duration {
     Duration::from_secs(settings.uint(name))
 }
 
-/// How the ASGI interface reaches a connection: with the event loop's waits, which a
-/// transport has and an HTTP/2 stream has not.
+/// How the ASGI interface reaches a connection: with the event loop's waits, which a socket,
+/// a TLS connection and an HTTP/2 stream all offer.
 #[allow(async_fn_in_trait)] // Used through generics on one thread; no `Send` bound wanted.
 pub trait AsgiIo: Io + Sized + 'static {
     async fn call_asgi(
@@ -353,17 +353,6 @@ impl<T: Transport + 'static> AsgiIo for T {
         reports: bool,
     ) -> Option<Outcome<T, Paused, AccessData>> {
         Some(crate::asgi::cycle::handle(ctx, request, reports).await)
-    }
-}
-
-impl AsgiIo for h2::Stream {
-    /// Never reached: the settings refuse HTTP/2 with the ASGI worker. The stream is reset.
-    async fn call_asgi(
-        _ctx: &Arc<AsgiContext>,
-        _request: Request<h2::Stream>,
-        _reports: bool,
-    ) -> Option<Outcome<h2::Stream, Paused, AccessData>> {
-        None
     }
 }
 
@@ -530,7 +519,8 @@ fn build_worker(
         limits: request_limits(settings),
         proxy_mode,
         proxy_allow,
-        h2: h2_options(settings, threaded)?,
+        // The ASGI worker runs each stream's application task on the event loop.
+        h2: h2_options(settings, threaded || settings.worker_class() == "asgi")?,
     };
     Ok(Worker {
         options,
@@ -560,7 +550,7 @@ fn build_worker(
 /// HTTP/2's settings. Cleartext HTTP/2 is spoken only when `h2` is among `--http-protocols`
 /// and only to the peers trusted with forwarded headers (and over unix sockets), as in
 /// Gunicorn: it is meant for a TLS-terminating proxy in front.
-fn h2_options(settings: &Settings, threaded: bool) -> Result<h2::Options, String> {
+fn h2_options(settings: &Settings, concurrent: bool) -> Result<h2::Options, String> {
     let offered = settings.list("http_protocols").iter().any(|p| p == "h2");
     let prior_knowledge = offered && settings.str("http2_cleartext") == Some("prior-knowledge");
     let uint = |name: &str| u32::try_from(settings.uint(name)).unwrap_or(u32::MAX);
@@ -574,7 +564,7 @@ fn h2_options(settings: &Settings, threaded: bool) -> Result<h2::Options, String
         initial_window_size: uint("http2_initial_window_size"),
         max_frame_size: uint("http2_max_frame_size"),
         max_header_list_size: uint("http2_max_header_list_size"),
-        concurrent: threaded,
+        concurrent,
     })
 }
 

@@ -10,7 +10,7 @@ use pyo3::types::{PyDict, PyString, PyTuple};
 
 use super::errors::ErrorStream;
 use super::file_wrapper::FileWrapper;
-use super::response::EarlyHints;
+use super::response::{EarlyHints, SendTrailers};
 use crate::driver::{BuildError as Fill, ConnInfo};
 use crate::http::forwarded::ForwardedPolicy;
 use crate::http::{HttpError, RequestHead};
@@ -252,6 +252,11 @@ impl EnvironBuilder {
         match (head.version.major, head.version.minor) {
             (1, 0) => env.set_item(&k.server_protocol, &k.http_1_0)?,
             (1, 1) => env.set_item(&k.server_protocol, &k.http_1_1)?,
+            (2, _) => {
+                env.set_item(&k.server_protocol, head.version.to_string())?;
+                // Gunicorn's way for a WSGI application to send trailers, on HTTP/2 only.
+                env.set_item("gunicorn.http2.send_trailers", Py::new(py, SendTrailers)?)?;
+            }
             _ => env.set_item(&k.server_protocol, head.version.to_string())?,
         }
         env.set_item(&k.wsgi_input, input)?;

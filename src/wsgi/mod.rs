@@ -21,6 +21,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<input::InputStream>()?;
     m.add_class::<response::StartResponse>()?;
     m.add_class::<response::EarlyHints>()?;
+    m.add_class::<response::SendTrailers>()?;
     m.add_class::<errors::ErrorStream>()?;
     Ok(())
 }

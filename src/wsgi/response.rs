@@ -267,18 +267,7 @@ impl ResponseState {
         if self.headers_sent || !self.facts.version.is_1_1_or_later() {
             return Ok(());
         }
-        let mut lines = Vec::with_capacity(128);
-        for item in headers.try_iter()? {
-            let item = item?;
-            let (name, value) = item
-                .extract::<(Bound<'_, PyAny>, Bound<'_, PyAny>)>()
-                .map_err(|_| {
-                    PyTypeError::new_err(format!("early hint {item} is not a (name, value) tuple"))
-                })?;
-            let (name, value) = (header_text(&name)?, header_text(&value)?);
-            let value = h1::checked_header(&name, &value).map_err(invalid_header)?;
-            h1::push_header_line(&mut lines, &name, value);
-        }
+        let lines = field_lines(headers, "early hint")?;
         if let Some(messages) = &self.messages {
             messages.informational(&ResponseHead {
                 code: 103,
@@ -289,6 +278,18 @@ impl ResponseState {
         }
         self.queue_early_hints(&lines);
         self.flush(py)
+    }
+
+    /// `gunicorn.http2.send_trailers(trailers)` (HTTP/2 only): the (name, value) fields go
+    /// in a HEADERS frame that ends the stream after the body, as in Gunicorn. The fields are
+    /// checked as `start_response` checks them; a later call replaces an earlier one.
+    pub fn trailers(&mut self, headers: &Bound<'_, PyAny>) -> PyResult<()> {
+        let Some(messages) = &self.messages else {
+            return Ok(());
+        };
+        let lines = field_lines(headers, "trailer")?;
+        messages.trailers(&lines);
+        Ok(())
     }
 
     /// Queues a `103 Early Hints` informational response carrying the header `lines`.
@@ -392,6 +393,24 @@ fn warn_hop_by_hop(name: &str) {
     ));
 }
 
+/// The (name, value) pairs of `fields` as header lines, each checked as `start_response`
+/// checks them; `what` names one in the error.
+fn field_lines(fields: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<u8>> {
+    let mut lines = Vec::with_capacity(128);
+    for item in fields.try_iter()? {
+        let item = item?;
+        let (name, value) = item
+            .extract::<(Bound<'_, PyAny>, Bound<'_, PyAny>)>()
+            .map_err(|_| {
+                PyTypeError::new_err(format!("{what} {item} is not a (name, value) tuple"))
+            })?;
+        let (name, value) = (header_text(&name)?, header_text(&value)?);
+        let value = h1::checked_header(&name, &value).map_err(invalid_header)?;
+        h1::push_header_line(&mut lines, &name, value);
+    }
+    Ok(lines)
+}
+
 /// `start_response` and `wsgi.early_hints` refuse a header that cannot go on the wire.
 fn invalid_header(err: h1::InvalidHeader) -> PyErr {
     PyValueError::new_err(err.to_string())
@@ -489,17 +508,35 @@ impl Drop for HintsTarget {
 #[pyclass(module = "ferrocorn._ferrocorn", frozen)]
 pub struct EarlyHints;
 
+impl EarlyHints {
+    /// Runs `act` on the response of the request served on this thread, if there is one.
+    fn with_target(
+        py: Python<'_>,
+        act: impl FnOnce(&mut ResponseState) -> PyResult<()>,
+    ) -> PyResult<()> {
+        let target = HINTED.with(|hinted| hinted.borrow().as_ref().map(|r| r.clone_ref(py)));
+        match target {
+            Some(responder) => act(&mut responder.bind(py).try_borrow_mut()?.state),
+            None => Ok(()),
+        }
+    }
+}
+
 #[pymethods]
 impl EarlyHints {
     fn __call__(&self, py: Python<'_>, headers: &Bound<'_, PyAny>) -> PyResult<()> {
-        let target = HINTED.with(|hinted| hinted.borrow().as_ref().map(|r| r.clone_ref(py)));
-        match target {
-            Some(responder) => responder
-                .bind(py)
-                .try_borrow_mut()?
-                .state
-                .early_hints(py, headers),
-            None => Ok(()),
-        }
+        EarlyHints::with_target(py, |state| state.early_hints(py, headers))
+    }
+}
+
+/// `gunicorn.http2.send_trailers`, in the environ of HTTP/2 requests: sets the trailers of
+/// the response being served on the calling thread, as `wsgi.early_hints` finds it.
+#[pyclass(module = "ferrocorn._ferrocorn", frozen)]
+pub struct SendTrailers;
+
+#[pymethods]
+impl SendTrailers {
+    fn __call__(&self, py: Python<'_>, trailers: &Bound<'_, PyAny>) -> PyResult<()> {
+        EarlyHints::with_target(py, |state| state.trailers(trailers))
     }
 }
