@@ -15,6 +15,7 @@ import h2.connection
 import h2.events
 import pytest
 from conftest import SocketReader, get, run_command
+from test_tls import Certs
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -153,6 +154,17 @@ def test_unix_socket_peers_are_upgraded(run_server, tmp_path):
     assert out.returncode == 0, out.stderr
     assert "SERVER_PROTOCOL=HTTP/2.0" in out.stdout and out.stdout.endswith("\n2\n"), out.stdout
     assert server.address.startswith("unix:")
+
+
+def test_no_upgrade_over_tls(run_server, tmp_path):
+    certs = Certs(tmp_path / "certs")
+    server = run_server(*UPGRADE, *certs.args(), APP)
+    # No ALPN: HTTP/1.1 over TLS, where h2c has no place (RFC 9113 section 3.2).
+    with certs.client_context().wrap_socket(server.connect(), server_hostname="localhost") as s:
+        s.sendall(upgrade_request(extra="Connection: close\r\n"))
+        answer = SocketReader(s).read_to_close()
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n"), answer
+    assert b"SERVER_PROTOCOL=HTTP/1.1" in answer and b"wsgi.url_scheme=https" in answer, answer
 
 
 def test_prior_knowledge_alone_does_not_upgrade(run_server):

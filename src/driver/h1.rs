@@ -132,7 +132,9 @@ impl<S> Conn<S> {
         let service = Rc::clone(&self.service);
         self.awaiting_proxy = service.options().proxy_mode != proxy::Mode::Off;
         self.sniff_h2 = service.options().h2.sniffs(&self.info.peer);
-        self.upgrade_h2c = service.options().h2.upgrades(&self.info.peer);
+        // h2c is HTTP/2 without TLS; over TLS, HTTP/2 is chosen by ALPN (RFC 9113 section 3.2).
+        self.upgrade_h2c =
+            self.info.tls.is_none() && service.options().h2.upgrades(&self.info.peer);
         let mut io = Arc::new(transport);
         let mut waits = HeadWaits::new();
         // The request usually arrives with the connection: read it now rather than wait for
