@@ -269,14 +269,6 @@ def test_prior_knowledge_alone_refuses_http1_from_trusted_peers(run_server):
     assert get(plain, "/")[0] == 200
 
 
-@pytest.mark.parametrize("value", ["upgrade", "both"])
-def test_upgrade_is_refused_clearly(value, tmp_path):
-    out = run_command(["--http2-cleartext", value, "--check-config", APP], cwd=tmp_path)
-    assert out.returncode != 0
-    assert "http2_cleartext" in out.stdout and value in out.stdout, out.stdout
-    assert "Traceback" not in out.stdout and "panicked" not in out.stdout
-
-
 def test_a_stopping_worker_sends_goaway_and_finishes_streams(run_server):
     server = run_server("-k", "gthread", "--threads", "4", "--keep-alive", "60", *H2C, APP)
     raw = Raw(server)

@@ -1031,11 +1031,12 @@ pub static SETTINGS: &[Setting] = &[
         .meta("STRING")
         .on()
         .doc(
-            "HTTP/2 without TLS (h2c), with `h2` in `http_protocols`: `off`, or \
+            "HTTP/2 without TLS (h2c), with `h2` in `http_protocols`: `off`; \
               `prior-knowledge` (connections that open with the HTTP/2 preface; then a \
-              trusted peer that does not send it gets 400). Only peers in \
-              `forwarded_allow_ips` and unix-socket peers may use it. `upgrade` and `both` \
-              (`Upgrade: h2c`) are refused. Default `off`.",
+              trusted peer that does not send it gets 400); `upgrade` (an HTTP/1.1 request \
+              without a body, with `Upgrade: h2c` and `HTTP2-Settings`, gets `101` and the \
+              connection goes on as HTTP/2); or `both`. Only peers in \
+              `forwarded_allow_ips` and unix-socket peers may use it. Default `off`.",
         ),
     set(
         "http2_max_concurrent_streams",

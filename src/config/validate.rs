@@ -291,13 +291,7 @@ pub fn validate(setting: &Setting, raw: Raw) -> Result<Value, String> {
                 _ => return Err("expected a string".into()),
             };
             match v.as_str() {
-                "off" | "prior-knowledge" => Ok(Value::Str(v)),
-                // Gunicorn's values, not served yet: refused rather than silently not upgraded.
-                "upgrade" | "both" => Err(
-                    "the HTTP/1.1 upgrade to HTTP/2 (Upgrade: h2c) is not supported; use \
-                     'prior-knowledge', which proxies and clients speaking cleartext HTTP/2 use"
-                        .into(),
-                ),
+                "off" | "prior-knowledge" | "upgrade" | "both" => Ok(Value::Str(v)),
                 _ => Err("expected one of 'off', 'prior-knowledge', 'upgrade', 'both'".into()),
             }
         }

@@ -17,7 +17,7 @@ use tokio::time::{sleep_until, timeout_at, Instant, Sleep};
 use super::body::{BodyState, BodyTarget};
 use super::buffers::{self, READ_CHUNK};
 use super::output::{write_all, OutQueue, Then};
-use super::{h2, log_invalid_request, ConnInfo, Outcome, Request, Service};
+use super::{h2, h2c, log_invalid_request, ConnInfo, Outcome, Request, Service};
 use crate::http::{self, proxy, BodyDecoder, HttpError};
 use crate::log;
 use crate::net::tls::{Refused, TlsAcceptor, TlsStream};
@@ -43,14 +43,18 @@ pub struct Conn<S> {
     awaiting_proxy: bool,
     /// The connection may open with the HTTP/2 preface (cleartext prior knowledge).
     sniff_h2: bool,
-    /// It did: the connection goes on as HTTP/2.
+    /// An `Upgrade: h2c` request may switch the connection to HTTP/2.
+    upgrade_h2c: bool,
+    /// It did, or it opened with the preface: the connection goes on as HTTP/2.
     is_h2: bool,
 }
 
-/// A connection that opened with the HTTP/2 preface, for [`super::h2::serve`].
+/// A connection that opened with the HTTP/2 preface or was upgraded to HTTP/2, for
+/// [`super::h2::serve`].
 pub struct Handoff<T> {
     pub transport: T,
-    /// What was read of it already, the preface included.
+    /// What the HTTP/2 driver reads first: what was read of the connection already, the
+    /// preface included (after an upgrade, the bytes that stand for the upgraded request).
     pub read_ahead: Vec<u8>,
     pub info: ConnInfo,
 }
@@ -114,6 +118,7 @@ impl<S> Conn<S> {
             buf: Vec::new(),
             awaiting_proxy: false,
             sniff_h2: false,
+            upgrade_h2c: false,
             is_h2: false,
         }
     }
@@ -127,6 +132,9 @@ impl<S> Conn<S> {
         let service = Rc::clone(&self.service);
         self.awaiting_proxy = service.options().proxy_mode != proxy::Mode::Off;
         self.sniff_h2 = service.options().h2.sniffs(&self.info.peer);
+        // h2c is HTTP/2 without TLS; over TLS, HTTP/2 is chosen by ALPN (RFC 9113 section 3.2).
+        self.upgrade_h2c =
+            self.info.tls.is_none() && service.options().h2.upgrades(&self.info.peer);
         let mut io = Arc::new(transport);
         let mut waits = HeadWaits::new();
         // The request usually arrives with the connection: read it now rather than wait for
@@ -248,9 +256,59 @@ impl<S> Conn<S> {
             Ok(None) => return (Ok(Next::Close), Some(io)),
             Err(e) => return (Err(e), Some(io)),
         };
+        if framing.upgrade == Some(http::Upgrade::H2c) && self.upgrade_h2c {
+            if let Some(offer) = http::h2c::offer(&head, &framing).transpose() {
+                return Box::pin(self.upgrade_h2c(io, head, offer, service)).await;
+            }
+        }
         // Apart: the task of a connection waiting for its next head then keeps only that wait,
         // and a request's much larger state lives only as long as the request.
         buffers::Lent::new(|| self.answer(io, head, framing, service)).await
+    }
+
+    /// Answers an `Upgrade: h2c` request: a malformed `HTTP2-Settings` with 400, else with the
+    /// `101`, after which the connection goes to the HTTP/2 driver, `head` as its stream 1.
+    async fn upgrade_h2c<T: Transport>(
+        &mut self,
+        io: Arc<T>,
+        head: http::RequestHead,
+        offer: Result<Vec<u8>, HttpError>,
+        service: &S,
+    ) -> (io::Result<Next>, Option<Arc<T>>)
+    where
+        S: Service<T>,
+    {
+        let settings = match offer {
+            Ok(settings) => settings,
+            Err(err) => {
+                log_invalid_request(self.info.peer.socket_addr(), &err);
+                if service.reports() {
+                    let record = service.refused_record(head, &self.info, &err);
+                    service.report(err.status, Some(record), Duration::ZERO);
+                }
+                self.refuse(&*io, service, &err).await;
+                return (Ok(Next::Close), Some(io));
+            }
+        };
+        let options = service.options();
+        let (head_timeout, write_timeout) = (options.head_timeout, options.write_timeout);
+        let switched = h2c::switch(
+            &*io,
+            &mut self.buf,
+            &head,
+            &settings,
+            head_timeout,
+            write_timeout,
+        );
+        match switched.await {
+            Ok(Some(start)) => {
+                self.buf = start;
+                self.is_h2 = true;
+                (Ok(Next::Close), Some(io))
+            }
+            Ok(None) => (Ok(Next::Close), Some(io)),
+            Err(e) => (Err(e), Some(io)),
+        }
     }
 
     /// Reads the body of `head`, has the application answer and writes the response.

@@ -49,8 +49,7 @@ use crate::log;
 use crate::net::transport::{read_into, take_bounded, Interest, ReadCount, SPILL_CHUNK};
 use crate::net::{Io, Peer, Transport};
 
-/// The client's first bytes on an HTTP/2 connection (RFC 9113 section 3.4).
-pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+pub use crate::http::h2c::PREFACE;
 
 /// How far the buffered start of a connection matches [`PREFACE`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,8 +76,11 @@ pub fn preface_match(buf: &[u8]) -> PrefaceMatch {
 #[derive(Clone, Debug)]
 pub struct Options {
     /// Cleartext connections opening with the preface are HTTP/2 (`--http2-cleartext`
-    /// `prior-knowledge`, with `h2` in `--http-protocols`).
+    /// `prior-knowledge` or `both`, with `h2` in `--http-protocols`).
     pub prior_knowledge: bool,
+    /// HTTP/1.1 requests with `Upgrade: h2c` switch their connection to HTTP/2
+    /// (`--http2-cleartext` `upgrade` or `both`, with `h2` in `--http-protocols`).
+    pub upgrade: bool,
     /// Prior knowledge is the only way in: a trusted peer whose connection does not open
     /// with the preface is refused with 400, as Gunicorn does.
     pub preface_required: bool,
@@ -99,6 +101,7 @@ impl Default for Options {
     fn default() -> Options {
         Options {
             prior_knowledge: false,
+            upgrade: false,
             preface_required: false,
             trusted: AllowList::default(),
             max_concurrent_streams: 100,
@@ -114,6 +117,11 @@ impl Options {
     /// Whether to look for the preface at the start of a connection from `peer`.
     pub fn sniffs(&self, peer: &Peer) -> bool {
         self.prior_knowledge && self.trusted.allows(peer.ip())
+    }
+
+    /// Whether an `Upgrade: h2c` request from `peer` switches its connection to HTTP/2.
+    pub fn upgrades(&self, peer: &Peer) -> bool {
+        self.upgrade && self.trusted.allows(peer.ip())
     }
 }
 

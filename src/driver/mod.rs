@@ -5,6 +5,7 @@
 //!   and the state of the request.
 //! - [`h1`]: one HTTP/1 connection, from its first byte to its close.
 //! - [`h2`]: one HTTP/2 connection and its streams, each a request through the same seam.
+//! - [`h2c`]: the HTTP/1.1 upgrade to cleartext HTTP/2, from the `101` to the hand-over.
 //! - [`body`]: a request body as the driver reads it and the application consumes it.
 //! - [`output`]: owned buffers, Python `bytes` and file ranges waiting to be written.
 //! - [`shed`]: which connections make room at `--worker-connections`.
@@ -20,6 +21,7 @@ pub mod h1;
 #[cfg(test)]
 mod h1_tests;
 pub mod h2;
+pub mod h2c;
 pub mod output;
 pub mod shed;
 pub mod ws;

@@ -6,12 +6,14 @@
 //! - [`response`]: the response head, and the HTTP/1 encoding of every answer.
 //! - [`date`]: the cached `Date` header value.
 //! - [`scrape`]: the one route of the master's metrics endpoint.
+//! - [`h2c`]: the HTTP/1.1 upgrade to cleartext HTTP/2 (`Upgrade: h2c`).
 //! - [`ws`]: WebSocket (RFC 6455): the opening handshake, frames, permessage-deflate.
 
 pub mod body;
 pub mod date;
 pub mod error;
 pub mod forwarded;
+pub mod h2c;
 pub mod head;
 pub mod proxy;
 pub mod response;

@@ -552,12 +552,15 @@ fn build_worker(
 /// Gunicorn: it is meant for a TLS-terminating proxy in front.
 fn h2_options(settings: &Settings, concurrent: bool) -> Result<h2::Options, String> {
     let offered = settings.list("http_protocols").iter().any(|p| p == "h2");
-    let prior_knowledge = offered && settings.str("http2_cleartext") == Some("prior-knowledge");
+    let cleartext = settings.str("http2_cleartext").unwrap_or("off");
+    let prior_knowledge = offered && matches!(cleartext, "prior-knowledge" | "both");
+    let upgrade = offered && matches!(cleartext, "upgrade" | "both");
     let uint = |name: &str| u32::try_from(settings.uint(name)).unwrap_or(u32::MAX);
     Ok(h2::Options {
         prior_knowledge,
-        // Until the upgrade (`both`) is served, prior knowledge is the only way in.
-        preface_required: prior_knowledge,
+        upgrade,
+        // With `both`, a connection without the preface may still upgrade.
+        preface_required: prior_knowledge && !upgrade,
         trusted: AllowList::new(settings.list("forwarded_allow_ips"))
             .map_err(|e| format!("forwarded_allow_ips: {e}"))?,
         max_concurrent_streams: uint("http2_max_concurrent_streams"),
