@@ -9,10 +9,6 @@
 //! acknowledges `HTTP2-Settings` itself), the request as a HEADERS block on stream 1 (literal
 //! fields, no indexing, no Huffman), then the rest of what the client sends.
 
-use base64::alphabet::URL_SAFE;
-use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
-use base64::Engine as _;
-
 use super::head::{Framing, H1Framing, RequestHead};
 use super::HttpError;
 
@@ -33,13 +29,15 @@ const ACK: u8 = 0x1;
 const END_STREAM: u8 = 0x1;
 const END_HEADERS: u8 = 0x4;
 
-/// `HTTP2-Settings` is base64url, with or without padding (RFC 7540 section 3.2.1).
-const SETTINGS_CODEC: GeneralPurpose = GeneralPurpose::new(
-    &URL_SAFE,
-    GeneralPurposeConfig::new()
-        .with_decode_padding_mode(DecodePaddingMode::Indifferent)
-        .with_decode_allow_trailing_bits(true),
-);
+/// `HTTP2-Settings` is base64url, with or without padding (RFC 7540 section 3.2.1): decoded
+/// without its padding, whatever bits trail the last byte.
+static SETTINGS_CODEC: std::sync::LazyLock<data_encoding::Encoding> =
+    std::sync::LazyLock::new(|| {
+        let mut spec = data_encoding::BASE64URL_NOPAD.specification();
+        spec.check_trailing_bits = false;
+        spec.encoding()
+            .expect("base64url without padding is a valid specification")
+    });
 
 /// Fields that belong to the HTTP/1 connection, not to the request (RFC 9113 section 8.2.2),
 /// and `Host`, which becomes `:authority`.
@@ -87,7 +85,11 @@ pub fn offer(head: &RequestHead, framing: &H1Framing) -> Result<Option<Vec<u8>>,
 /// The SETTINGS payload an `HTTP2-Settings` value carries, if it is one: whole 6-byte entries
 /// whose values are allowed (RFC 9113 section 6.5.2).
 fn decode_settings(value: &[u8]) -> Option<Vec<u8>> {
-    let payload = SETTINGS_CODEC.decode(value).ok()?;
+    let unpadded = value
+        .strip_suffix(b"==")
+        .or_else(|| value.strip_suffix(b"="))
+        .unwrap_or(value);
+    let payload = SETTINGS_CODEC.decode(unpadded).ok()?;
     settings_valid(&payload).then_some(payload)
 }
 
