@@ -198,3 +198,14 @@ def test_upgrade_and_both_pass_check_config(value, tmp_path):
     out = run_command(["--http-protocols", "h2,h1", "--http2-cleartext", value, "--check-config", APP],
                       cwd=tmp_path)
     assert out.returncode == 0, out.stdout
+
+
+def test_asgi_upgrades_too(run_server):
+    """The upgrade is the HTTP/1 driver's: an ASGI application's stream 1 and the next stream
+    see HTTP/2 in their scope."""
+    server = run_server("-k", "asgi", *UPGRADE, "asgi_h2_apps:app")
+    out = curl("--http2", "-v", "-w", "\n%{http_version}\n", f"{server.url}/scope",
+               f"{server.url}/scope")
+    assert out.returncode == 0, out.stderr
+    assert "HTTP/1.1 101 Switching Protocols" in out.stderr, out.stderr
+    assert out.stdout.count('"http_version": "2"') == 2, out.stdout
