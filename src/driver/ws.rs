@@ -234,6 +234,11 @@ fn take_incoming(state: &mut State) -> Option<Incoming> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
     Open,
+    /// The client broke the protocol after messages the application has yet to take: they
+    /// go first, so its answers to them precede our close frame. The failure comes when the
+    /// application asks for the message after them (it is handed the end), when it closes or
+    /// leaves, or at the deadline.
+    Failing(Instant, Failure),
     /// Our close frame is queued; the client's is awaited until the deadline.
     CloseSent(Instant),
     /// The close handshake is over (or the connection failed): write what is queued, send
@@ -319,6 +324,11 @@ impl<T: Transport> Driver<'_, T> {
             let mut wake = pin!(shared.to_driver.notified());
             wake.as_mut().enable();
             self.take_outgoing();
+            if let Phase::Failing(_, failure) = self.phase {
+                if !self.slot_full() {
+                    self.defer_failure(failure);
+                }
+            }
             if self.phase != Phase::Open || !self.slot_full() {
                 self.decode_buffered();
             }
@@ -332,6 +342,7 @@ impl<T: Transport> Driver<'_, T> {
             // application holds us from reading it.
             // Nor while our output piles up unread (pongs to a flood of pings).
             let can_read = !self.eof
+                && !matches!(self.phase, Phase::Failing(..))
                 && (self.phase != Phase::Open || !self.slot_full())
                 && self.output.len() - self.written < OUT_LIMIT;
             if can_read && !reading {
@@ -440,7 +451,7 @@ impl<T: Transport> Driver<'_, T> {
             };
             drop(state);
             let len = message.len();
-            if self.phase != Phase::Open {
+            if !matches!(self.phase, Phase::Open | Phase::Failing(..)) {
                 // Nothing follows our close frame (RFC 6455 section 5.5.1).
                 self.release(len);
                 continue;
@@ -460,6 +471,10 @@ impl<T: Transport> Driver<'_, T> {
 
     /// Queues our close frame and waits for the client's.
     fn close(&mut self, code: u16, reason: &str) {
+        if let Phase::Failing(_, failure) = self.phase {
+            // The failure's code, not ours, tells the client what it broke.
+            return self.fail(failure);
+        }
         if self.phase != Phase::Open {
             return;
         }
@@ -474,7 +489,7 @@ impl<T: Transport> Driver<'_, T> {
             if self.phase == Phase::Open && self.slot_full() {
                 break;
             }
-            if matches!(self.phase, Phase::Closing(_)) {
+            if matches!(self.phase, Phase::Closing(_) | Phase::Failing(..)) {
                 // Nothing the client sends now is read.
                 used = self.input.len();
                 break;
@@ -489,7 +504,7 @@ impl<T: Transport> Driver<'_, T> {
                 }
                 Err(failure) => {
                     used = self.input.len();
-                    self.fail(failure);
+                    self.defer_failure(failure);
                 }
             }
         }
@@ -527,9 +542,33 @@ impl<T: Transport> Driver<'_, T> {
         self.shared.to_app.notify_waiters();
     }
 
-    /// The client broke the protocol: close with the failure's code, wait for nothing more.
+    /// The client broke the protocol. While the connection is open and the application is
+    /// there, the end waits in the message slot behind what it has not taken yet.
+    fn defer_failure(&mut self, failure: Failure) {
+        if self.phase != Phase::Open {
+            return self.fail(failure);
+        }
+        let mut state = self.shared.state();
+        if state.app_gone {
+            drop(state);
+            return self.fail(failure);
+        }
+        // Decoding stops while the slot is full, so it is empty here: the end goes in it, and
+        // the next receive is where the connection fails.
+        if state.incoming.is_none() {
+            state.incoming = Some(Incoming::Closed {
+                code: close::ABNORMAL,
+                reason: failure.reason.to_owned(),
+            });
+        }
+        drop(state);
+        self.shared.to_app.notify_waiters();
+        self.phase = Phase::Failing(Instant::now() + self.options.close_timeout, failure);
+    }
+
+    /// Close with the failure's code, wait for nothing more.
     fn fail(&mut self, failure: Failure) {
-        if self.phase == Phase::Open {
+        if matches!(self.phase, Phase::Open | Phase::Failing(..)) {
             frame::push_close(&mut self.output, failure.code, failure.reason);
         }
         self.ended(close::ABNORMAL, failure.reason);
@@ -572,7 +611,9 @@ impl<T: Transport> Driver<'_, T> {
     fn next_deadline(&self, can_read: bool, pending: bool) -> Option<Instant> {
         let mut deadlines: [Option<Instant>; 2] = [None; 2];
         match self.phase {
-            Phase::CloseSent(at) | Phase::Closing(at) => deadlines[0] = Some(at),
+            Phase::Failing(at, _) | Phase::CloseSent(at) | Phase::Closing(at) => {
+                deadlines[0] = Some(at)
+            }
             Phase::Open if can_read => {
                 deadlines[0] = match (self.options.ping_interval, self.pinged) {
                     (Some(_), Some(at)) => Some(at + self.options.ping_timeout),
@@ -599,6 +640,12 @@ impl<T: Transport> Driver<'_, T> {
             }
         }
         match self.phase {
+            Phase::Failing(at, failure) => {
+                if now >= at {
+                    self.defer_failure(failure);
+                }
+                true
+            }
             Phase::CloseSent(at) | Phase::Closing(at) => now < at,
             Phase::Open if can_read => {
                 let Some(every) = self.options.ping_interval else {

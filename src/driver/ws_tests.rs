@@ -472,3 +472,73 @@ async fn a_client_that_vanishes_ends_the_session() {
     )
     .await;
 }
+
+/// The end the application sees when the client broke the protocol or vanished.
+fn assert_dropped(end: &Incoming) {
+    assert!(
+        matches!(end, Incoming::Closed { code: 1006, .. }),
+        "{end:?}"
+    );
+}
+
+/// Sends a valid text message "first" and `bad` in one burst; returns the server's frames
+/// until its FIN, after which the client closes too.
+async fn first_then(mut peer: Peer, bad: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mut input = frame(0x1, b"first");
+    input.extend(bad);
+    peer.client.send(&input);
+    let got = peer.until_closed().await;
+    peer.client.close();
+    got
+}
+
+#[tokio::test(start_paused = true)]
+async fn messages_before_a_protocol_error_are_answered_before_the_close() {
+    run(
+        options(),
+        None,
+        |session| async move {
+            assert_eq!(session.receive().await, Incoming::Text("first".into()));
+            // The answer takes a while; the failure behind the message waits for it.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            session
+                .send(Outgoing::Text("first".into()))
+                .await
+                .expect("still open");
+            assert_dropped(&session.receive().await);
+        },
+        |peer, _| async move {
+            // A frame with a reserved bit, then a ping, behind the valid message.
+            let mut bad = frame(0x41, b"bad");
+            bad.extend(frame(0x9, b""));
+            let got = first_then(peer, &bad).await;
+            assert_eq!(got.len(), 2, "{got:?}");
+            assert_eq!(got[0], (0x81, b"first".to_vec()));
+            assert_eq!(got[1].0, 0x88);
+            assert_eq!(got[1].1[..2], 1002u16.to_be_bytes());
+        },
+    )
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deferred_failure_waits_no_longer_than_the_close_timeout() {
+    let started = tokio::time::Instant::now();
+    run(
+        options(),
+        None,
+        |session| async move {
+            assert_eq!(session.receive().await, Incoming::Text("first".into()));
+            // Never asks for the next message while the connection lasts.
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            assert_dropped(&session.receive().await);
+        },
+        |peer, _| async move {
+            let got = first_then(peer, &frame(0x3, b"")).await;
+            assert_eq!(got.len(), 1, "{got:?}");
+            assert_eq!(got[0].1[..2], 1002u16.to_be_bytes());
+            assert_eq!(started.elapsed(), Duration::from_secs(5));
+        },
+    )
+    .await;
+}
