@@ -1211,6 +1211,32 @@ pub static SETTINGS: &[Setting] = &[
     .on()
     .doc("The largest WebSocket message accepted, in bytes. Default 16777216."),
     set(
+        "websocket_ping_interval",
+        WORKERS,
+        V::PosInt,
+        D::Int(20),
+    )
+    .cli(&["--websocket-ping-interval"])
+    .int()
+    .on()
+    .doc(
+        "Seconds a WebSocket connection may be silent before the server pings the client; \
+              0 sends no keepalive pings. Default 20.",
+    ),
+    set(
+        "websocket_ping_timeout",
+        WORKERS,
+        V::PosInt,
+        D::Int(20),
+    )
+    .cli(&["--websocket-ping-timeout"])
+    .int()
+    .on()
+    .doc(
+        "Seconds the client has to answer a keepalive ping before the connection is closed \
+              with 1011; 0 waits forever (and pings again each interval). Default 20.",
+    ),
+    set(
         "http_parser",
         WORKERS,
         V::Choice(&["auto", "fast", "python"]),

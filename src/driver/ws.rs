@@ -46,8 +46,9 @@ pub struct WsOptions {
     pub close_timeout: Duration,
     /// A ping goes out after this long without a byte from the client (`None`: never) ...
     pub ping_interval: Option<Duration>,
-    /// ... and the connection fails with 1011 if nothing arrives this long after it.
-    pub ping_timeout: Duration,
+    /// ... and the connection fails with 1011 if nothing arrives this long after it (`None`:
+    /// never; another ping goes out each interval instead).
+    pub ping_timeout: Option<Duration>,
     /// The longest stall while writing (no room at all).
     pub write_timeout: Duration,
 }
@@ -615,11 +616,7 @@ impl<T: Transport> Driver<'_, T> {
                 deadlines[0] = Some(at)
             }
             Phase::Open if can_read => {
-                deadlines[0] = match (self.options.ping_interval, self.pinged) {
-                    (Some(_), Some(at)) => Some(at + self.options.ping_timeout),
-                    (Some(every), None) => Some(self.heard + every),
-                    (None, _) => None,
-                }
+                deadlines[0] = self.options.ping_interval.map(|every| self.ping_due(every));
             }
             Phase::Open => {}
         }
@@ -627,6 +624,14 @@ impl<T: Transport> Driver<'_, T> {
             deadlines[1] = self.write_since.map(|at| at + self.options.write_timeout);
         }
         deadlines.into_iter().flatten().min()
+    }
+
+    /// When the next keepalive ping is due, or the unanswered one times out.
+    fn ping_due(&self, every: Duration) -> Instant {
+        match self.pinged {
+            Some(at) => at + self.options.ping_timeout.unwrap_or(every),
+            None => self.heard + every,
+        }
     }
 
     /// A timer fired. False: the connection is over.
@@ -651,18 +656,17 @@ impl<T: Transport> Driver<'_, T> {
                 let Some(every) = self.options.ping_interval else {
                     return true;
                 };
-                match self.pinged {
-                    Some(at) if now >= at + self.options.ping_timeout => {
-                        self.fail(Failure {
-                            code: close::INTERNAL_ERROR,
-                            reason: "keepalive ping timeout",
-                        });
-                    }
-                    None if now >= self.heard + every => {
-                        frame::push_control(&mut self.output, Kind::Ping, b"");
-                        self.pinged = Some(now);
-                    }
-                    _ => {}
+                if now < self.ping_due(every) {
+                    return true;
+                }
+                if self.pinged.is_some() && self.options.ping_timeout.is_some() {
+                    self.fail(Failure {
+                        code: close::INTERNAL_ERROR,
+                        reason: "keepalive ping timeout",
+                    });
+                } else {
+                    frame::push_control(&mut self.output, Kind::Ping, b"");
+                    self.pinged = Some(now);
                 }
                 true
             }

@@ -19,7 +19,7 @@ fn options() -> WsOptions {
         output_bound: 1024,
         close_timeout: Duration::from_secs(5),
         ping_interval: None,
-        ping_timeout: Duration::from_secs(20),
+        ping_timeout: Some(Duration::from_secs(20)),
         write_timeout: Duration::from_secs(30),
     }
 }
@@ -397,7 +397,7 @@ async fn sends_wait_while_the_client_does_not_read() {
 async fn a_silent_client_is_pinged_then_dropped() {
     let mut options = options();
     options.ping_interval = Some(Duration::from_secs(20));
-    options.ping_timeout = Duration::from_secs(10);
+    options.ping_timeout = Some(Duration::from_secs(10));
     let started = tokio::time::Instant::now();
     run_echo(options, None, |mut peer, _| async move {
         assert_eq!(peer.frames(1).await, [(0x89, Vec::new())]);
@@ -540,5 +540,21 @@ async fn a_deferred_failure_waits_no_longer_than_the_close_timeout() {
             assert_eq!(started.elapsed(), Duration::from_secs(5));
         },
     )
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_a_ping_timeout_pings_go_on_each_interval() {
+    let mut options = options();
+    options.ping_interval = Some(Duration::from_secs(20));
+    options.ping_timeout = None;
+    let started = tokio::time::Instant::now();
+    run_echo(options, None, |mut peer, _| async move {
+        for n in 1..=3 {
+            assert_eq!(peer.frames(1).await, [(0x89, Vec::new())]);
+            assert_eq!(started.elapsed(), Duration::from_secs(20 * n));
+        }
+        assert_eq!(peer.close_with(b"").await, [(0x88, Vec::new())]);
+    })
     .await;
 }
