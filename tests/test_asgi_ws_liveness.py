@@ -1,15 +1,20 @@
-"""WebSocket keepalive pings on the ASGI worker: a silent client is pinged and closed with 1011
-when it stops answering; uvicorn's `ws_ping_interval`/`ws_ping_timeout` map onto the settings."""
+"""WebSocket keepalive pings and worker stops on the ASGI worker: a silent client is pinged and
+closed with 1011 when it stops answering (uvicorn's `ws_ping_interval`/`ws_ping_timeout` map onto
+the settings); a graceful stop or a retiring worker closes open connections with 1001, which the
+application sees too; a fast stop just drops them."""
 
 from __future__ import annotations
 
 import re
+import signal
 import struct
 import time
 
 import pytest
 from conftest import SocketReader, run_command
-from test_asgi_websocket import frame, handshake
+from test_asgi_websocket import frame, handshake, ws_url
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -62,3 +67,44 @@ def test_uvicorn_ping_kwargs_become_the_settings():
     # 0.5 s rounds up to a whole second rather than down to 0 (never); None is never.
     assert re.search(r"^websocket_ping_interval\s*=\s*1$", out, re.M), out
     assert re.search(r"^websocket_ping_timeout\s*=\s*0$", out, re.M), out
+
+
+def test_graceful_stop_closes_with_1001(run_server):
+    srv = run_server("-k", "asgi", "--graceful-timeout", "10", APP)
+    with connect(ws_url(srv), close_timeout=10) as ws:
+        ws.send("hi")
+        assert ws.recv(timeout=10) == "hi"
+        stopped = time.monotonic()
+        srv.signal(signal.SIGTERM)
+        with pytest.raises(ConnectionClosed):
+            ws.recv(timeout=10)
+    assert ws.close_code == 1001
+    assert srv.wait(15) == 0
+    assert time.monotonic() - stopped < 10
+    assert "disconnect code 1001" in srv.log
+
+
+def test_retiring_worker_closes_with_1001(run_server):
+    # The WebSocket is the first request, the plain GET the second: the worker retires.
+    srv = run_server("-k", "asgi", "--max-requests", "2", APP)
+    with connect(ws_url(srv), close_timeout=10) as ws:
+        ws.send("hi")
+        assert ws.recv(timeout=10) == "hi"
+        with srv.connect() as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            SocketReader(s).read_to_close()
+        with pytest.raises(ConnectionClosed):
+            ws.recv(timeout=10)
+    assert ws.close_code == 1001
+    srv.wait_for_line("disconnect code 1001")
+
+
+def test_fast_stop_drops_the_connection(run_server):
+    srv = run_server("-k", "asgi", APP)
+    s, reader = opened(srv)
+    with s:
+        s.sendall(frame(0x1, b"hi"))
+        assert next_frame(reader) == (0x1, b"hi")
+        srv.signal(signal.SIGINT)
+        assert reader.read_to_close() == b""
+    assert srv.wait(15) == 0

@@ -441,7 +441,7 @@ pub async fn handle<T: Transport, P>(
             offer.deflate.as_ref(),
             &options,
             link,
-            std::future::pending(),
+            ws::going_away(),
         );
         tokio::join!(serve, bridge(&ex, session, ctx.options.grace, &task));
     } else {

@@ -12,6 +12,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::io::{self, IoSlice};
 use std::pin::pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -33,6 +34,25 @@ const OUT_LOW: usize = 64 * 1024;
 const OUT_LIMIT: usize = 4 * OUT_LOW;
 /// Bytes read and dropped at most while waiting for the client's end after ours.
 const DRAIN_LIMIT: usize = 1024 * 1024;
+
+/// The worker is stopping gracefully: every open connection closes with 1001.
+static GOING_AWAY: AtomicBool = AtomicBool::new(false);
+static GOING_AWAY_NOTIFY: Notify = Notify::const_new();
+
+/// Closes every connection of this process with 1001 Going Away, and those opened later.
+pub fn go_away() {
+    GOING_AWAY.store(true, Ordering::SeqCst);
+    GOING_AWAY_NOTIFY.notify_waiters();
+}
+
+/// Resolves once [`go_away`] was called: the `stop` of a connection of a worker.
+pub async fn going_away() {
+    // Made before the check: `notify_waiters` reaches a `Notified` from its creation on.
+    let woken = GOING_AWAY_NOTIFY.notified();
+    if !GOING_AWAY.load(Ordering::SeqCst) {
+        woken.await;
+    }
+}
 
 /// How a WebSocket connection behaves.
 #[derive(Clone, Debug)]
@@ -385,6 +405,8 @@ impl<T: Transport> Driver<'_, T> {
                 Woken::Stop => {
                     stopped = true;
                     self.close(close::GOING_AWAY, "server stopping");
+                    // The application learns now, not when the client answers.
+                    self.ended(close::GOING_AWAY, "");
                 }
                 Woken::Wrote(Ok(n)) => self.wrote(n),
                 Woken::Read(Ok(n)) if n > 0 => {

@@ -116,18 +116,25 @@ async fn run<A, S>(
     A: Future<Output = ()>,
     S: Future<Output = ()>,
 {
+    run_until(std::future::pending(), options, deflate, app, script).await;
+}
+
+/// [`run`], the worker stopping when `stop` resolves.
+async fn run_until<A, S>(
+    stop: impl Future<Output = ()>,
+    options: WsOptions,
+    deflate: Option<&str>,
+    app: impl FnOnce(Session) -> A,
+    script: impl FnOnce(Peer, Arc<Memory>) -> S,
+) where
+    A: Future<Output = ()>,
+    S: Future<Output = ()>,
+{
     let (server, client) = memory::pair();
     let server = Arc::new(server);
     let (session, link) = pair(options.output_bound);
     let params = deflate.and_then(|offer| negotiate([offer.as_bytes()]));
-    let conn = serve(
-        &*server,
-        Vec::new(),
-        params.as_ref(),
-        &options,
-        link,
-        std::future::pending(),
-    );
+    let conn = serve(&*server, Vec::new(), params.as_ref(), &options, link, stop);
     let peer = Peer {
         client,
         buf: Vec::new(),
@@ -556,5 +563,33 @@ async fn without_a_ping_timeout_pings_go_on_each_interval() {
         }
         assert_eq!(peer.close_with(b"").await, [(0x88, Vec::new())]);
     })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stopping_worker_closes_with_1001() {
+    let started = tokio::time::Instant::now();
+    run_until(
+        tokio::time::sleep(Duration::from_secs(10)),
+        options(),
+        None,
+        |session| async move {
+            let end = echo(session).await;
+            assert_eq!(
+                end,
+                Incoming::Closed {
+                    code: 1001,
+                    reason: String::new()
+                }
+            );
+            assert_eq!(started.elapsed(), Duration::from_secs(10));
+        },
+        |mut peer, _| async move {
+            let got = peer.frames(1).await;
+            assert_eq!(got, [(0x88, close_payload(1001, "server stopping"))]);
+            assert_eq!(started.elapsed(), Duration::from_secs(10));
+            assert!(peer.close_with(&close_payload(1001, "")).await.is_empty());
+        },
+    )
     .await;
 }
