@@ -1219,9 +1219,11 @@ pub static SETTINGS: &[Setting] = &[
     .cli(&["--websocket-ping-interval"])
     .int()
     .on()
+    .ext()
     .doc(
         "Seconds a WebSocket connection may be silent before the server pings the client; \
-              0 sends no keepalive pings. Default 20.",
+              0 sends no keepalive pings. ferrocorn extension (uvicorn's `ws_ping_interval`): \
+              Gunicorn has no such setting. Default 20.",
     ),
     set(
         "websocket_ping_timeout",
@@ -1232,9 +1234,11 @@ pub static SETTINGS: &[Setting] = &[
     .cli(&["--websocket-ping-timeout"])
     .int()
     .on()
+    .ext()
     .doc(
         "Seconds the client has to answer a keepalive ping before the connection is closed \
-              with 1011; 0 waits forever (and pings again each interval). Default 20.",
+              with 1011; 0 waits forever (and pings again each interval). ferrocorn extension (uvicorn's \
+              `ws_ping_timeout`): Gunicorn has no such setting. Default 20.",
     ),
     set(
         "http_parser",
