@@ -95,7 +95,7 @@ async fn connection(socket: Socket) {
         output_bound: 1024 * 1024,
         close_timeout: Duration::from_secs(5),
         ping_interval: None,
-        ping_timeout: Duration::from_secs(20),
+        ping_timeout: Some(Duration::from_secs(20)),
         write_timeout: Duration::from_secs(30),
     };
     let (session, link) = ws::pair(options.output_bound);

@@ -11,8 +11,12 @@
 #   6. for each other CPython pyproject.toml claims (OTHER_PYTHONS, default 3.9 3.10 3.12 3.13),
 #      a virtualenv .venv-X.Y with ferrocorn built for that interpreter and a representative part
 #      of the suite (VERSION_TESTS);
-#   7. each cargo-fuzz target for FUZZ_SECONDS (default 30) s (fuzz/run.sh).
-# Exits non-zero if any of them fails (a fuzz crash included); all always run.
+#   7. each cargo-fuzz target for FUZZ_SECONDS (default 30) s (fuzz/run.sh);
+#   8. the Autobahn WebSocket suite (cases 1-7, 10, 12, 13) against `ferrocorn -k asgi` with an
+#      echo app, started in the background after pytest and collected last, within
+#      AUTOBAHN_SECONDS (default 1800) s; its wstest runs on pyenv's Python 2.7.
+# Exits non-zero if any of them fails (a fuzz crash, an Autobahn case not OK or INFORMATIONAL, a
+# missing Python 2.7 included); all always run.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$(pwd)
@@ -67,6 +71,16 @@ ruff check python tests examples || status=1
 log "pytest"
 python -m pytest -v tests || status=1
 
+# Mostly the suite's own CPU (wstest is Python 2): it runs beside the stages below.
+autobahn_seconds=${AUTOBAHN_SECONDS:-1800}
+autobahn_log=$(mktemp -t ferrocorn-autobahn.XXXXXX)
+log "Autobahn WebSocket suite: started in the background (results at the end)"
+timeout --kill-after=30 "$((autobahn_seconds + 600))" \
+    python tests/autobahn/run.py --agent ferrocorn-asgi --timeout "$autobahn_seconds" \
+    --serve "$venv/bin/ferrocorn -k asgi -b 127.0.0.1:{port} --chdir $root/tests/apps --log-level warning ws_apps:echo" \
+    >"$autobahn_log" 2>&1 &
+autobahn_pid=$!
+
 # The interpreters are found through pyenv (`pyenv prefix X.Y`, then any X.Y.* under
 # `pyenv root`), else as pythonX.Y on PATH; a missing one fails the run with a message saying so.
 read -ra OTHER_PYTHONS <<<"${OTHER_PYTHONS-3.9 3.10 3.12 3.13}"
@@ -118,5 +132,15 @@ done
 
 log "fuzz (${FUZZ_SECONDS:-30} s per target)"
 fuzz/run.sh "${FUZZ_SECONDS:-30}" || status=1
+
+log "Autobahn WebSocket suite (cases 1-7, 10, 12, 13 against -k asgi)"
+autobahn_status=0
+wait "$autobahn_pid" || autobahn_status=$?
+cat "$autobahn_log"
+rm -f "$autobahn_log"
+if ((autobahn_status == 124 || autobahn_status == 137)); then
+    echo "the Autobahn suite did not finish within $((autobahn_seconds + 600)) s" >&2
+fi
+((autobahn_status == 0)) || status=1
 
 exit "$status"

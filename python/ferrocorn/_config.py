@@ -9,6 +9,7 @@ from __future__ import annotations
 import configparser
 import importlib
 import inspect
+import math
 import os
 import sys
 import traceback
@@ -145,14 +146,29 @@ UVICORN_KWARGS = {
     "lifespan": "asgi_lifespan",
     "root_path": "root_path",
     "ws_max_size": "websocket_max_message_size",
+    "ws_ping_interval": "websocket_ping_interval",
+    "ws_ping_timeout": "websocket_ping_timeout",
     "timeout_keep_alive": "keepalive",
     "forwarded_allow_ips": "forwarded_allow_ips",
     "limit_concurrency": "worker_connections",
     "limit_max_requests": "max_requests",
     "backlog": "backlog",
 }
+# uvicorn's keywords in float seconds, None for never; the settings count whole seconds, 0 for
+# never.
+UVICORN_SECONDS = frozenset({"ws_ping_interval", "ws_ping_timeout"})
 # Choices of implementation ferrocorn makes itself (its parser is Rust's).
 UVICORN_IMPLEMENTATION = frozenset({"http", "ws"})
+
+
+def whole_seconds(value: Any) -> Any:
+    """A duration in seconds rounded up to whole ones, so a short one does not become 0 (never);
+    None is 0. Anything else is left for the setting's check to refuse."""
+    if value is None:
+        return 0
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+        return math.ceil(value)
+    return value
 
 
 def uvicorn_subclass(name: str) -> tuple[list[tuple[str, Any]], list[str]] | str | None:
@@ -181,7 +197,7 @@ def uvicorn_subclass(name: str) -> tuple[list[tuple[str, Any]], list[str]] | str
         if key == "loop" and value == "none":
             continue
         if setting is not None:
-            settings.append((setting, value))
+            settings.append((setting, whole_seconds(value) if key in UVICORN_SECONDS else value))
         elif key not in UVICORN_IMPLEMENTATION:
             ignored.append(key)
     return settings, ignored

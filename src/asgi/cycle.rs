@@ -79,6 +79,10 @@ pub struct Options {
     pub keep_headers: bool,
     /// The largest WebSocket message taken (`--websocket-max-message-size`).
     pub ws_max_message: usize,
+    /// Silence after which a WebSocket client is pinged, if ever (`--websocket-ping-interval`).
+    pub ws_ping_interval: Option<Duration>,
+    /// How long a pinged client has to answer (`--websocket-ping-timeout`).
+    pub ws_ping_timeout: Option<Duration>,
 }
 
 impl Context {

@@ -515,8 +515,8 @@ async fn connect<T: Transport>(
         max_message: ctx.options.ws_max_message,
         output_bound: ctx.options.output_bound as usize,
         close_timeout: CLOSE_TIMEOUT,
-        ping_interval: None,
-        ping_timeout: Duration::from_secs(20),
+        ping_interval: ctx.options.ws_ping_interval,
+        ping_timeout: ctx.options.ws_ping_timeout,
         write_timeout: ctx.options.write_timeout,
     };
     // Made now: the application may send right after its accept, before the `101` is out.
@@ -615,7 +615,7 @@ async fn connect<T: Transport>(
             offer.deflate.as_ref(),
             &options,
             link,
-            std::future::pending(),
+            ws::going_away(),
         );
         (sent, ()) = tokio::join!(serve, bridge(&ex, session, ctx.options.grace, &task));
     } else {

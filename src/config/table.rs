@@ -1212,6 +1212,36 @@ pub static SETTINGS: &[Setting] = &[
     .on()
     .doc("The largest WebSocket message accepted, in bytes. Default 16777216."),
     set(
+        "websocket_ping_interval",
+        WORKERS,
+        V::PosInt,
+        D::Int(20),
+    )
+    .cli(&["--websocket-ping-interval"])
+    .int()
+    .on()
+    .ext()
+    .doc(
+        "Seconds a WebSocket connection may be silent before the server pings the client; \
+              0 sends no keepalive pings. ferrocorn extension (uvicorn's `ws_ping_interval`): \
+              Gunicorn has no such setting. Default 20.",
+    ),
+    set(
+        "websocket_ping_timeout",
+        WORKERS,
+        V::PosInt,
+        D::Int(20),
+    )
+    .cli(&["--websocket-ping-timeout"])
+    .int()
+    .on()
+    .ext()
+    .doc(
+        "Seconds the client has to answer a keepalive ping before the connection is closed \
+              with 1011; 0 waits forever (and pings again each interval). ferrocorn extension (uvicorn's \
+              `ws_ping_timeout`): Gunicorn has no such setting. Default 20.",
+    ),
+    set(
         "http_parser",
         WORKERS,
         V::Choice(&["auto", "fast", "python"]),

@@ -12,6 +12,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::io::{self, IoSlice};
 use std::pin::pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -34,6 +35,25 @@ const OUT_LIMIT: usize = 4 * OUT_LOW;
 /// Bytes read and dropped at most while waiting for the client's end after ours.
 const DRAIN_LIMIT: usize = 1024 * 1024;
 
+/// The worker is stopping gracefully: every open connection closes with 1001.
+static GOING_AWAY: AtomicBool = AtomicBool::new(false);
+static GOING_AWAY_NOTIFY: Notify = Notify::const_new();
+
+/// Closes every connection of this process with 1001 Going Away, and those opened later.
+pub fn go_away() {
+    GOING_AWAY.store(true, Ordering::SeqCst);
+    GOING_AWAY_NOTIFY.notify_waiters();
+}
+
+/// Resolves once [`go_away`] was called: the `stop` of a connection of a worker.
+pub async fn going_away() {
+    // Made before the check: `notify_waiters` reaches a `Notified` from its creation on.
+    let woken = GOING_AWAY_NOTIFY.notified();
+    if !GOING_AWAY.load(Ordering::SeqCst) {
+        woken.await;
+    }
+}
+
 /// How a WebSocket connection behaves.
 #[derive(Clone, Debug)]
 pub struct WsOptions {
@@ -46,8 +66,9 @@ pub struct WsOptions {
     pub close_timeout: Duration,
     /// A ping goes out after this long without a byte from the client (`None`: never) ...
     pub ping_interval: Option<Duration>,
-    /// ... and the connection fails with 1011 if nothing arrives this long after it.
-    pub ping_timeout: Duration,
+    /// ... and the connection fails with 1011 if nothing arrives this long after it (`None`:
+    /// never; another ping goes out each interval instead).
+    pub ping_timeout: Option<Duration>,
     /// The longest stall while writing (no room at all).
     pub write_timeout: Duration,
 }
@@ -234,6 +255,11 @@ fn take_incoming(state: &mut State) -> Option<Incoming> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
     Open,
+    /// The client broke the protocol after messages the application has yet to take: they
+    /// go first, so its answers to them precede our close frame. The failure comes when the
+    /// application asks for the message after them (it is handed the end), when it closes or
+    /// leaves, or at the deadline.
+    Failing(Instant, Failure),
     /// Our close frame is queued; the client's is awaited until the deadline.
     CloseSent(Instant),
     /// The close handshake is over (or the connection failed): write what is queued, send
@@ -321,6 +347,11 @@ impl<T: Transport> Driver<'_, T> {
             let mut wake = pin!(shared.to_driver.notified());
             wake.as_mut().enable();
             self.take_outgoing();
+            if let Phase::Failing(_, failure) = self.phase {
+                if !self.slot_full() {
+                    self.defer_failure(failure);
+                }
+            }
             if self.phase != Phase::Open || !self.slot_full() {
                 self.decode_buffered();
             }
@@ -334,6 +365,7 @@ impl<T: Transport> Driver<'_, T> {
             // application holds us from reading it.
             // Nor while our output piles up unread (pongs to a flood of pings).
             let can_read = !self.eof
+                && !matches!(self.phase, Phase::Failing(..))
                 && (self.phase != Phase::Open || !self.slot_full())
                 && self.output.len() - self.written < OUT_LIMIT;
             if can_read && !reading {
@@ -375,6 +407,8 @@ impl<T: Transport> Driver<'_, T> {
                 Woken::Stop => {
                     stopped = true;
                     self.close(close::GOING_AWAY, "server stopping");
+                    // The application learns now, not when the client answers.
+                    self.ended(close::GOING_AWAY, "");
                 }
                 Woken::Wrote(Ok(n)) => self.wrote(n),
                 Woken::Read(Ok(n)) if n > 0 => {
@@ -442,7 +476,7 @@ impl<T: Transport> Driver<'_, T> {
             };
             drop(state);
             let len = message.len();
-            if self.phase != Phase::Open {
+            if !matches!(self.phase, Phase::Open | Phase::Failing(..)) {
                 // Nothing follows our close frame (RFC 6455 section 5.5.1).
                 self.release(len);
                 continue;
@@ -462,6 +496,10 @@ impl<T: Transport> Driver<'_, T> {
 
     /// Queues our close frame and waits for the client's.
     fn close(&mut self, code: u16, reason: &str) {
+        if let Phase::Failing(_, failure) = self.phase {
+            // The failure's code, not ours, tells the client what it broke.
+            return self.fail(failure);
+        }
         if self.phase != Phase::Open {
             return;
         }
@@ -476,7 +514,7 @@ impl<T: Transport> Driver<'_, T> {
             if self.phase == Phase::Open && self.slot_full() {
                 break;
             }
-            if matches!(self.phase, Phase::Closing(_)) {
+            if matches!(self.phase, Phase::Closing(_) | Phase::Failing(..)) {
                 // Nothing the client sends now is read.
                 used = self.input.len();
                 break;
@@ -491,7 +529,7 @@ impl<T: Transport> Driver<'_, T> {
                 }
                 Err(failure) => {
                     used = self.input.len();
-                    self.fail(failure);
+                    self.defer_failure(failure);
                 }
             }
         }
@@ -529,9 +567,33 @@ impl<T: Transport> Driver<'_, T> {
         self.shared.to_app.notify_waiters();
     }
 
-    /// The client broke the protocol: close with the failure's code, wait for nothing more.
+    /// The client broke the protocol. While the connection is open and the application is
+    /// there, the end waits in the message slot behind what it has not taken yet.
+    fn defer_failure(&mut self, failure: Failure) {
+        if self.phase != Phase::Open {
+            return self.fail(failure);
+        }
+        let mut state = self.shared.state();
+        if state.app_gone {
+            drop(state);
+            return self.fail(failure);
+        }
+        // Decoding stops while the slot is full, so it is empty here: the end goes in it, and
+        // the next receive is where the connection fails.
+        if state.incoming.is_none() {
+            state.incoming = Some(Incoming::Closed {
+                code: close::ABNORMAL,
+                reason: failure.reason.to_owned(),
+            });
+        }
+        drop(state);
+        self.shared.to_app.notify_waiters();
+        self.phase = Phase::Failing(Instant::now() + self.options.close_timeout, failure);
+    }
+
+    /// Close with the failure's code, wait for nothing more.
     fn fail(&mut self, failure: Failure) {
-        if self.phase == Phase::Open {
+        if matches!(self.phase, Phase::Open | Phase::Failing(..)) {
             frame::push_close(&mut self.output, failure.code, failure.reason);
         }
         self.ended(close::ABNORMAL, failure.reason);
@@ -574,13 +636,11 @@ impl<T: Transport> Driver<'_, T> {
     fn next_deadline(&self, can_read: bool, pending: bool) -> Option<Instant> {
         let mut deadlines: [Option<Instant>; 2] = [None; 2];
         match self.phase {
-            Phase::CloseSent(at) | Phase::Closing(at) => deadlines[0] = Some(at),
+            Phase::Failing(at, _) | Phase::CloseSent(at) | Phase::Closing(at) => {
+                deadlines[0] = Some(at)
+            }
             Phase::Open if can_read => {
-                deadlines[0] = match (self.options.ping_interval, self.pinged) {
-                    (Some(_), Some(at)) => Some(at + self.options.ping_timeout),
-                    (Some(every), None) => Some(self.heard + every),
-                    (None, _) => None,
-                }
+                deadlines[0] = self.options.ping_interval.map(|every| self.ping_due(every));
             }
             Phase::Open => {}
         }
@@ -588,6 +648,14 @@ impl<T: Transport> Driver<'_, T> {
             deadlines[1] = self.write_since.map(|at| at + self.options.write_timeout);
         }
         deadlines.into_iter().flatten().min()
+    }
+
+    /// When the next keepalive ping is due, or the unanswered one times out.
+    fn ping_due(&self, every: Duration) -> Instant {
+        match self.pinged {
+            Some(at) => at + self.options.ping_timeout.unwrap_or(every),
+            None => self.heard + every,
+        }
     }
 
     /// A timer fired. False: the connection is over.
@@ -601,23 +669,28 @@ impl<T: Transport> Driver<'_, T> {
             }
         }
         match self.phase {
+            Phase::Failing(at, failure) => {
+                if now >= at {
+                    self.defer_failure(failure);
+                }
+                true
+            }
             Phase::CloseSent(at) | Phase::Closing(at) => now < at,
             Phase::Open if can_read => {
                 let Some(every) = self.options.ping_interval else {
                     return true;
                 };
-                match self.pinged {
-                    Some(at) if now >= at + self.options.ping_timeout => {
-                        self.fail(Failure {
-                            code: close::INTERNAL_ERROR,
-                            reason: "keepalive ping timeout",
-                        });
-                    }
-                    None if now >= self.heard + every => {
-                        frame::push_control(&mut self.output, Kind::Ping, b"");
-                        self.pinged = Some(now);
-                    }
-                    _ => {}
+                if now < self.ping_due(every) {
+                    return true;
+                }
+                if self.pinged.is_some() && self.options.ping_timeout.is_some() {
+                    self.fail(Failure {
+                        code: close::INTERNAL_ERROR,
+                        reason: "keepalive ping timeout",
+                    });
+                } else {
+                    frame::push_control(&mut self.output, Kind::Ping, b"");
+                    self.pinged = Some(now);
                 }
                 true
             }

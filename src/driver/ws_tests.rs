@@ -19,7 +19,7 @@ fn options() -> WsOptions {
         output_bound: 1024,
         close_timeout: Duration::from_secs(5),
         ping_interval: None,
-        ping_timeout: Duration::from_secs(20),
+        ping_timeout: Some(Duration::from_secs(20)),
         write_timeout: Duration::from_secs(30),
     }
 }
@@ -116,18 +116,25 @@ async fn run<A, S>(
     A: Future<Output = ()>,
     S: Future<Output = ()>,
 {
+    run_until(std::future::pending(), options, deflate, app, script).await;
+}
+
+/// [`run`], the worker stopping when `stop` resolves.
+async fn run_until<A, S>(
+    stop: impl Future<Output = ()>,
+    options: WsOptions,
+    deflate: Option<&str>,
+    app: impl FnOnce(Session) -> A,
+    script: impl FnOnce(Peer, Arc<Memory>) -> S,
+) where
+    A: Future<Output = ()>,
+    S: Future<Output = ()>,
+{
     let (server, client) = memory::pair();
     let server = Arc::new(server);
     let (session, link) = pair(options.output_bound);
     let params = deflate.and_then(|offer| negotiate([offer.as_bytes()]));
-    let conn = serve(
-        &*server,
-        Vec::new(),
-        params.as_ref(),
-        &options,
-        link,
-        std::future::pending(),
-    );
+    let conn = serve(&*server, Vec::new(), params.as_ref(), &options, link, stop);
     let peer = Peer {
         client,
         buf: Vec::new(),
@@ -397,7 +404,7 @@ async fn sends_wait_while_the_client_does_not_read() {
 async fn a_silent_client_is_pinged_then_dropped() {
     let mut options = options();
     options.ping_interval = Some(Duration::from_secs(20));
-    options.ping_timeout = Duration::from_secs(10);
+    options.ping_timeout = Some(Duration::from_secs(10));
     let started = tokio::time::Instant::now();
     run_echo(options, None, |mut peer, _| async move {
         assert_eq!(peer.frames(1).await, [(0x89, Vec::new())]);
@@ -468,6 +475,120 @@ async fn a_client_that_vanishes_ends_the_session() {
         |peer, _| async move {
             peer.client.send(&frame(0x1, b"partial")[..4]);
             peer.client.close();
+        },
+    )
+    .await;
+}
+
+/// The end the application sees when the client broke the protocol or vanished.
+fn assert_dropped(end: &Incoming) {
+    assert!(
+        matches!(end, Incoming::Closed { code: 1006, .. }),
+        "{end:?}"
+    );
+}
+
+/// Sends a valid text message "first" and `bad` in one burst; returns the server's frames
+/// until its FIN, after which the client closes too.
+async fn first_then(mut peer: Peer, bad: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mut input = frame(0x1, b"first");
+    input.extend(bad);
+    peer.client.send(&input);
+    let got = peer.until_closed().await;
+    peer.client.close();
+    got
+}
+
+#[tokio::test(start_paused = true)]
+async fn messages_before_a_protocol_error_are_answered_before_the_close() {
+    run(
+        options(),
+        None,
+        |session| async move {
+            assert_eq!(session.receive().await, Incoming::Text("first".into()));
+            // The answer takes a while; the failure behind the message waits for it.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            session
+                .send(Outgoing::Text("first".into()))
+                .await
+                .expect("still open");
+            assert_dropped(&session.receive().await);
+        },
+        |peer, _| async move {
+            // A frame with a reserved bit, then a ping, behind the valid message.
+            let mut bad = frame(0x41, b"bad");
+            bad.extend(frame(0x9, b""));
+            let got = first_then(peer, &bad).await;
+            assert_eq!(got.len(), 2, "{got:?}");
+            assert_eq!(got[0], (0x81, b"first".to_vec()));
+            assert_eq!(got[1].0, 0x88);
+            assert_eq!(got[1].1[..2], 1002u16.to_be_bytes());
+        },
+    )
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deferred_failure_waits_no_longer_than_the_close_timeout() {
+    let started = tokio::time::Instant::now();
+    run(
+        options(),
+        None,
+        |session| async move {
+            assert_eq!(session.receive().await, Incoming::Text("first".into()));
+            // Never asks for the next message while the connection lasts.
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            assert_dropped(&session.receive().await);
+        },
+        |peer, _| async move {
+            let got = first_then(peer, &frame(0x3, b"")).await;
+            assert_eq!(got.len(), 1, "{got:?}");
+            assert_eq!(got[0].1[..2], 1002u16.to_be_bytes());
+            assert_eq!(started.elapsed(), Duration::from_secs(5));
+        },
+    )
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_a_ping_timeout_pings_go_on_each_interval() {
+    let mut options = options();
+    options.ping_interval = Some(Duration::from_secs(20));
+    options.ping_timeout = None;
+    let started = tokio::time::Instant::now();
+    run_echo(options, None, |mut peer, _| async move {
+        for n in 1..=3 {
+            assert_eq!(peer.frames(1).await, [(0x89, Vec::new())]);
+            assert_eq!(started.elapsed(), Duration::from_secs(20 * n));
+        }
+        assert_eq!(peer.close_with(b"").await, [(0x88, Vec::new())]);
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stopping_worker_closes_with_1001() {
+    let started = tokio::time::Instant::now();
+    run_until(
+        tokio::time::sleep(Duration::from_secs(10)),
+        options(),
+        None,
+        |session| async move {
+            let end = echo(session).await;
+            assert_eq!(
+                end,
+                Incoming::Closed {
+                    code: 1001,
+                    reason: String::new()
+                }
+            );
+            assert_eq!(started.elapsed(), Duration::from_secs(10));
+        },
+        |mut peer, _| async move {
+            let got = peer.frames(1).await;
+            assert_eq!(got, [(0x88, close_payload(1001, "server stopping"))]);
+            assert_eq!(started.elapsed(), Duration::from_secs(10));
+            assert!(peer.close_with(&close_payload(1001, "")).await.is_empty());
         },
     )
     .await;

@@ -162,6 +162,14 @@ pub(super) fn run<'py>(
                 output_bound: worker.app.output_bound,
                 keep_headers: worker.app.access.is_some(),
                 ws_max_message: settings.uint("websocket_max_message_size") as usize,
+                ws_ping_interval: match settings.uint("websocket_ping_interval") {
+                    0 => None,
+                    secs => Some(Duration::from_secs(secs)),
+                },
+                ws_ping_timeout: match settings.uint("websocket_ping_timeout") {
+                    0 => None,
+                    secs => Some(Duration::from_secs(secs)),
+                },
             },
         )?;
         worker.mode = Mode::Asgi(std::sync::Arc::new(ctx));

@@ -125,6 +125,7 @@ impl Worker {
     /// waits in [`Worker::closing_signal`].
     fn begin_close(&self) {
         self.closed.notify_waiters();
+        driver::ws::go_away();
     }
 
     fn access_format(&self) -> Option<&AccessFormat> {

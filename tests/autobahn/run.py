@@ -42,13 +42,16 @@ DEFAULT_VENV = Path(tempfile.gettempdir()) / "ferrocorn-autobahn-py27"
 
 def python27() -> str:
     """pyenv's Python 2.7 interpreter."""
+    if shutil.which("pyenv") is None:
+        sys.exit("no Python 2.7 found: pyenv is not on PATH (install pyenv, then "
+                 "pyenv install 2.7.18)")
     for version in ("2.7", "2.7.18"):
         found = subprocess.run(
             ["pyenv", "prefix", version], capture_output=True, text=True, check=False
         )
         if found.returncode == 0:
             return str(Path(found.stdout.strip().splitlines()[-1]) / "bin" / "python2.7")
-    sys.exit("no Python 2.7 found: pyenv prefix 2.7 failed (install it with pyenv install 2.7)")
+    sys.exit("no Python 2.7 found: pyenv prefix 2.7 failed (install it with pyenv install 2.7.18)")
 
 
 def wstest(venv: Path) -> Path:
