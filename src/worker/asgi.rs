@@ -143,14 +143,14 @@ pub(super) fn run<'py>(
         let module = py.import("ferrocorn._asgi")?;
         let choice = settings.str("asgi_loop").unwrap_or("auto");
         let event_loop = module.call_method1("new_loop", (choice,))?;
-        let mut scope = ScopeBuilder::new(
+        let state = PyDict::new(py);
+        let scope = ScopeBuilder::new(
             py,
             worker.app.environ.forwarded.clone(),
             &servers(listeners),
             settings.str("root_path").unwrap_or(""),
+            Some(state.clone().unbind()),
         )?;
-        let state = PyDict::new(py);
-        scope.state = Some(state.clone().unbind());
         let ctx = Context::new(
             py,
             worker.app.app.clone_ref(py),
