@@ -246,11 +246,14 @@ fn disconnect_event(py: Python<'_>, ev: &Events) -> PyResult<Py<PyAny>> {
 
 /// Whether a loop future still waits for its result (the application may have cancelled it).
 pub(super) fn waiting(future: &Bound<'_, PyAny>) -> bool {
+    is_done(future).map(|done| !done).unwrap_or(false)
+}
+
+/// `done()` of a loop future or task.
+fn is_done(future: &Bound<'_, PyAny>) -> PyResult<bool> {
     future
-        .call_method0(pyo3::intern!(future.py(), "done"))
-        .and_then(|d| d.is_truthy())
-        .map(|done| !done)
-        .unwrap_or(false)
+        .call_method0(pyo3::intern!(future.py(), "done"))?
+        .is_truthy()
 }
 
 /// Gives a waiting loop future its result.
@@ -405,6 +408,10 @@ pub struct Done {
 impl Done {
     fn __call__(&self, task: &Bound<'_, PyAny>) -> PyResult<()> {
         let mut st = self.ex.state.borrow_mut();
+        if st.app_done {
+            // The request's task saw the end first.
+            return Ok(());
+        }
         st.app_done = true;
         if let Some(err) = task_failure(task)? {
             st.failure = Some(err);
@@ -663,6 +670,13 @@ async fn run<T: Transport>(
                 && !st.disconnected
                 && st.body.is_finished()
                 && st.body.raw.len() < WATCH_LIMIT;
+            // A task that finished in the step that woke this one (the usual end: the last
+            // `send`, then return) is seen at once, without waiting a loop iteration for its
+            // done callback.
+            if !st.app_done && is_done(task.bind(py)).unwrap_or(false) {
+                st.app_done = true;
+                st.failure = task_failure(task.bind(py)).unwrap_or_else(Some);
+            }
             (need_body, watch, st.app_done)
         });
         if done {
