@@ -53,10 +53,11 @@ pub struct Context {
     pub app: Py<PyAny>,
     pub scope: ScopeBuilder,
     create_task: Py<PyAny>,
-    /// `asyncio.Task` and its keyword arguments for an eager start (Python 3.12 and later).
-    eager_task: Option<(Py<PyAny>, Py<pyo3::types::PyDict>)>,
-    /// The loop's `get_task_factory`: a task factory set by the application wins over the
-    /// eager start.
+    /// `asyncio.Task` and its keyword arguments: the loop, and an eager start where Python
+    /// has it (3.12 and later).
+    task_class: (Py<PyAny>, Py<pyo3::types::PyDict>),
+    /// The loop's `get_task_factory`: a task factory set by the application wins over
+    /// making the task directly.
     task_factory: Py<PyAny>,
     create_future: Py<PyAny>,
     events: Events,
@@ -99,7 +100,7 @@ impl Context {
             app,
             scope,
             create_task: event_loop.getattr("create_task")?.unbind(),
-            eager_task: eager_task(py, event_loop)?,
+            task_class: task_class(py, event_loop)?,
             task_factory: event_loop.getattr("get_task_factory")?.unbind(),
             create_future: event_loop.getattr("create_future")?.unbind(),
             events: Events {
@@ -118,20 +119,20 @@ impl Context {
         &self.create_future
     }
 
-    /// Starts the application's task for `coro`. Where Python has eager tasks and the
-    /// application set no task factory, the coroutine runs at once up to its first real wait:
+    /// Starts the application's task for `coro`. Without a task factory the task is made
+    /// directly, as the loop's `create_task` would make it, without the call through the loop.
+    /// Where Python has eager tasks the coroutine then runs at once up to its first real wait:
     /// a request that never waits needs no loop iteration of its own.
     pub(super) fn start_task<'py>(
         &self,
         py: Python<'py>,
         coro: Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        match &self.eager_task {
-            Some((class, kwargs)) if self.task_factory.bind(py).call0()?.is_none() => {
-                class.bind(py).call((coro,), Some(kwargs.bind(py)))
-            }
-            _ => self.create_task.bind(py).call1((coro,)),
+        if self.task_factory.bind(py).call0()?.is_none() {
+            let (class, kwargs) = &self.task_class;
+            return class.bind(py).call((coro,), Some(kwargs.bind(py)));
         }
+        self.create_task.bind(py).call1((coro,))
     }
 
     /// The completed awaitable of no value.
@@ -140,19 +141,18 @@ impl Context {
     }
 }
 
-/// `asyncio.Task` with `loop` and `eager_start=True` where Python has eager tasks.
-fn eager_task(
+/// `asyncio.Task` with `loop`, and `eager_start=True` where Python has eager tasks.
+fn task_class(
     py: Python<'_>,
     event_loop: &Bound<'_, PyAny>,
-) -> PyResult<Option<(Py<PyAny>, Py<pyo3::types::PyDict>)>> {
-    if py.version_info() < (3, 12) {
-        return Ok(None);
-    }
+) -> PyResult<(Py<PyAny>, Py<pyo3::types::PyDict>)> {
     let kwargs = pyo3::types::PyDict::new(py);
     kwargs.set_item("loop", event_loop)?;
-    kwargs.set_item("eager_start", true)?;
+    if py.version_info() >= (3, 12) {
+        kwargs.set_item("eager_start", true)?;
+    }
     let class = py.import("asyncio")?.getattr("Task")?;
-    Ok(Some((class.unbind(), kwargs.unbind())))
+    Ok((class.unbind(), kwargs.unbind()))
 }
 
 /// An awaitable that is done already: awaiting it gives `value` without suspending.
@@ -250,18 +250,21 @@ fn disconnect_event(py: Python<'_>, ev: &Events) -> PyResult<Py<PyAny>> {
 
 /// Whether a loop future still waits for its result (the application may have cancelled it).
 pub(super) fn waiting(future: &Bound<'_, PyAny>) -> bool {
+    is_done(future).map(|done| !done).unwrap_or(false)
+}
+
+/// `done()` of a loop future or task.
+fn is_done(future: &Bound<'_, PyAny>) -> PyResult<bool> {
     future
-        .call_method0("done")
-        .and_then(|d| d.is_truthy())
-        .map(|done| !done)
-        .unwrap_or(false)
+        .call_method0(pyo3::intern!(future.py(), "done"))?
+        .is_truthy()
 }
 
 /// Gives a waiting loop future its result.
 pub(super) fn resolve(py: Python<'_>, future: Py<PyAny>, value: Py<PyAny>) {
     let future = future.bind(py);
     if waiting(future) {
-        if let Err(e) = future.call_method1("set_result", (value,)) {
+        if let Err(e) = future.call_method1(pyo3::intern!(py, "set_result"), (value,)) {
             log_exception(py, "cannot wake the ASGI application", &e);
         }
     }
@@ -409,6 +412,10 @@ pub struct Done {
 impl Done {
     fn __call__(&self, task: &Bound<'_, PyAny>) -> PyResult<()> {
         let mut st = self.ex.state.borrow_mut();
+        if st.app_done {
+            // The request's task saw the end first.
+            return Ok(());
+        }
         st.app_done = true;
         if let Some(err) = task_failure(task)? {
             st.failure = Some(err);
@@ -420,11 +427,13 @@ impl Done {
 
 /// What a finished application task raised, if anything (a cancelled task raised nothing).
 pub(super) fn task_failure(task: &Bound<'_, PyAny>) -> PyResult<Option<PyErr>> {
-    if task.call_method0("cancelled")?.is_truthy()? {
-        return Ok(None);
+    let py = task.py();
+    // One call: `exception()` of a cancelled task raises CancelledError.
+    match task.call_method0(pyo3::intern!(py, "exception")) {
+        Ok(raised) => Ok((!raised.is_none()).then(|| PyErr::from_value(raised))),
+        Err(e) if e.is_instance_of::<pyo3::exceptions::asyncio::CancelledError>(py) => Ok(None),
+        Err(e) => Err(e),
     }
-    let raised = task.call_method0("exception")?;
-    Ok((!raised.is_none()).then(|| PyErr::from_value(raised)))
 }
 
 /// Why a request never reached the application's task.
@@ -581,7 +590,7 @@ fn start(
         let coro = ctx.app.bind(py).call1((scope, receive, send))?;
         let task = ctx.start_task(py, coro)?;
         task.call_method1(
-            "add_done_callback",
+            pyo3::intern!(py, "add_done_callback"),
             (Py::new(py, Done { ex: Rc::clone(ex) })?,),
         )?;
         Ok(task.unbind())
@@ -665,6 +674,13 @@ async fn run<T: Transport>(
                 && !st.disconnected
                 && st.body.is_finished()
                 && st.body.raw.len() < WATCH_LIMIT;
+            // A task that finished in the step that woke this one (the usual end: the last
+            // `send`, then return) is seen at once, without waiting a loop iteration for its
+            // done callback.
+            if !st.app_done && is_done(task.bind(py)).unwrap_or(false) {
+                st.app_done = true;
+                st.failure = task_failure(task.bind(py)).unwrap_or_else(Some);
+            }
             (need_body, watch, st.app_done)
         });
         if done {
@@ -713,7 +729,7 @@ async fn run<T: Transport>(
                 grace = None;
                 cancelled = true;
                 Python::attach(|py| {
-                    if let Err(e) = task.bind(py).call_method0("cancel") {
+                    if let Err(e) = task.bind(py).call_method0(pyo3::intern!(py, "cancel")) {
                         log_exception(py, "cannot cancel the ASGI application", &e);
                     }
                 });

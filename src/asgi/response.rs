@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBytes, PyList, PyTuple};
 
 use crate::driver::output::OutQueue;
 use crate::driver::Messages;
@@ -136,36 +136,61 @@ impl Response {
     ) -> PyResult<Option<u64>> {
         let mut length = None;
         if let Some(headers) = headers {
-            for item in headers.try_iter()? {
-                let (name, value) = header_pair(&item?)?;
-                let name = name.to_ascii_lowercase();
-                let value = h1::checked_header(&name, &value)
-                    .map_err(|e| PyValueError::new_err(e.to_string()))?;
-                if let Some(hop) = HOP_BY_HOP.iter().find(|h| **h == name) {
-                    if *hop == "connection" && value.eq_ignore_ascii_case("close") {
-                        self.must_close = true;
-                    }
-                    continue;
-                }
-                if name == "date" || name == "server" {
-                    // The server sets these itself.
-                    continue;
-                }
-                if name == "content-length" {
-                    length = Some(value.parse::<u64>().map_err(|_| {
-                        PyValueError::new_err(format!("invalid Content-Length {value:?}"))
-                    })?);
-                    if bodiless {
-                        continue;
+            // A list (the usual case) is read by index, without an iterator object.
+            match headers.cast::<PyList>() {
+                Ok(list) => {
+                    for item in list.iter() {
+                        let (name, value) = header_pair(&item)?;
+                        self.take_header(name, &value, bodiless, rendered, &mut length)?;
                     }
                 }
-                h1::push_header_line(rendered, &name, value);
-                if self.keep_headers {
-                    self.headers.push((name.clone(), value.to_owned()));
+                Err(_) => {
+                    for item in headers.try_iter()? {
+                        let (name, value) = header_pair(&item?)?;
+                        self.take_header(name, &value, bodiless, rendered, &mut length)?;
+                    }
                 }
             }
         }
         Ok(if bodiless { None } else { length })
+    }
+
+    /// One header of the application's: checked, then rendered unless the server sets it.
+    fn take_header(
+        &mut self,
+        mut name: String,
+        value: &str,
+        bodiless: bool,
+        rendered: &mut Vec<u8>,
+        length: &mut Option<u64>,
+    ) -> PyResult<()> {
+        name.make_ascii_lowercase();
+        let value =
+            h1::checked_header(&name, value).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        if let Some(hop) = HOP_BY_HOP.iter().find(|h| **h == name) {
+            if *hop == "connection" && value.eq_ignore_ascii_case("close") {
+                self.must_close = true;
+            }
+            return Ok(());
+        }
+        if name == "date" || name == "server" {
+            // The server sets these itself.
+            return Ok(());
+        }
+        if name == "content-length" {
+            *length =
+                Some(value.parse::<u64>().map_err(|_| {
+                    PyValueError::new_err(format!("invalid Content-Length {value:?}"))
+                })?);
+            if bodiless {
+                return Ok(());
+            }
+        }
+        h1::push_header_line(rendered, &name, value);
+        if self.keep_headers {
+            self.headers.push((name.clone(), value.to_owned()));
+        }
+        Ok(())
     }
 
     /// `http.response.informational` (a 1xx before the final response, such as `103 Early
@@ -364,6 +389,13 @@ impl Response {
 /// One header of `http.response.start`: a pair of byte strings (or, as servers accept, text)
 /// read as latin-1.
 fn header_pair(item: &Bound<'_, PyAny>) -> PyResult<(String, String)> {
+    if let Ok(pair) = item.cast::<PyTuple>() {
+        if pair.len() == 2 {
+            let name = header_text(&*pair.get_borrowed_item(0)?)?;
+            let value = header_text(&*pair.get_borrowed_item(1)?)?;
+            return Ok((name, value));
+        }
+    }
     let mut parts = item.try_iter()?;
     let mut next = || -> PyResult<String> {
         let part = parts.next().ok_or_else(|| {
