@@ -136,6 +136,13 @@ impl TlsAcceptor {
         let mut buf: Vec<u8> = Vec::with_capacity(HANDSHAKE_READ);
         let mut first = true;
         loop {
+            // A TLS 1.3 session has only its tickets left to send once the handshake is done:
+            // they leave with the first response, in the same send.
+            if !conn.is_handshaking()
+                && conn.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3)
+            {
+                break;
+            }
             while conn.wants_write() {
                 let sent = sock
                     .when_writable(|s| would_block(conn.write_tls(&mut Raw(s))))
@@ -604,12 +611,14 @@ impl TlsStream {
         write: impl FnOnce(&mut rustls::Writer<'_>) -> io::Result<usize>,
     ) -> io::Result<Option<usize>> {
         let mut s = self.lock();
-        if !self.flush(&mut s)? {
-            return Ok(None);
-        }
         if s.owed > 0 {
+            if !self.flush(&mut s)? {
+                return Ok(None);
+            }
             return Ok(Some(std::mem::take(&mut s.owed)));
         }
+        // Records still queued without being owed are small (tickets, alerts, a key update):
+        // they go out in the same send as these.
         let taken = write(&mut s.conn.writer())?;
         if self.flush(&mut s)? {
             Ok(Some(taken))
