@@ -66,9 +66,12 @@ def main() -> int:
     conns = args.connections or sc.connections
     python = sys.executable
     bindir = str(Path(python).parent)
-    launch = harness.Launch(port=harness.free_port(), module=sc.module, python=python,
-                            bindir=bindir)
+    if sc.tls and config.tls_flags is None:
+        print(f"--server {config.key} does not serve TLS itself", file=sys.stderr)
+        return 1
     tmp = Path(tempfile.mkdtemp(prefix="ferrocorn-cpu-"))
+    launch = harness.Launch(port=harness.free_port(), module=sc.module, python=python,
+                            bindir=bindir, tls=harness.make_certificate(tmp) if sc.tls else None)
     data = tmp / "file.bin"
     with data.open("wb") as f:
         f.write(os.urandom(harness.FILE_SIZE))
@@ -78,8 +81,8 @@ def main() -> int:
     wrk_env = dict(os.environ, BENCH_REQUESTS=str(args.requests),
                    BENCH_POST_BYTES="65536" if any(a.endswith("post64k.lua")
                                                    for a in sc.wrk_extra) else "0")
-    url = f"http://{harness.HOST}:{launch.port}/"
     server = harness.Server(config, launch, env, tmp)
+    url = server.url()
     try:
         server.wait_ready()
         root = server.proc.pid

@@ -270,6 +270,20 @@ def test_ciphers_choose_the_tls12_suites(run_server, certs):
     assert environ_over_tls(srv, certs.client_context())["SSL_PROTOCOL"] == "TLSv1.3"
 
 
+def test_server_order_picks_the_suites(run_server, certs):
+    # OpenSSL's clients list AES-256-GCM first; the server's order puts the cheaper TLS 1.3
+    # suite first, and the `ciphers` order decides among TLS 1.2 suites, as with Gunicorn.
+    srv = run_server(*certs.args(), "--ciphers",
+                     "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384", APP)
+    with tls_connect(srv, certs.client_context()) as s:
+        assert s.cipher()[0] == "TLS_AES_128_GCM_SHA256"
+        assert request(s, close=True)[0] == 200
+    ctx = certs.client_context(maximum=ssl.TLSVersion.TLSv1_2)
+    ctx.set_ciphers("ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES128-GCM-SHA256")
+    with tls_connect(srv, ctx) as s:
+        assert s.cipher()[0] == "ECDHE-ECDSA-AES128-GCM-SHA256"
+
+
 def config_error(args: list[str], expected: str) -> None:
     """The start and `--check-config` both fail with exit 1 and one line starting `expected`."""
     for extra in ([], ["--check-config"]):
