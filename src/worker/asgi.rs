@@ -12,14 +12,9 @@
 
 use std::cell::Cell;
 use std::collections::HashSet;
-use std::future::Future;
 use std::io;
 use std::os::unix::io::RawFd;
-use std::pin::pin;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{Poll, Wake, Waker};
 use std::time::Duration;
 
 use pyo3::prelude::*;
@@ -39,39 +34,8 @@ use crate::process::lifecycle as signals;
 
 /// How often the loop gives the runtime a turn for its timers.
 const TICK: Duration = Duration::from_millis(20);
-/// Rounds of polling and running tasks in one turn, at most (see [`LoopDriver::turn`]).
+/// Rounds of polling and running tasks in one turn (see [`LoopDriver::turn`]).
 const TURN_ROUNDS: usize = 2;
-
-/// The waker the worker's tasks wake their `LocalSet` with: it notes that a task became
-/// ready and passes the wake on to the runtime.
-struct Woken {
-    ready: AtomicBool,
-    runtime: Mutex<Option<Waker>>,
-}
-
-impl Woken {
-    /// Passes later wakes on to `waker`.
-    fn forward_to(&self, waker: &Waker) {
-        let mut runtime = self.runtime.lock().unwrap_or_else(|e| e.into_inner());
-        if !runtime.as_ref().is_some_and(|w| w.will_wake(waker)) {
-            *runtime = Some(waker.clone());
-        }
-    }
-}
-
-impl Wake for Woken {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.ready.store(true, Ordering::Relaxed);
-        let runtime = self.runtime.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(waker) = runtime.as_ref() {
-            waker.wake_by_ref();
-        }
-    }
-}
 
 /// The worker's tokio runtime as the asyncio loop drives it.
 #[pyclass(unsendable, module = "ferrocorn._ferrocorn")]
@@ -86,7 +50,6 @@ pub struct LoopDriver {
     #[pyo3(get)]
     tick: f64,
     turning: Cell<bool>,
-    woken: Arc<Woken>,
 }
 
 #[pymethods]
@@ -99,29 +62,15 @@ impl LoopDriver {
         if self.turning.replace(true) {
             return false;
         }
-        // A round runs the tasks that are ready, then yields, which lets the runtime poll its
-        // events without blocking: the first round runs what was ready, the second what the
-        // events found meanwhile woke (tokio marks such wakes on its poller, which would
-        // otherwise cost the loop another round trip). When the poll woke nothing, the
-        // second round would find nothing to run: the turn ends there.
-        let woken = &self.woken;
-        let waker = Waker::from(Arc::clone(woken));
-        let mut tasks = pin!(self.local.run_until(std::future::pending::<()>()));
-        let mut rounds = 0;
-        self.runtime.block_on(std::future::poll_fn(|cx| {
-            woken.forward_to(cx.waker());
-            if rounds == TURN_ROUNDS || (rounds > 0 && !woken.ready.load(Ordering::Relaxed)) {
-                return Poll::Ready(());
+        // Each yield lets the runtime poll its events without blocking, then run the tasks
+        // they woke: the first round runs what was ready, the second what the events found
+        // meanwhile woke (tokio marks such wakes on its poller, which would otherwise cost
+        // the loop another round trip).
+        self.local.block_on(&self.runtime, async {
+            for _ in 0..TURN_ROUNDS {
+                tokio::task::yield_now().await;
             }
-            rounds += 1;
-            woken.ready.store(false, Ordering::Relaxed);
-            let _ = tasks
-                .as_mut()
-                .poll(&mut std::task::Context::from_waker(&waker));
-            // Wakes this turn again once the runtime has polled its events.
-            let _ = pin!(tokio::task::yield_now()).poll(cx);
-            Poll::Pending
-        }));
+        });
         self.turning.set(false);
         self.serve.as_ref().map_or(true, |s| s.is_finished())
     }
@@ -291,9 +240,5 @@ fn driver(worker: Worker, listeners: &[Listener], wake_fd: RawFd) -> io::Result<
         fds,
         tick: TICK.as_secs_f64(),
         turning: Cell::new(false),
-        woken: Arc::new(Woken {
-            ready: AtomicBool::new(false),
-            runtime: Mutex::new(None),
-        }),
     })
 }
