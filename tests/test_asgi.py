@@ -350,4 +350,4 @@ def test_application_runs_in_its_task(run_server, asgi_loop, factory):
     assert status == 200
     seen = json.loads(body)
     assert seen["in_task"] and seen["same_after_wait"]
-    assert (seen["name"] == "from-factory") == factory
+    assert (seen["kind"] == "FactoryTask") == factory
