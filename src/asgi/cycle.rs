@@ -249,6 +249,24 @@ fn disconnect_event(py: Python<'_>, ev: &Events) -> PyResult<Py<PyAny>> {
 }
 
 /// Whether a loop future still waits for its result (the application may have cancelled it).
+/// Refuses a second `receive` while an earlier one still waits; forgets an earlier one that
+/// settled (or that the application cancelled).
+pub(super) fn forget_settled_receive(
+    py: Python<'_>,
+    receiving: &mut Option<Py<PyAny>>,
+) -> PyResult<()> {
+    if receiving
+        .as_ref()
+        .is_some_and(|earlier| waiting(earlier.bind(py)))
+    {
+        return Err(PyRuntimeError::new_err(
+            "receive() called while another receive() is waiting",
+        ));
+    }
+    *receiving = None;
+    Ok(())
+}
+
 pub(super) fn waiting(future: &Bound<'_, PyAny>) -> bool {
     is_done(future).map(|done| !done).unwrap_or(false)
 }
@@ -281,15 +299,7 @@ pub struct Receiver {
 impl Receiver {
     fn __call__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         let mut st = self.ex.state.borrow_mut();
-        if let Some(earlier) = &st.receiving {
-            if waiting(earlier.bind(py)) {
-                return Err(PyRuntimeError::new_err(
-                    "receive() called while another receive() is waiting",
-                ));
-            }
-            // Cancelled by the application: forget it.
-            st.receiving = None;
-        }
+        forget_settled_receive(py, &mut st.receiving)?;
         if let Some(event) = st.next_event(py, &self.ctx.events)? {
             return Ready::wrap(py, Some(event));
         }

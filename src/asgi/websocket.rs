@@ -17,7 +17,8 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 use tokio::sync::Notify;
 
 use super::cycle::{
-    post_request, pre_request, record, resolve, uri, waiting, AccessData, Context, Ready,
+    forget_settled_receive, post_request, pre_request, record, resolve, uri, waiting, AccessData,
+    Context, Ready,
 };
 use super::response::{Facts, Response, Stage};
 use crate::driver::body::BodyState;
@@ -138,14 +139,7 @@ pub struct WsReceiver {
 impl WsReceiver {
     fn __call__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         let mut st = self.ex.state.borrow_mut();
-        if let Some(earlier) = &st.receiving {
-            if waiting(earlier.bind(py)) {
-                return Err(PyRuntimeError::new_err(
-                    "receive() called while another receive() is waiting",
-                ));
-            }
-            st.receiving = None;
-        }
+        forget_settled_receive(py, &mut st.receiving)?;
         if !st.connect_given {
             st.connect_given = true;
             let ev = event(py, "websocket.connect")?;
