@@ -230,8 +230,20 @@ pub fn run(py: Python<'_>, ctx: WorkerContext<'_>) -> i32 {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
+        let acceptors = {
+            let _entered = runtime.enter();
+            listeners
+                .iter()
+                .map(Acceptor::new)
+                .collect::<io::Result<Vec<_>>>()?
+        };
         let local = tokio::task::LocalSet::new();
-        let outcome = local.block_on(&runtime, serve(Rc::new(worker), listeners, wake_fd));
+        // The worker's loop runs as a task of its own, polled only when its own events fire:
+        // the future given to `block_on` is polled again on every wake-up of any connection.
+        let serving = local.spawn_local(serve_on(Rc::new(worker), acceptors, wake_fd));
+        let outcome = local
+            .block_on(&runtime, serving)
+            .unwrap_or_else(|e| Err(io::Error::other(format!("the worker's loop failed: {e}"))));
         // Connections still open past the graceful timeout are abandoned with the runtime.
         drop(local);
         drop(runtime);
@@ -602,15 +614,6 @@ fn max_requests(settings: &Settings) -> u64 {
 }
 
 /// The event loop: accept on every listener, watch signals and the parent, stop gracefully.
-async fn serve(worker: Rc<Worker>, listeners: &[Listener], wake_fd: RawFd) -> io::Result<()> {
-    let acceptors = listeners
-        .iter()
-        .map(Acceptor::new)
-        .collect::<io::Result<Vec<_>>>()?;
-    serve_on(worker, acceptors, wake_fd).await
-}
-
-/// [`serve`] on listeners ready to accept.
 async fn serve_on(worker: Rc<Worker>, acceptors: Vec<Acceptor>, wake_fd: RawFd) -> io::Result<()> {
     let ppid = std::os::unix::process::parent_id();
     for (index, listener) in acceptors.into_iter().enumerate() {
