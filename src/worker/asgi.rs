@@ -14,14 +14,13 @@ use std::cell::Cell;
 use std::collections::HashSet;
 use std::io;
 use std::os::unix::io::RawFd;
-use std::rc::Rc;
 use std::time::Duration;
 
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use tokio::task::{JoinHandle, LocalSet};
 
-use super::{serve_on, Mode, Worker};
+use super::{spawn_serving, Mode, Worker};
 use crate::asgi::cycle::{Context, Options};
 use crate::asgi::scope::{ScopeBuilder, ServerAddr};
 use crate::config::Settings;
@@ -29,7 +28,6 @@ use crate::exit_code;
 use crate::log;
 use crate::log::python::log_exception;
 use crate::net::listeners::Listener;
-use crate::net::Acceptor;
 use crate::process::lifecycle as signals;
 
 /// How often the loop gives the runtime a turn for its timers.
@@ -224,15 +222,8 @@ pub(super) fn run<'py>(
 /// first turn, after lifespan startup).
 fn driver(worker: Worker, listeners: &[Listener], wake_fd: RawFd) -> io::Result<LoopDriver> {
     let (runtime, fds) = runtime_with_fds()?;
-    let acceptors = {
-        let _entered = runtime.enter();
-        listeners
-            .iter()
-            .map(Acceptor::new)
-            .collect::<io::Result<Vec<_>>>()?
-    };
     let local = LocalSet::new();
-    let serve = local.spawn_local(serve_on(Rc::new(worker), acceptors, wake_fd));
+    let serve = spawn_serving(&runtime, &local, worker, listeners, wake_fd)?;
     Ok(LoopDriver {
         runtime,
         local,

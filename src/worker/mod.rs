@@ -230,17 +230,8 @@ pub fn run(py: Python<'_>, ctx: WorkerContext<'_>) -> i32 {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let acceptors = {
-            let _entered = runtime.enter();
-            listeners
-                .iter()
-                .map(Acceptor::new)
-                .collect::<io::Result<Vec<_>>>()?
-        };
         let local = tokio::task::LocalSet::new();
-        // The worker's loop runs as a task of its own, polled only when its own events fire:
-        // the future given to `block_on` is polled again on every wake-up of any connection.
-        let serving = local.spawn_local(serve_on(Rc::new(worker), acceptors, wake_fd));
+        let serving = spawn_serving(&runtime, &local, worker, listeners, wake_fd)?;
         let outcome = local
             .block_on(&runtime, serving)
             .unwrap_or_else(|e| Err(io::Error::other(format!("the worker's loop failed: {e}"))));
@@ -611,6 +602,26 @@ fn max_requests(settings: &Settings) -> u64 {
     // Spread recycling over workers without a random source: the pid and the clock suffice.
     let seed = (std::process::id() as u64) ^ crate::process::heartbeat::monotonic_millis();
     base + seed.wrapping_mul(6364136223846793005) % (jitter + 1)
+}
+
+/// Queues the worker's loop ([`serve_on`]) on `local` as a task of its own, on acceptors
+/// registered with `runtime`. As a task it is polled only when its own events fire; the
+/// future given to `block_on` is polled again on every wake-up of any connection.
+fn spawn_serving(
+    runtime: &tokio::runtime::Runtime,
+    local: &tokio::task::LocalSet,
+    worker: Worker,
+    listeners: &[Listener],
+    wake_fd: RawFd,
+) -> io::Result<tokio::task::JoinHandle<io::Result<()>>> {
+    let acceptors = {
+        let _entered = runtime.enter();
+        listeners
+            .iter()
+            .map(Acceptor::new)
+            .collect::<io::Result<Vec<_>>>()?
+    };
+    Ok(local.spawn_local(serve_on(Rc::new(worker), acceptors, wake_fd)))
 }
 
 /// The event loop: accept on every listener, watch signals and the parent, stop gracefully.
