@@ -58,16 +58,34 @@ pub fn give_back(buf: &mut Vec<u8>) {
     }
 }
 
-/// Blocks of one layout kept for reuse by [`Lent`]; freed with the thread.
+/// Blocks kept for reuse by [`Lent`], by layout: one for each kind of lent future (a
+/// request's state on each transport, an application call on each worker class), so only a
+/// handful. Freed with the thread.
 struct Blocks {
-    layout: Option<Layout>,
-    free: Vec<NonNull<u8>>,
+    kinds: Vec<(Layout, Vec<NonNull<u8>>)>,
+}
+
+/// Kinds of block kept at most; blocks of any other layout are freed when given back.
+const KINDS: usize = 8;
+
+impl Blocks {
+    fn free_list(&mut self, layout: Layout) -> Option<&mut Vec<NonNull<u8>>> {
+        let at = match self.kinds.iter().position(|(l, _)| *l == layout) {
+            Some(at) => at,
+            None if self.kinds.len() < KINDS => {
+                self.kinds.push((layout, Vec::new()));
+                self.kinds.len() - 1
+            }
+            None => return None,
+        };
+        Some(&mut self.kinds[at].1)
+    }
 }
 
 impl Drop for Blocks {
     fn drop(&mut self) {
-        if let Some(layout) = self.layout {
-            for block in self.free.drain(..) {
+        for (layout, free) in self.kinds.drain(..) {
+            for block in free {
                 // SAFETY: every kept block was allocated with `layout` and is not in use.
                 unsafe { alloc::dealloc(block.as_ptr(), layout) };
             }
@@ -76,12 +94,7 @@ impl Drop for Blocks {
 }
 
 thread_local! {
-    static BLOCKS: RefCell<Blocks> = const {
-        RefCell::new(Blocks {
-            layout: None,
-            free: Vec::new(),
-        })
-    };
+    static BLOCKS: RefCell<Blocks> = const { RefCell::new(Blocks { kinds: Vec::new() }) };
 }
 
 /// A future in a block of memory taken from the thread's pool and given back when it is
@@ -96,10 +109,7 @@ impl<F: Future> Lent<F> {
     pub fn new(make: impl FnOnce() -> F) -> Lent<F> {
         const { assert!(std::mem::size_of::<F>() > 0) };
         let layout = Layout::new::<F>();
-        let kept = BLOCKS.with_borrow_mut(|b| match b.layout {
-            Some(l) if l == layout => b.free.pop(),
-            _ => None,
-        });
+        let kept = BLOCKS.with_borrow_mut(|b| b.free_list(layout).and_then(Vec::pop));
         let block = kept.unwrap_or_else(|| {
             // SAFETY: the layout's size is not zero (asserted above).
             let p = unsafe { alloc::alloc(layout) };
@@ -132,17 +142,12 @@ impl<F: Future> Drop for Lent<F> {
         unsafe {
             std::ptr::drop_in_place(self.ptr.as_ptr());
             let kept = BLOCKS
-                .try_with(|b| {
-                    let mut b = b.borrow_mut();
-                    if b.layout.is_none() {
-                        b.layout = Some(layout);
-                    }
-                    if b.layout == Some(layout) && b.free.len() < KEEP {
-                        b.free.push(block);
+                .try_with(|b| match b.borrow_mut().free_list(layout) {
+                    Some(free) if free.len() < KEEP => {
+                        free.push(block);
                         true
-                    } else {
-                        false
                     }
+                    _ => false,
                 })
                 .unwrap_or(false);
             if !kept {
@@ -226,5 +231,33 @@ mod tests {
         assert_eq!(second.ptr.cast::<u8>(), block);
         drop(second);
         assert_eq!(std::rc::Rc::strong_count(&state), 1);
+    }
+
+    #[test]
+    fn lent_futures_of_different_sizes_each_reuse_their_own_blocks() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        fn make_large() -> impl Future<Output = usize> {
+            async {
+                let held = [7u8; 4096];
+                tokio::task::yield_now().await;
+                held.iter().filter(|b| **b == 7).count()
+            }
+        }
+        let small = Lent::new(|| async { 1u8 });
+        let large = Lent::new(make_large);
+        fn size<F: Future>(_: &Lent<F>) -> usize {
+            std::mem::size_of::<F>()
+        }
+        assert!(size(&large) > 4096 && size(&small) < 64);
+        let (small_block, large_block) = (small.ptr.cast::<u8>(), large.ptr.cast::<u8>());
+        assert_eq!(rt.block_on(small), 1);
+        assert_eq!(rt.block_on(large), 4096);
+        // The small block went back first; each kind's next future still takes its own.
+        let large = Lent::new(make_large);
+        let small = Lent::new(|| async { 1u8 });
+        assert_eq!(large.ptr.cast::<u8>(), large_block);
+        assert_eq!(small.ptr.cast::<u8>(), small_block);
     }
 }

@@ -29,6 +29,7 @@ use crate::asgi::cycle::Context as AsgiContext;
 use crate::config::Value;
 use crate::config::{Settings, StartError};
 use crate::driver::body::BodyTarget;
+use crate::driver::buffers::Lent;
 use crate::driver::h1::{Conn, Handoff};
 use crate::driver::h2;
 use crate::driver::shed::Shedding;
@@ -427,7 +428,10 @@ impl<T: AsgiIo> Service<T> for Worker {
                 Some(outcome)
             }
             Mode::Threads(pool) => pool.run(Arc::clone(&self.app), request).await,
-            Mode::Asgi(ctx) => T::call_asgi(ctx, request, self.reports).await,
+            // Lent, not inline: the driver's request future holds this one, and its size
+            // (several times the rest) would otherwise be copied and carried for every
+            // request of every worker class.
+            Mode::Asgi(ctx) => Lent::new(|| T::call_asgi(ctx, request, self.reports)).await,
         }
     }
 
