@@ -238,12 +238,10 @@ mod tests {
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
-        fn make_large() -> impl Future<Output = usize> {
-            async {
-                let held = [7u8; 4096];
-                tokio::task::yield_now().await;
-                held.iter().filter(|b| **b == 7).count()
-            }
+        async fn make_large() -> usize {
+            let held = [7u8; 4096];
+            tokio::task::yield_now().await;
+            held.iter().filter(|b| **b == 7).count()
         }
         let small = Lent::new(|| async { 1u8 });
         let large = Lent::new(make_large);
